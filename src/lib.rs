@@ -1,0 +1,10 @@
+//! bulkget: move enormous numbers of files over HTTP as fast as the machine
+//! allows, and never lose one.
+//!
+//! Data flows through stages named after these modules:
+//! [`server`] (the seed's file API, for tests and benchmarks) and
+//! [`synthetic`] (the public content rule of the synthetic dataset).
+
+pub mod server;
+pub mod synthetic;
+pub mod units;

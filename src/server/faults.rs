@@ -1,0 +1,113 @@
+//! Fault injection for testing clients: seeded, so a run with the same
+//! request order sees the same faults. Request `k` (counted over the whole
+//! server) draws one number from `splitmix64(seed, k)` and falls in at most one
+//! of the fault bands, in this order: 503, 429, reset, truncate.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::synthetic::splitmix64;
+
+/// The faults a server injects into `/get` answers.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Fraction of `/get` answered `503 Service Unavailable` with `Retry-After`.
+    pub fail_503: f64,
+    /// Fraction of `/get` answered `429 Too Many Requests` with `Retry-After`.
+    pub fail_429: f64,
+    /// Fraction of `/get` whose connection is reset (RST) halfway through the body.
+    pub reset: f64,
+    /// Fraction of `/get` whose body stops halfway, short of `Content-Length`, then the connection closes.
+    pub truncate: f64,
+    /// Seconds sent in `Retry-After`.
+    pub retry_after: u64,
+    /// Added before answering every request.
+    pub latency: Duration,
+    /// Bytes per second per connection (0 = unlimited).
+    pub rate_limit: u64,
+    /// Ignore `Range` and do not advertise `Accept-Ranges`.
+    pub no_ranges: bool,
+    pub seed: u64,
+}
+
+/// What happens to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Normal,
+    Status503,
+    Status429,
+    Reset,
+    Truncate,
+}
+
+/// Draws fates for successive requests.
+pub struct Dice {
+    faults: Faults,
+    counter: AtomicU64,
+}
+
+impl Dice {
+    pub fn new(faults: Faults) -> Dice {
+        Dice {
+            faults,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Whether any per-request fault is configured at all.
+    pub fn any(&self) -> bool {
+        let f = &self.faults;
+        f.fail_503 + f.fail_429 + f.reset + f.truncate > 0.0
+    }
+
+    pub fn roll(&self) -> Fate {
+        if !self.any() {
+            return Fate::Normal;
+        }
+        let k = self.counter.fetch_add(1, Ordering::Relaxed);
+        let r = splitmix64(self.faults.seed ^ splitmix64(k)) >> 11;
+        let u = r as f64 / (1u64 << 53) as f64;
+        let f = &self.faults;
+        let bands = [
+            (f.fail_503, Fate::Status503),
+            (f.fail_429, Fate::Status429),
+            (f.reset, Fate::Reset),
+            (f.truncate, Fate::Truncate),
+        ];
+        let mut edge = 0.0;
+        for (p, fate) in bands {
+            edge += p;
+            if u < edge {
+                return fate;
+            }
+        }
+        Fate::Normal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_are_roughly_honoured_and_reproducible() {
+        let f = Faults {
+            fail_503: 0.1,
+            reset: 0.2,
+            seed: 7,
+            ..Faults::default()
+        };
+        let roll = |d: &Dice| (0..10_000).map(|_| d.roll()).collect::<Vec<_>>();
+        let a = roll(&Dice::new(f.clone()));
+        assert_eq!(a, roll(&Dice::new(f)));
+        let n503 = a.iter().filter(|x| **x == Fate::Status503).count();
+        let nreset = a.iter().filter(|x| **x == Fate::Reset).count();
+        assert!((800..1200).contains(&n503), "{n503}");
+        assert!((1700..2300).contains(&nreset), "{nreset}");
+        assert!(!a.contains(&Fate::Status429));
+    }
+}

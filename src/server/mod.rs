@@ -1,0 +1,500 @@
+//! `bulkget serve`: the seed's file-server API over HTTP/1.1 (keep-alive,
+//! pipelining) and HTTP/2 cleartext (prior knowledge) on one port.
+//!
+//! ```text
+//! GET /list[?next-marker=T] -> {"FileNames": [...], "NextMarker": "T2"}   (no NextMarker on the last page)
+//! GET|HEAD /get/{name}      -> bytes; Range: bytes=a-b | a- | -n -> 206; unsatisfiable -> 416
+//! ```
+//! A [`Store`] supplies names and bytes; [`faults`] injects failures for
+//! testing clients. [`Server::start`] runs on its own threads (tests, bench);
+//! [`serve_forever`] is the command: first stdout line `listening on http://ADDR`.
+
+pub mod body;
+pub mod dirstore;
+pub mod faults;
+pub mod store;
+
+use std::convert::Infallible;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use body::{Cut, Pacer, RespBody};
+use faults::{Dice, Fate, Faults};
+use store::{Store, Tokens};
+
+/// How to serve.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub page_size: usize,
+    pub faults: Faults,
+    /// Worker threads (0 = one per available core).
+    pub threads: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            page_size: 1000,
+            faults: Faults::default(),
+            threads: 0,
+        }
+    }
+}
+
+struct App {
+    store: Arc<dyn Store>,
+    tokens: Tokens,
+    page_size: usize,
+    dice: Dice,
+}
+
+/// Per-connection facts the handlers need.
+struct Conn {
+    fd: std::os::fd::RawFd,
+    pacer: Option<Arc<Pacer>>,
+}
+
+#[derive(Serialize)]
+struct ListPage<'a> {
+    #[serde(rename = "FileNames")]
+    file_names: &'a [String],
+    #[serde(rename = "NextMarker", skip_serializing_if = "Option::is_none")]
+    next_marker: Option<String>,
+}
+
+fn json_error(status: StatusCode, msg: &str) -> Response<RespBody> {
+    let body = serde_json::to_vec(&serde_json::json!({ "error": msg })).expect("json");
+    let mut r = Response::new(RespBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+impl App {
+    async fn handle(
+        self: Arc<Self>,
+        conn: Arc<Conn>,
+        req: Request<hyper::body::Incoming>,
+    ) -> Response<RespBody> {
+        let lat = self.dice.faults().latency;
+        if !lat.is_zero() {
+            tokio::time::sleep(lat).await;
+        }
+        let path = req.uri().path();
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => {
+                let known = path == "/list" || path.starts_with("/get/");
+                let mut r = json_error(
+                    if known {
+                        StatusCode::METHOD_NOT_ALLOWED
+                    } else {
+                        StatusCode::NOT_FOUND
+                    },
+                    "only GET and HEAD are served",
+                );
+                if known {
+                    r.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                }
+                return r;
+            }
+        };
+        if path == "/list" {
+            let mut r = self.list(req.uri().query()).await;
+            if head {
+                *r.body_mut() = RespBody::empty();
+            }
+            return r;
+        }
+        if let Some(raw) = path.strip_prefix("/get/") {
+            let Ok(name) = percent_decode_str(raw).decode_utf8() else {
+                return json_error(StatusCode::NOT_FOUND, "no such file");
+            };
+            return self.get(&conn, &name, req.headers(), head);
+        }
+        json_error(
+            StatusCode::NOT_FOUND,
+            "not found: the API is GET /list and GET /get/{name}",
+        )
+    }
+
+    async fn list(&self, query: Option<&str>) -> Response<RespBody> {
+        let mut after = None;
+        for pair in query.unwrap_or("").split('&') {
+            if let Some(v) = pair.strip_prefix("next-marker=") {
+                let tok = percent_decode_str(v).decode_utf8_lossy();
+                match self.tokens.open(&tok) {
+                    Some(c) => after = Some(c),
+                    None => {
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            "next-marker was not issued by this server",
+                        );
+                    }
+                }
+            }
+        }
+        let store = self.store.clone();
+        let limit = self.page_size;
+        let page = tokio::task::spawn_blocking(move || store.list(after.as_deref(), limit)).await;
+        let page = match page {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                return json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("listing failed: {e}"),
+                );
+            }
+            Err(e) => {
+                return json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("listing failed: {e}"),
+                );
+            }
+        };
+        let out = ListPage {
+            file_names: &page.names,
+            next_marker: page.next_after.as_deref().map(|a| self.tokens.seal(a)),
+        };
+        let mut r = Response::new(RespBody::full(serde_json::to_vec(&out).expect("json")));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    fn get(
+        &self,
+        conn: &Conn,
+        name: &str,
+        headers: &hyper::HeaderMap,
+        head: bool,
+    ) -> Response<RespBody> {
+        let Some(obj) = self.store.open(name) else {
+            return json_error(StatusCode::NOT_FOUND, "no such file");
+        };
+        let faults = self.dice.faults();
+        let fate = if head { Fate::Normal } else { self.dice.roll() };
+        if matches!(fate, Fate::Status503 | Fate::Status429) {
+            let (s, m) = if fate == Fate::Status503 {
+                (StatusCode::SERVICE_UNAVAILABLE, "injected 503")
+            } else {
+                (StatusCode::TOO_MANY_REQUESTS, "injected 429")
+            };
+            let mut r = json_error(s, m);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(faults.retry_after));
+            return r;
+        }
+        let size = obj.size;
+        let mut status = StatusCode::OK;
+        let (mut start, mut end) = (0, size);
+        let mut hs = Vec::with_capacity(5);
+        if !faults.no_ranges {
+            hs.push((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
+            if let Some(r) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+                match parse_range(r, size) {
+                    RangeAnswer::Ignore => {}
+                    RangeAnswer::Unsatisfiable => {
+                        let mut r =
+                            json_error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+                        r.headers_mut().insert(
+                            header::CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+                        );
+                        return r;
+                    }
+                    RangeAnswer::Range(a, b) => {
+                        status = StatusCode::PARTIAL_CONTENT;
+                        (start, end) = (a, b + 1);
+                        hs.push((
+                            header::CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("bytes {a}-{b}/{size}")).expect("ascii"),
+                        ));
+                    }
+                }
+            }
+        }
+        hs.push((
+            header::ETAG,
+            HeaderValue::from_str(&obj.etag).expect("ascii etag"),
+        ));
+        if let Some(m) = obj.modified {
+            hs.push((
+                header::LAST_MODIFIED,
+                HeaderValue::from_str(&httpdate::fmt_http_date(m)).expect("ascii date"),
+            ));
+        }
+        hs.push((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ));
+        let len = end - start;
+        let half = len / 2;
+        let cut = match fate {
+            Fate::Reset => Some(Cut::Reset(half, conn.fd)),
+            Fate::Truncate => Some(Cut::Truncate(half)),
+            _ => None,
+        };
+        let body = if head {
+            RespBody::empty()
+        } else if len <= 64 * 1024 && cut.is_none() && conn.pacer.is_none() {
+            let mut buf = vec![0u8; len as usize];
+            match obj.source.read_at(start, &mut buf) {
+                Ok(n) if n == buf.len() => RespBody::full(Bytes::from(buf)),
+                _ => {
+                    return json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "file changed while being read",
+                    );
+                }
+            }
+        } else {
+            RespBody::stream(obj.source, start, end, cut, conn.pacer.clone())
+        };
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        for (k, v) in hs {
+            h.insert(k, v);
+        }
+        if head {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        r
+    }
+}
+
+/// What a `Range` header asks of a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// Not a single byte range we understand: serve the whole file (RFC 9110 allows it).
+    Ignore,
+    Unsatisfiable,
+    /// First and last byte, inclusive.
+    Range(u64, u64),
+}
+
+pub fn parse_range(h: &str, size: u64) -> RangeAnswer {
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeAnswer::Ignore;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Ignore;
+    };
+    let num = |s: &str| {
+        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => RangeAnswer::Ignore,
+        (true, false) => match num(b) {
+            None => RangeAnswer::Ignore,
+            Some(0) => RangeAnswer::Unsatisfiable,
+            Some(_) if size == 0 => RangeAnswer::Unsatisfiable,
+            Some(n) => RangeAnswer::Range(size.saturating_sub(n), size - 1),
+        },
+        (false, _) => {
+            let Some(first) = num(a) else {
+                return RangeAnswer::Ignore;
+            };
+            let last = if b.is_empty() {
+                u64::MAX
+            } else {
+                match num(b) {
+                    Some(l) if l >= first => l,
+                    _ => return RangeAnswer::Ignore,
+                }
+            };
+            if first >= size {
+                RangeAnswer::Unsatisfiable
+            } else {
+                RangeAnswer::Range(first, last.min(size - 1))
+            }
+        }
+    }
+}
+
+/// A running server; dropping it (or [`Server::stop`]) shuts it down gracefully.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 = any free one) and serves `store` on background threads.
+    pub fn start(addr: &str, store: Arc<dyn Store>, cfg: ServeConfig) -> io::Result<Server> {
+        let rt = runtime(cfg.threads)?;
+        let listener = rt.block_on(TcpListener::bind(addr))?;
+        let local = listener.local_addr()?;
+        let (tx, rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("bulkget-serve".into())
+            .spawn(move || {
+                rt.block_on(run(listener, store, cfg, rx));
+            })?;
+        Ok(Server {
+            addr: local,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://ADDR`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    b.enable_all().thread_name("bulkget-serve").build()
+}
+
+/// The `serve` command: prints `listening on http://ADDR` first on stdout,
+/// serves until SIGINT or SIGTERM, then stops gracefully.
+pub fn serve_forever(addr: &str, store: Arc<dyn Store>, cfg: ServeConfig) -> io::Result<()> {
+    let rt = runtime(cfg.threads)?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(addr).await?;
+        let mut out = io::stdout().lock();
+        writeln!(out, "listening on http://{}", listener.local_addr()?)?;
+        out.flush()?;
+        drop(out);
+        let (tx, rx) = watch::channel(false);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = tx.send(true);
+        });
+        run(listener, store, cfg, rx).await;
+        Ok(())
+    })
+}
+
+/// Accepts and serves connections until `stop` turns true, then lets
+/// in-flight requests finish (idle keep-alive connections close at once).
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    cfg: ServeConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = Arc::new(App {
+        tokens: Tokens::new(&store.identity()),
+        store,
+        page_size: cfg.page_size.max(1),
+        dice: Dice::new(cfg.faults.clone()),
+    });
+    // Every connection task holds a sender; recv() yields None once all are gone.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(_) => continue, // e.g. EMFILE: keep serving the connections we have
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn {
+            fd: stream.as_raw_fd(),
+            pacer: (cfg.faults.rate_limit > 0).then(|| Arc::new(Pacer::new(cfg.faults.rate_limit))),
+        });
+        let app = app.clone();
+        let mut stop = stop.clone();
+        let alive = alive_tx.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            let svc = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(app.handle(conn, req).await) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().pipeline_flush(true).max_buf_size(1 << 20);
+            let c = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(c);
+            tokio::select! {
+                _ = c.as_mut() => {}
+                _ = stop.changed() => {
+                    c.as_mut().graceful_shutdown();
+                    let _ = c.await;
+                }
+            }
+        });
+    }
+    drop(alive_tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), alive_rx.recv()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeAnswer::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Range(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Range(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Range(90, 99));
+        assert_eq!(parse_range("bytes=-1000", 100), Range(0, 99));
+        assert_eq!(parse_range("bytes=50-1000", 100), Range(50, 99));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignore);
+        assert_eq!(parse_range("bytes=9-3", 100), Ignore);
+        assert_eq!(parse_range("items=0-1", 100), Ignore);
+        assert_eq!(parse_range("bytes=x-1", 100), Ignore);
+    }
+}
