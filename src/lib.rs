@@ -5,6 +5,14 @@
 //! [`server`] (the seed's file API, for tests and benchmarks) and
 //! [`synthetic`] (the public content rule of the synthetic dataset).
 
+pub mod error;
+pub mod fetch;
+pub mod journal;
+pub mod listing;
+pub mod mirror;
+pub mod names;
+pub mod progress;
 pub mod server;
+pub mod sink;
 pub mod synthetic;
 pub mod units;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use bulkget::mirror::{self, MirrorConfig, SinkKind};
+use bulkget::progress::Display;
 use bulkget::server::dirstore::DirStore;
 use bulkget::server::faults::Faults;
 use bulkget::server::store::{Store, SyntheticStore};
@@ -29,6 +31,88 @@ struct Cli {
 enum Cmd {
     /// Serve a directory, or synthetic files, over the seed's list/get API.
     Serve(ServeArgs),
+    /// Download every file a server lists (GET URL/list, GET URL/get/NAME) into DEST.
+    Mirror(MirrorArgs),
+}
+
+#[derive(Args)]
+struct MirrorArgs {
+    /// Base URL of the server (http://HOST:PORT[/PATH]).
+    url: String,
+    /// Destination directory (created if needed; DEST/.bulkget holds the journal).
+    dest: PathBuf,
+    #[command(flatten)]
+    fetch: FetchArgs,
+    /// Write the final figures as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+}
+
+/// How to fetch.
+#[derive(Args)]
+struct FetchArgs {
+    /// Connections in all, spread over the cores [default: 4 per core].
+    #[arg(long, short = 'c')]
+    connections: Option<usize>,
+    /// Requests in flight per connection (HTTP/1.1 pipelining; 1 turns it off).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pipeline: u32,
+    /// Attempts after the first for connection errors, timeouts, 408, 429 and 5xx.
+    #[arg(long, default_value_t = 8)]
+    retries: u32,
+    /// Seconds without an answer before a connection counts as failed.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Where files go: dir (DEST) or null (fetch and check lengths, keep nothing).
+    #[arg(long, default_value = "dir", value_parser = ["dir", "null"])]
+    sink: String,
+    /// No progress and no per-file error lines (the summary is still printed).
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+impl FetchArgs {
+    fn apply(&self, cfg: &mut MirrorConfig) -> anyhow::Result<()> {
+        if let Some(c) = self.connections {
+            if c == 0 {
+                bail!("--connections must be at least 1");
+            }
+            cfg.connections = c;
+        }
+        if self.timeout.is_nan() || self.timeout <= 0.0 {
+            bail!("--timeout must be a positive number of seconds");
+        }
+        cfg.window = self.pipeline;
+        cfg.policy.retries = self.retries;
+        cfg.timeout = Duration::from_secs_f64(self.timeout);
+        cfg.sink = if self.sink == "null" {
+            SinkKind::Null
+        } else {
+            SinkKind::Dir
+        };
+        cfg.display = if self.quiet {
+            Display::Quiet
+        } else {
+            Display::Auto
+        };
+        Ok(())
+    }
+}
+
+fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = MirrorConfig::new(&a.url, &a.dest);
+    a.fetch.apply(&mut cfg)?;
+    let stop = mirror::stop_on_signals();
+    let out = mirror::run(&cfg, stop)?;
+    if let Some(e) = &out.error {
+        eprintln!("bulkget: {e}");
+    }
+    eprintln!("{}", out.summary(&cfg));
+    if let Some(p) = &a.stats_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::from(out.exit_code()))
 }
 
 #[derive(Args)]
@@ -138,6 +222,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Serve(a) => serve(a),
+        Cmd::Mirror(a) => mirror(a),
     };
     match r {
         Ok(code) => code,

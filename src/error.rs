@@ -1,0 +1,125 @@
+//! Error types. Each says what failed and why in one line, and answers the
+//! question the caller has to decide on (`is_retryable`, `is_throttle`, …).
+
+use std::io;
+use std::time::Duration;
+
+/// Why a listed name cannot become a file under the destination.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("empty name")]
+    Empty,
+    #[error("name contains a NUL byte")]
+    Nul,
+    #[error("absolute name (starts with '/')")]
+    Absolute,
+    #[error("name has an empty segment ('//' or a trailing '/')")]
+    EmptySegment,
+    #[error("name has a '.' or '..' segment")]
+    DotSegment,
+    #[error("name segment longer than {0} bytes")]
+    SegmentTooLong(usize),
+    #[error("name longer than {0} bytes")]
+    TooLong(usize),
+    #[error("name is inside bulkget's own .bulkget directory")]
+    Reserved,
+}
+
+/// Why fetching one file failed (this attempt).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    #[error("connection failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("no answer for {0:?}")]
+    Timeout(Duration),
+    #[error("connection closed before the answer")]
+    Closed,
+    #[error("HTTP {status}")]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("body ended after {got} of {want} bytes")]
+    Truncated { got: u64, want: u64 },
+    #[error("malformed HTTP answer: {0}")]
+    Protocol(String),
+    #[error("refused name: {0}")]
+    Name(#[from] NameError),
+    #[error("cannot write: {0}")]
+    Sink(io::Error),
+}
+
+impl FetchError {
+    /// Worth another attempt: connection trouble, timeouts, 408, 429, 5xx, short bodies.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FetchError::Connect(_)
+            | FetchError::Io(_)
+            | FetchError::Timeout(_)
+            | FetchError::Closed
+            | FetchError::Truncated { .. }
+            | FetchError::Protocol(_) => true,
+            FetchError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            FetchError::Name(_) => false,
+            FetchError::Sink(e) => !is_disk_full(e),
+        }
+    }
+
+    /// The server asks the whole run to slow down (429 or 503).
+    pub fn is_throttle(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Status {
+                status: 429 | 503,
+                ..
+            }
+        )
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Nothing more can be written anywhere: the run should stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, FetchError::Sink(e) if is_disk_full(e))
+    }
+
+    /// Whether the connection it happened on can carry on.
+    pub fn keeps_connection(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Status { .. } | FetchError::Name(_) | FetchError::Sink(_)
+        )
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Why a run could not proceed (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("bad URL {url:?}: {why}")]
+    Url { url: String, why: String },
+    #[error("listing {url}: {why}")]
+    List { url: String, why: String },
+    #[error(
+        "listing {url}: the cursor {marker:?} repeats an earlier page's: the server is looping"
+    )]
+    ListLoop { url: String, marker: String },
+    #[error("destination {path}: {source}")]
+    Dest { path: String, source: io::Error },
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    #[error("{0}")]
+    Other(String),
+}

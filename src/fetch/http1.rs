@@ -1,0 +1,341 @@
+//! A pipelined HTTP/1.1 client connection, written by hand because no
+//! well-kept Rust client pipelines: hyper's client waits for each answer
+//! before sending the next request. For 100-byte files the round trip, not the
+//! bytes, is the cost, so one connection here keeps a window of GETs in flight
+//! and reads their answers in order from one buffer (usually many per `read`).
+//!
+//! Answers are parsed with `httparse`; bodies framed by `Content-Length`,
+//! `chunked`, or the end of the connection are all handled.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::FetchError;
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What an answer's head says that a client acts on.
+#[derive(Debug, Clone, Default)]
+pub struct Head {
+    pub status: u16,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// The server closes the connection after this answer.
+    pub close: bool,
+    pub retry_after: Option<Duration>,
+    /// `Content-Range: bytes a-b/total` as (a, b, total).
+    pub content_range: Option<(u64, u64, Option<u64>)>,
+    pub accept_ranges: bool,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// Body framing, decided from the head.
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// One keep-alive connection.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+    timeout: Duration,
+    eof: bool,
+}
+
+impl Conn {
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, FetchError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(FetchError::Connect(e)),
+            Err(_) => {
+                return Err(FetchError::Connect(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(8192),
+            timeout,
+            eof: false,
+        })
+    }
+
+    /// Queues `GET {path}` (already encoded) with optional extra header lines
+    /// (each ending in CRLF); sent by the next [`Conn::flush`].
+    pub fn queue_get(&mut self, host: &str, path: &[u8], extra: &str) {
+        self.out.extend_from_slice(b"GET ");
+        self.out.extend_from_slice(path);
+        self.out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        self.out.extend_from_slice(host.as_bytes());
+        self.out.extend_from_slice(b"\r\nUser-Agent: bulkget/");
+        self.out
+            .extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(extra.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Mutable access to the outgoing buffer, for callers that build request paths in place.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    pub async fn flush(&mut self) -> Result<(), FetchError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.timeout, self.stream.write_all(&self.out)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(FetchError::Timeout(self.timeout)),
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Reads more bytes into the buffer; Ok(0) at end of stream.
+    async fn fill(&mut self) -> Result<usize, FetchError> {
+        if self.eof {
+            return Ok(0);
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let n = self.buf.len() * 2;
+                self.buf.resize(n, 0);
+            }
+        }
+        let n =
+            match tokio::time::timeout(self.timeout, self.stream.read(&mut self.buf[self.end..]))
+                .await
+            {
+                Ok(r) => r?,
+                Err(_) => return Err(FetchError::Timeout(self.timeout)),
+            };
+        if n == 0 {
+            self.eof = true;
+        }
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads the next answer's head.
+    pub async fn read_head(&mut self) -> Result<Head, FetchError> {
+        loop {
+            if self.end > self.start {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut resp = httparse::Response::new(&mut headers);
+                match resp.parse(&self.buf[self.start..self.end]) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let head = interpret(&resp)?;
+                        self.start += n;
+                        if head.status >= 100 && head.status < 200 {
+                            continue; // 1xx interim answers carry no body
+                        }
+                        return Ok(head);
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if self.end - self.start > MAX_HEAD {
+                            return Err(FetchError::Protocol("answer head too large".into()));
+                        }
+                    }
+                    Err(e) => return Err(FetchError::Protocol(format!("bad answer head: {e}"))),
+                }
+            }
+            if self.fill().await? == 0 {
+                return Err(FetchError::Closed);
+            }
+        }
+    }
+
+    /// Streams the body of an answer with head `head` to `f`, chunk by chunk;
+    /// returns the number of bytes. A body cut short is [`FetchError::Truncated`].
+    pub async fn read_body<F>(&mut self, head: &Head, mut f: F) -> Result<u64, FetchError>
+    where
+        F: FnMut(&[u8]) -> Result<(), FetchError>,
+    {
+        let framing = if head.status == 204 || head.status == 304 {
+            Framing::Length(0)
+        } else if head.chunked {
+            Framing::Chunked
+        } else if let Some(n) = head.content_length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        };
+        match framing {
+            Framing::Length(want) => {
+                let mut got = 0u64;
+                while got < want {
+                    if self.end == self.start && self.fill().await? == 0 {
+                        return Err(FetchError::Truncated { got, want });
+                    }
+                    let n = ((want - got) as usize).min(self.end - self.start);
+                    f(&self.buf[self.start..self.start + n])?;
+                    self.start += n;
+                    got += n as u64;
+                }
+                Ok(got)
+            }
+            Framing::UntilClose => {
+                let mut got = 0u64;
+                loop {
+                    if self.end > self.start {
+                        f(&self.buf[self.start..self.end])?;
+                        got += (self.end - self.start) as u64;
+                        self.start = self.end;
+                    }
+                    if self.fill().await? == 0 {
+                        return Ok(got);
+                    }
+                }
+            }
+            Framing::Chunked => self.read_chunked(f).await,
+        }
+    }
+
+    async fn read_line(&mut self) -> Result<String, FetchError> {
+        loop {
+            if let Some(i) = self.buf[self.start..self.end]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+            {
+                let line =
+                    String::from_utf8_lossy(&self.buf[self.start..self.start + i]).into_owned();
+                self.start += i + 2;
+                return Ok(line);
+            }
+            if self.end - self.start > 4096 {
+                return Err(FetchError::Protocol("chunk line too long".into()));
+            }
+            if self.fill().await? == 0 {
+                return Err(FetchError::Closed);
+            }
+        }
+    }
+
+    async fn read_chunked<F>(&mut self, mut f: F) -> Result<u64, FetchError>
+    where
+        F: FnMut(&[u8]) -> Result<(), FetchError>,
+    {
+        let mut got = 0u64;
+        loop {
+            let line = self.read_line().await?;
+            let size_hex = line.split(';').next().unwrap_or("").trim();
+            let size = u64::from_str_radix(size_hex, 16)
+                .map_err(|_| FetchError::Protocol(format!("bad chunk size {size_hex:?}")))?;
+            if size == 0 {
+                // trailers, then an empty line
+                while !self.read_line().await?.is_empty() {}
+                return Ok(got);
+            }
+            let mut left = size;
+            while left > 0 {
+                if self.end == self.start && self.fill().await? == 0 {
+                    return Err(FetchError::Truncated {
+                        got,
+                        want: got + left,
+                    });
+                }
+                let n = (left as usize).min(self.end - self.start);
+                f(&self.buf[self.start..self.start + n])?;
+                self.start += n;
+                left -= n as u64;
+                got += n as u64;
+            }
+            if !self.read_line().await?.is_empty() {
+                return Err(FetchError::Protocol("chunk not followed by CRLF".into()));
+            }
+        }
+    }
+}
+
+fn interpret(resp: &httparse::Response<'_, '_>) -> Result<Head, FetchError> {
+    let mut h = Head {
+        status: resp.code.unwrap_or(0),
+        close: resp.version == Some(0),
+        ..Head::default()
+    };
+    for hd in resp.headers.iter() {
+        let v = std::str::from_utf8(hd.value).unwrap_or("").trim();
+        let name = hd.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = v
+                .parse()
+                .map_err(|_| FetchError::Protocol(format!("bad Content-Length {v:?}")))?;
+            if h.content_length.is_some_and(|old| old != n) {
+                return Err(FetchError::Protocol(
+                    "conflicting Content-Length headers".into(),
+                ));
+            }
+            h.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            h.chunked = v
+                .to_ascii_lowercase()
+                .split(',')
+                .any(|t| t.trim() == "chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            let l = v.to_ascii_lowercase();
+            if l.split(',').any(|t| t.trim() == "close") {
+                h.close = true;
+            } else if l.split(',').any(|t| t.trim() == "keep-alive") {
+                h.close = false;
+            }
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            h.retry_after = parse_retry_after(v);
+        } else if name.eq_ignore_ascii_case("content-range") {
+            h.content_range = parse_content_range(v);
+        } else if name.eq_ignore_ascii_case("accept-ranges") {
+            h.accept_ranges = v.eq_ignore_ascii_case("bytes");
+        } else if name.eq_ignore_ascii_case("etag") {
+            h.etag = Some(v.to_string());
+        } else if name.eq_ignore_ascii_case("last-modified") {
+            h.last_modified = Some(v.to_string());
+        }
+    }
+    Ok(h)
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let t = httpdate::parse_http_date(v).ok()?;
+    Some(
+        t.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// `bytes a-b/total` (total may be `*`).
+pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
+    Some((a.parse().ok()?, b.parse().ok()?, total))
+}

@@ -1,0 +1,217 @@
+//! Fetching: HTTP connections to the server and the policy for trying again.
+//!
+//! [`http1::Conn`] is one long-lived pipelined connection; [`Endpoint`] is a
+//! parsed base URL; [`RetryPolicy`] decides when a failed request is tried
+//! again; [`Throttle`] slows the whole run when the server says 429/503.
+
+pub mod http1;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::RunError;
+use crate::synthetic::splitmix64;
+
+/// A base URL: where to connect and what to put before request paths.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// The `Host` header.
+    pub host: String,
+    /// Path prefix without a trailing `/` (often empty).
+    pub base_path: String,
+}
+
+impl Endpoint {
+    /// Parses `http://host[:port][/path]` and resolves the host once.
+    pub fn parse(url: &str) -> Result<Endpoint, RunError> {
+        let bad = |why: &str| RunError::Url {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        let rest = if let Some(r) = url.strip_prefix("http://") {
+            r
+        } else if url.starts_with("https://") {
+            return Err(bad("https is not supported yet; use http://"));
+        } else {
+            return Err(bad("expected http://HOST[:PORT][/PATH]"));
+        };
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if hostport.is_empty() {
+            return Err(bad("no host"));
+        }
+        let with_port = if hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+            && !hostport.ends_with(']')
+        {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| bad(&format!("cannot resolve {hostport}: {e}")))?
+            .next()
+            .ok_or_else(|| bad("host resolves to no address"))?;
+        Ok(Endpoint {
+            addr,
+            host: hostport.to_string(),
+            base_path: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The full URL of a request path (for messages and the failure ledger).
+    pub fn url_of(&self, path: &str) -> String {
+        format!("http://{}{}{}", self.host, self.base_path, path)
+    }
+}
+
+/// When to try a failed request again.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub retries: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 8,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempt + 1` (attempt counts from 1): exponential
+    /// with full jitter in [d/2, d], and never less than the server's `Retry-After`.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, salt: u64) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max);
+        let r = (splitmix64(salt ^ attempt as u64) % 1024) as u32;
+        let jittered = exp / 2 + exp / 2 * r / 1024;
+        jittered.max(retry_after.unwrap_or(Duration::ZERO))
+    }
+}
+
+/// Run-wide slow-down: a pause everyone honours, and a pipeline window that
+/// halves when the server throttles and creeps back as answers succeed.
+pub struct Throttle {
+    epoch: Instant,
+    pause_until_ms: AtomicU64,
+    window: AtomicU32,
+    max_window: u32,
+    last_cut_ms: AtomicU64,
+}
+
+impl Throttle {
+    pub fn new(max_window: u32) -> Throttle {
+        Throttle {
+            epoch: Instant::now(),
+            pause_until_ms: AtomicU64::new(0),
+            window: AtomicU32::new(max_window),
+            max_window,
+            last_cut_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The server said slow down: pause everyone for `wait`, halve the window
+    /// (at most once per 500 ms, so one burst of 429s counts once).
+    pub fn throttled(&self, wait: Duration) {
+        let now = self.now_ms();
+        self.pause_until_ms
+            .fetch_max(now + wait.as_millis() as u64, Ordering::Relaxed);
+        let last = self.last_cut_ms.load(Ordering::Relaxed);
+        if now >= last + 500
+            && self
+                .last_cut_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let _ = self
+                .window
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                    Some((w / 2).max(1))
+                });
+        }
+    }
+
+    /// `n` answers went well: widen the window by one (callers batch this).
+    pub fn succeeded(&self) {
+        let _ = self
+            .window
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some((w + 1).min(self.max_window))
+            });
+    }
+
+    pub fn window(&self) -> u32 {
+        self.window.load(Ordering::Relaxed)
+    }
+
+    /// How long to wait before sending, if the run is paused.
+    pub fn pause_left(&self) -> Option<Duration> {
+        let until = self.pause_until_ms.load(Ordering::Relaxed);
+        let now = self.now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_parsing() {
+        let e = Endpoint::parse("http://127.0.0.1:8080/api/").unwrap();
+        assert_eq!(e.addr.port(), 8080);
+        assert_eq!(e.base_path, "/api");
+        assert_eq!(e.url_of("/list"), "http://127.0.0.1:8080/api/list");
+        assert!(Endpoint::parse("https://x").is_err());
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert_eq!(Endpoint::parse("http://127.0.0.1").unwrap().addr.port(), 80);
+        assert_eq!(Endpoint::parse("http://[::1]:9").unwrap().addr.port(), 9);
+    }
+
+    #[test]
+    fn backoff_grows_and_honours_retry_after() {
+        let p = RetryPolicy::default();
+        let d1 = p.delay(1, None, 3);
+        let d5 = p.delay(5, None, 3);
+        assert!(d1 <= Duration::from_millis(100) && d1 >= Duration::from_millis(50));
+        assert!(d5 >= Duration::from_millis(800), "{d5:?}");
+        assert!(p.delay(20, None, 1) <= Duration::from_secs(30));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3)), 3),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn throttle_halves_then_recovers() {
+        let t = Throttle::new(64);
+        t.throttled(Duration::from_millis(50));
+        assert_eq!(t.window(), 32);
+        t.throttled(Duration::from_millis(50));
+        assert_eq!(t.window(), 32, "a burst counts once");
+        assert!(t.pause_left().is_some());
+        for _ in 0..100 {
+            t.succeeded();
+        }
+        assert_eq!(t.window(), 64);
+    }
+}

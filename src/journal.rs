@@ -1,0 +1,257 @@
+//! The checkpoint journal and the failure ledger, both in `DEST/.bulkget/`.
+//!
+//! * `journal.json` holds the listing cursor below which every file has
+//!   landed (or permanently failed and been written to the ledger). A killed
+//!   run restarts listing there, so at most the pages in flight are looked at
+//!   again. The [`Tracker`] advances the cursor as pages complete, in any order.
+//! * `failures.jsonl` gets one line per file that failed for good: name, URL,
+//!   error, attempts. The next run moves it to `failures.retry.jsonl` and
+//!   retries those names first; that file is removed once they are all done.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// What `journal.json` says.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JournalState {
+    /// The base URL mirrored.
+    pub url: String,
+    /// Resume listing with this `next-marker` (`None`: from the first page).
+    pub marker: Option<String>,
+    /// Pages below the marker.
+    pub pages_done: u64,
+    /// The listing ended and every page completed.
+    pub complete: bool,
+}
+
+pub fn bookkeeping_dir(dest: &Path) -> PathBuf {
+    dest.join(".bulkget")
+}
+
+/// Writes `bytes` to `path` atomically (temporary file + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+    }
+    fs::rename(&tmp, path)
+}
+
+pub fn load(dest: &Path) -> io::Result<Option<JournalState>> {
+    match fs::read(bookkeeping_dir(dest).join("journal.json")) {
+        Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn save(dest: &Path, st: &JournalState) -> io::Result<()> {
+    write_atomic(
+        &bookkeeping_dir(dest).join("journal.json"),
+        &serde_json::to_vec_pretty(st).expect("json"),
+    )
+}
+
+struct PageState {
+    marker: Option<String>,
+    parts_left: u32,
+}
+
+struct TrackState {
+    /// Pages not yet complete, oldest first; front's seq is `front_seq`.
+    pages: VecDeque<PageState>,
+    front_seq: u64,
+    pages_done: u64,
+    /// The marker of the next page to be listed (used when `pages` is empty).
+    next_marker: Option<String>,
+    listing_done: bool,
+}
+
+/// Follows page completion to keep the resume cursor current.
+pub struct Tracker {
+    url: String,
+    inner: Mutex<TrackState>,
+}
+
+impl Tracker {
+    pub fn new(url: &str, start_marker: Option<String>, pages_done: u64) -> Tracker {
+        Tracker {
+            url: url.to_string(),
+            inner: Mutex::new(TrackState {
+                pages: VecDeque::new(),
+                front_seq: 0,
+                pages_done,
+                next_marker: start_marker,
+                listing_done: false,
+            }),
+        }
+    }
+
+    /// The lister fetched page `seq` with `marker` and split it into `parts`
+    /// batches; `next` is the marker of the following page (None: last page).
+    pub fn page_listed(&self, seq: u64, marker: Option<String>, parts: u32, next: Option<String>) {
+        let mut s = self.inner.lock().expect("tracker lock");
+        if s.pages.is_empty() {
+            s.front_seq = seq;
+        }
+        debug_assert_eq!(s.front_seq + s.pages.len() as u64, seq);
+        s.pages.push_back(PageState {
+            marker,
+            parts_left: parts,
+        });
+        s.listing_done = next.is_none();
+        s.next_marker = next;
+        Self::advance(&mut s);
+    }
+
+    /// One batch of page `seq` is finished (every file landed or recorded as failed).
+    pub fn part_done(&self, seq: u64) {
+        let mut s = self.inner.lock().expect("tracker lock");
+        let i = (seq - s.front_seq) as usize;
+        s.pages[i].parts_left -= 1;
+        Self::advance(&mut s);
+    }
+
+    fn advance(s: &mut TrackState) {
+        while s.pages.front().is_some_and(|p| p.parts_left == 0) {
+            s.pages.pop_front();
+            s.front_seq += 1;
+            s.pages_done += 1;
+        }
+    }
+
+    /// The journal as it stands now.
+    pub fn state(&self) -> JournalState {
+        let s = self.inner.lock().expect("tracker lock");
+        let marker = match s.pages.front() {
+            Some(p) => p.marker.clone(),
+            None => s.next_marker.clone(),
+        };
+        JournalState {
+            url: self.url.clone(),
+            marker,
+            pages_done: s.pages_done,
+            complete: s.listing_done && s.pages.is_empty(),
+        }
+    }
+}
+
+/// One permanent failure, as a line of `failures.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Failure {
+    pub name: String,
+    pub url: String,
+    pub error: String,
+    pub attempts: u32,
+}
+
+/// Appends failures to `failures.jsonl`, one flushed line each.
+pub struct Ledger {
+    path: PathBuf,
+    out: Mutex<Option<BufWriter<File>>>,
+}
+
+impl Ledger {
+    pub fn new(dest: &Path) -> Ledger {
+        Ledger {
+            path: bookkeeping_dir(dest).join("failures.jsonl"),
+            out: Mutex::new(None),
+        }
+    }
+
+    pub fn record(&self, f: &Failure) -> io::Result<()> {
+        let mut g = self.out.lock().expect("ledger lock");
+        if g.is_none() {
+            *g = Some(BufWriter::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            ));
+        }
+        let w = g.as_mut().expect("just opened");
+        serde_json::to_writer(&mut *w, f)?;
+        w.write_all(b"\n")?;
+        w.flush()
+    }
+}
+
+/// Moves last run's `failures.jsonl` onto `failures.retry.jsonl` (appending,
+/// if a retry file was left by a killed run) and returns the retry file's path
+/// if there is anything to retry.
+pub fn take_failures_for_retry(dest: &Path) -> io::Result<Option<PathBuf>> {
+    let dir = bookkeeping_dir(dest);
+    let cur = dir.join("failures.jsonl");
+    let retry = dir.join("failures.retry.jsonl");
+    if cur.exists() {
+        if retry.exists() {
+            let mut out = OpenOptions::new().append(true).open(&retry)?;
+            io::copy(&mut File::open(&cur)?, &mut out)?;
+            fs::remove_file(&cur)?;
+        } else {
+            fs::rename(&cur, &retry)?;
+        }
+    }
+    Ok(retry.exists().then_some(retry))
+}
+
+/// Reads the names in a failures file, in batches of at most `batch` names.
+pub struct FailureNames {
+    lines: io::Lines<BufReader<File>>,
+}
+
+impl FailureNames {
+    pub fn open(path: &Path) -> io::Result<FailureNames> {
+        Ok(FailureNames {
+            lines: BufReader::new(File::open(path)?).lines(),
+        })
+    }
+
+    pub fn next_batch(&mut self, batch: usize) -> io::Result<Vec<String>> {
+        let mut v = Vec::new();
+        while v.len() < batch {
+            match self.lines.next() {
+                None => break,
+                Some(l) => {
+                    // a torn last line (killed mid-write) is skipped
+                    if let Ok(f) = serde_json::from_str::<Failure>(&l?) {
+                        v.push(f.name);
+                    }
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_waits_for_the_oldest_page() {
+        let t = Tracker::new("u", None, 0);
+        t.page_listed(0, None, 2, Some("m1".into()));
+        t.page_listed(1, Some("m1".into()), 1, Some("m2".into()));
+        t.page_listed(2, Some("m2".into()), 1, None);
+        assert_eq!(t.state().marker, None);
+        t.part_done(1);
+        t.part_done(0);
+        assert_eq!(t.state().marker, None, "page 0 still has a part out");
+        t.part_done(0);
+        let s = t.state();
+        assert_eq!(
+            (s.marker.as_deref(), s.pages_done, s.complete),
+            (Some("m2"), 2, false)
+        );
+        t.part_done(2);
+        let s = t.state();
+        assert_eq!((s.pages_done, s.complete), (3, true));
+    }
+}

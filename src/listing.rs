@@ -1,0 +1,267 @@
+//! Listing: one lister walks `GET /list` pages ahead of the downloads and
+//! passes their names on as a bounded stream of [`Batch`]es (never single
+//! names), registering each page with the [`Tracker`] first so the resume
+//! cursor knows what is in flight.
+//!
+//! A page is `{"FileNames": [...], "NextMarker": "T"}` (`NextFile` is accepted
+//! too: the talk's code reads that); the last page has no marker. Answers that
+//! are not that JSON, a cursor that repeats (found with Brent's cycle finder in
+//! constant memory), or a list endpoint that stays unreachable end the run.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{FetchError, RunError};
+use crate::fetch::http1::Conn;
+use crate::fetch::{Endpoint, RetryPolicy};
+use crate::journal::{FailureNames, Tracker};
+use crate::progress::Counters;
+
+/// Some names for one worker, all from one page (or from the retry file).
+pub struct Batch {
+    pub page: u64,
+    pub names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct PageJson {
+    #[serde(rename = "FileNames")]
+    names: Vec<String>,
+    #[serde(rename = "NextMarker", alias = "NextFile", default)]
+    next: Option<String>,
+}
+
+/// Largest list page accepted.
+const MAX_PAGE: u64 = 256 << 20;
+
+pub struct Lister<'a> {
+    pub ep: &'a Endpoint,
+    pub timeout: Duration,
+    pub policy: &'a RetryPolicy,
+    pub batch: usize,
+    pub tx: async_channel::Sender<Batch>,
+    pub tracker: &'a Tracker,
+    pub counters: &'a Counters,
+    pub stop: &'a AtomicBool,
+    pub quiet: bool,
+}
+
+/// How listing ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// Every page was passed on; `retry_pages` pages came from the retry file.
+    All {
+        retry_pages: u64,
+    },
+    Stopped,
+}
+
+fn encode_query(v: &str) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    crate::names::push_url_path(&mut out, v);
+    String::from_utf8(out).expect("ascii").replace('/', "%2F")
+}
+
+impl Lister<'_> {
+    /// Feeds the retry file's names (if any), then every page from `start`.
+    pub async fn run(
+        &self,
+        start: Option<String>,
+        retry_file: Option<&Path>,
+    ) -> Result<Listed, RunError> {
+        let mut seq = 0u64;
+        if let Some(path) = retry_file {
+            let mut names = FailureNames::open(path)
+                .map_err(|e| RunError::Other(format!("{}: {e}", path.display())))?;
+            loop {
+                let batch = names
+                    .next_batch(self.batch)
+                    .map_err(|e| RunError::Other(format!("{}: {e}", path.display())))?;
+                if batch.is_empty() {
+                    break;
+                }
+                self.tracker
+                    .page_listed(seq, start.clone(), 1, start.clone());
+                if self
+                    .tx
+                    .send(Batch {
+                        page: seq,
+                        names: batch,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(Listed::Stopped);
+                }
+                seq += 1;
+            }
+        }
+        let retry_pages = seq;
+        let mut conn: Option<Conn> = None;
+        let mut marker = start;
+        let resumed = marker.is_some();
+        let (mut saved, mut power, mut lam) = (None::<String>, 1u64, 0u64);
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(Listed::Stopped);
+            }
+            let page = match self.fetch(&mut conn, marker.as_deref()).await {
+                Err(RunError::List { why, .. })
+                    if resumed && seq == retry_pages && why.starts_with("HTTP 4") =>
+                {
+                    if !self.quiet {
+                        eprintln!(
+                            "bulkget: the server refused the saved listing cursor ({why}); listing again from the start, skipping files already here"
+                        );
+                    }
+                    marker = None;
+                    continue;
+                }
+                r => r?,
+            };
+            let next = page.next.filter(|m| !m.is_empty());
+            if let Some(m) = &next {
+                if saved.as_ref() == Some(m) || marker.as_ref() == Some(m) {
+                    return Err(RunError::ListLoop {
+                        url: self.page_url(marker.as_deref()),
+                        marker: m.clone(),
+                    });
+                }
+                lam += 1;
+                if lam == power {
+                    saved = Some(m.clone());
+                    power *= 2;
+                    lam = 0;
+                }
+            }
+            self.counters
+                .listed
+                .fetch_add(page.names.len() as u64, Ordering::Relaxed);
+            let mut names = page.names;
+            let parts = names.len().div_ceil(self.batch) as u32;
+            self.tracker
+                .page_listed(seq, marker.clone(), parts, next.clone());
+            while !names.is_empty() {
+                let rest = if names.len() > self.batch {
+                    names.split_off(self.batch)
+                } else {
+                    Vec::new()
+                };
+                if self.tx.send(Batch { page: seq, names }).await.is_err() {
+                    return Ok(Listed::Stopped);
+                }
+                names = rest;
+            }
+            seq += 1;
+            match next {
+                Some(m) => marker = Some(m),
+                None => return Ok(Listed::All { retry_pages }),
+            }
+        }
+    }
+
+    fn path(&self, marker: Option<&str>) -> String {
+        match marker {
+            None => format!("{}/list", self.ep.base_path),
+            Some(m) => format!("{}/list?next-marker={}", self.ep.base_path, encode_query(m)),
+        }
+    }
+
+    fn page_url(&self, marker: Option<&str>) -> String {
+        format!("http://{}{}", self.ep.host, self.path(marker))
+    }
+
+    /// One page, with retries.
+    async fn fetch(
+        &self,
+        conn: &mut Option<Conn>,
+        marker: Option<&str>,
+    ) -> Result<PageJson, RunError> {
+        let url = self.page_url(marker);
+        let path = self.path(marker);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let err = match self.try_fetch(conn, &path).await {
+                Ok((200, body)) => {
+                    return serde_json::from_slice::<PageJson>(&body).map_err(|e| RunError::List {
+                        url,
+                        why: format!("the answer is not the API's JSON ({e})"),
+                    });
+                }
+                Ok((status, _)) => FetchError::Status {
+                    status,
+                    retry_after: None,
+                },
+                Err(e) => {
+                    *conn = None;
+                    e
+                }
+            };
+            if !err.is_retryable() {
+                return Err(RunError::List {
+                    url,
+                    why: err.to_string(),
+                });
+            }
+            if attempt > self.policy.retries {
+                return Err(RunError::List {
+                    url,
+                    why: format!("{err} (gave up after {attempt} attempts)"),
+                });
+            }
+            tokio::time::sleep(
+                self.policy
+                    .delay(attempt, err.retry_after(), attempt as u64),
+            )
+            .await;
+        }
+    }
+
+    async fn try_fetch(
+        &self,
+        conn: &mut Option<Conn>,
+        path: &str,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        if conn.is_none() {
+            *conn = Some(Conn::connect(self.ep.addr, self.timeout).await?);
+        }
+        let c = conn.as_mut().expect("connected");
+        c.queue_get(
+            &self.ep.host,
+            path.as_bytes(),
+            "Accept: application/json\r\n",
+        );
+        c.flush().await?;
+        let head = c.read_head().await?;
+        if head.content_length.is_some_and(|n| n > MAX_PAGE) {
+            return Err(FetchError::Protocol(format!(
+                "list page larger than {MAX_PAGE} bytes"
+            )));
+        }
+        let mut body = Vec::with_capacity(head.content_length.unwrap_or(0) as usize);
+        c.read_body(&head, |b| {
+            if body.len() as u64 + b.len() as u64 > MAX_PAGE {
+                return Err(FetchError::Protocol(format!(
+                    "list page larger than {MAX_PAGE} bytes"
+                )));
+            }
+            body.extend_from_slice(b);
+            Ok(())
+        })
+        .await?;
+        if head.close || head.content_length.is_none() && !head.chunked {
+            *conn = None;
+        }
+        if head.status == 429 || head.status == 503 {
+            return Err(FetchError::Status {
+                status: head.status,
+                retry_after: head.retry_after,
+            });
+        }
+        Ok((head.status, body))
+    }
+}

@@ -1,0 +1,381 @@
+//! `bulkget mirror URL DEST`: download every file the server lists.
+//!
+//! ```text
+//!  lister thread ──batches──▶ bounded channel ──▶ per-core runtimes, each with
+//!  (GET /list pages)                              C/cores pipelined connections
+//!        │ page_listed                                  │ land in sink, part_done
+//!        ▼                                              ▼
+//!     Tracker ◀───────────────────────────────────── workers
+//!        │ every second
+//!        ▼
+//!  DEST/.bulkget/journal.json     failures ─▶ DEST/.bulkget/failures.jsonl
+//! ```
+//! Exit status: 0 every listed file is in DEST, 1 some failed (see the
+//! ledger), 2 the run could not proceed, 130 interrupted.
+
+mod worker;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::RunError;
+use crate::fetch::{Endpoint, RetryPolicy, Throttle};
+use crate::journal::{self, Ledger, Tracker};
+use crate::listing::{Batch, Listed, Lister};
+use crate::progress::{Counters, Display, Reporter, Stats};
+use crate::sink::{DirSink, NullSink, Sink};
+use crate::units::{group, human_bytes};
+
+/// Where the files go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkKind {
+    Dir,
+    Null,
+}
+
+#[derive(Clone, Debug)]
+pub struct MirrorConfig {
+    pub url: String,
+    pub dest: PathBuf,
+    /// Connections in all (spread over the cores).
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub window: u32,
+    pub timeout: Duration,
+    pub policy: RetryPolicy,
+    pub sink: SinkKind,
+    pub display: Display,
+    /// Runtimes (threads) for the connections; 0 = one per core.
+    pub threads: usize,
+    /// Names per batch handed to a worker.
+    pub batch: usize,
+}
+
+impl MirrorConfig {
+    pub fn new(url: &str, dest: &Path) -> MirrorConfig {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        MirrorConfig {
+            url: url.trim_end_matches('/').to_string(),
+            dest: dest.to_path_buf(),
+            connections: 4 * cores,
+            window: 32,
+            timeout: Duration::from_secs(30),
+            policy: RetryPolicy::default(),
+            sink: SinkKind::Dir,
+            display: Display::Auto,
+            threads: 0,
+            batch: 500,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stats: Stats,
+    /// Why the run could not proceed, if it could not.
+    pub error: Option<RunError>,
+    pub interrupted: bool,
+    pub journal_complete: bool,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        if self.error.is_some() {
+            2
+        } else if self.interrupted {
+            130
+        } else if self.stats.failed > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// The closing paragraph.
+    pub fn summary(&self, cfg: &MirrorConfig) -> String {
+        let s = &self.stats;
+        let dest = cfg.dest.display();
+        let mut p = format!(
+            "{} {} files ({}) from {} into {} in {:.1} s: {} files/s, {}/s.",
+            if self.interrupted {
+                "Interrupted after"
+            } else {
+                "Mirrored"
+            },
+            group(s.files),
+            human_bytes(s.bytes as f64),
+            cfg.url,
+            dest,
+            s.seconds,
+            group(s.files_per_sec as u64),
+            human_bytes(s.bytes_per_sec)
+        );
+        p += &format!(
+            " Listed {}; {} already present and skipped; {} retries.",
+            group(s.listed),
+            group(s.skipped),
+            group(s.retries)
+        );
+        if s.failed > 0 {
+            p += &format!(
+                " {} failed for good: see {dest}/.bulkget/failures.jsonl; the next run retries them first.",
+                group(s.failed)
+            );
+        } else if !self.interrupted && self.error.is_none() {
+            p += " No failures.";
+        }
+        if let Some(e) = &self.error {
+            p += &format!(
+                " Stopped early: {e}. Files already landed stay; run the same command again to go on."
+            );
+        } else if self.interrupted {
+            p += " The journal is saved: run the same command again to resume.";
+        }
+        p
+    }
+}
+
+/// What workers share. Read-mostly; counters are published in bunches.
+pub struct Shared<S: Sink> {
+    pub sink: S,
+    pub ep: Endpoint,
+    pub rx: async_channel::Receiver<Batch>,
+    pub tracker: Tracker,
+    pub ledger: Ledger,
+    pub counters: Arc<Counters>,
+    pub throttle: Throttle,
+    pub policy: RetryPolicy,
+    pub timeout: Duration,
+    pub window: u32,
+    pub skip_existing: bool,
+    pub stop: Arc<AtomicBool>,
+    pub quiet: bool,
+    fatal: Mutex<Option<String>>,
+}
+
+impl<S: Sink> Shared<S> {
+    /// Nothing more can succeed (the disk is full): stop the run.
+    pub fn fatal(&self, why: String) {
+        let mut f = self.fatal.lock().expect("fatal lock");
+        if f.is_none() {
+            *f = Some(why);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn dest_err(dest: &Path, e: io::Error) -> RunError {
+    RunError::Dest {
+        path: dest.display().to_string(),
+        source: e,
+    }
+}
+
+/// Runs a mirror. `stop` turning true (Ctrl-C) stops listing and sending;
+/// answers in flight are landed, the journal is saved.
+pub fn run(cfg: &MirrorConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> {
+    let ep = Endpoint::parse(&cfg.url)?;
+    std::fs::create_dir_all(journal::bookkeeping_dir(&cfg.dest))
+        .map_err(|e| dest_err(&cfg.dest, e))?;
+    match cfg.sink {
+        SinkKind::Dir => {
+            let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
+            run_with(cfg, ep, sink, stop)
+        }
+        SinkKind::Null => run_with(cfg, ep, NullSink, stop),
+    }
+}
+
+fn run_with<S: Sink>(
+    cfg: &MirrorConfig,
+    ep: Endpoint,
+    sink: S,
+    stop: Arc<AtomicBool>,
+) -> Result<Outcome, RunError> {
+    let started = Instant::now();
+    let dest = &cfg.dest;
+    let quiet = cfg.display == Display::Quiet;
+    let prev = journal::load(dest).map_err(|e| dest_err(dest, e))?;
+    let (start, pages_done) = match &prev {
+        Some(j) if j.url == cfg.url && !j.complete => (j.marker.clone(), j.pages_done),
+        Some(j) if j.url != cfg.url && !quiet => {
+            eprintln!(
+                "bulkget: {} was a mirror of {}; starting over for {}",
+                dest.display(),
+                j.url,
+                cfg.url
+            );
+            (None, 0)
+        }
+        _ => (None, 0),
+    };
+    let nonempty = std::fs::read_dir(dest)
+        .map_err(|e| dest_err(dest, e))?
+        .flatten()
+        .any(|e| e.file_name() != ".bulkget");
+    let skip_existing = cfg.sink == SinkKind::Dir && (prev.is_some() || nonempty);
+    let retry_file = journal::take_failures_for_retry(dest).map_err(|e| dest_err(dest, e))?;
+    let connections = cfg.connections.max(1);
+    let (tx, rx) = async_channel::bounded::<Batch>(2 * connections);
+    let counters = Arc::new(Counters::default());
+    let sh = Arc::new(Shared {
+        sink,
+        ep,
+        rx,
+        tracker: Tracker::new(&cfg.url, start.clone(), pages_done),
+        ledger: Ledger::new(dest),
+        counters: counters.clone(),
+        throttle: Throttle::new(cfg.window.max(1)),
+        policy: cfg.policy.clone(),
+        timeout: cfg.timeout,
+        window: cfg.window.max(1),
+        skip_existing,
+        stop: stop.clone(),
+        quiet,
+        fatal: Mutex::new(None),
+    });
+    let reporter = Reporter::start(counters.clone(), started, cfg.display);
+
+    // The lister, on a thread of its own.
+    let lister = {
+        let sh = sh.clone();
+        let cfg = cfg.clone();
+        let retry_file = retry_file.clone();
+        std::thread::Builder::new()
+            .name("bulkget-list".into())
+            .spawn(move || -> Result<Listed, RunError> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| RunError::Other(e.to_string()))?;
+                let l = Lister {
+                    ep: &sh.ep,
+                    timeout: cfg.timeout,
+                    policy: &cfg.policy,
+                    batch: cfg.batch.max(1),
+                    tx,
+                    tracker: &sh.tracker,
+                    counters: &sh.counters,
+                    stop: &sh.stop,
+                    quiet,
+                };
+                rt.block_on(l.run(start, retry_file.as_deref()))
+            })
+            .map_err(|e| RunError::Other(e.to_string()))?
+    };
+
+    // The journal keeper.
+    let keeper_stop = Arc::new(AtomicBool::new(false));
+    let keeper = {
+        let sh = sh.clone();
+        let ks = keeper_stop.clone();
+        let dest = dest.clone();
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !ks.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= Duration::from_secs(1) {
+                    last = Instant::now();
+                    let _ = journal::save(&dest, &sh.tracker.state());
+                }
+            }
+        })
+    };
+
+    // Per-core runtimes, each driving its share of the connections.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if cfg.threads > 0 { cfg.threads } else { cores }.min(connections);
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let sh = sh.clone();
+        let mine: Vec<u64> = (0..connections as u64)
+            .filter(|c| *c as usize % threads == t)
+            .collect();
+        let h = std::thread::Builder::new()
+            .name(format!("bulkget-fetch-{t}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    let tasks: Vec<_> = mine
+                        .into_iter()
+                        .map(|id| {
+                            tokio::task::spawn_local(worker::Worker::new(sh.clone(), id).run())
+                        })
+                        .collect();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                });
+            })
+            .map_err(|e| RunError::Other(e.to_string()))?;
+        handles.push(h);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    // Workers are gone: a lister still waiting to send must stop.
+    sh.rx.close();
+    let listed = lister
+        .join()
+        .unwrap_or_else(|_| Err(RunError::Other("the lister panicked".into())));
+    keeper_stop.store(true, Ordering::Relaxed);
+    let _ = keeper.join();
+    let state = sh.tracker.state();
+    journal::save(dest, &state).map_err(|e| dest_err(dest, e))?;
+    if let (true, Some(r)) = (state.complete, &retry_file) {
+        let _ = std::fs::remove_file(r);
+    }
+    drop(reporter);
+    let fatal = sh.fatal.lock().expect("fatal lock").take();
+    let error = match (fatal, listed) {
+        (Some(why), _) => Some(RunError::DiskFull(why)),
+        (None, Err(e)) => Some(e),
+        (None, Ok(_)) => None,
+    };
+    let interrupted = error.is_none() && !state.complete;
+    Ok(Outcome {
+        stats: counters.stats(started.elapsed()),
+        error,
+        interrupted,
+        journal_complete: state.complete,
+    })
+}
+
+/// Turns SIGINT/SIGTERM into `stop = true`; a second signal exits at once (130).
+pub fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+            let Ok(mut int) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) else { return };
+            for n in 0.. {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                if n == 0 {
+                    eprintln!("\nbulkget: stopping: finishing files in flight and saving the journal (Ctrl-C again to quit at once)");
+                    s.store(true, Ordering::Relaxed);
+                } else {
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+    stop
+}
