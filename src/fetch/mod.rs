@@ -136,10 +136,11 @@ impl Throttle {
         self.pause_until_ms
             .fetch_max(now + wait.as_millis() as u64, Ordering::Relaxed);
         let last = self.last_cut_ms.load(Ordering::Relaxed);
-        if now >= last + 500
+        // last == 0: never cut yet
+        if (last == 0 || now >= last + 500)
             && self
                 .last_cut_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             let _ = self
