@@ -29,7 +29,8 @@ pub struct JournalState {
     pub complete: bool,
 }
 
-pub fn bookkeeping_dir(dest: &Path) -> PathBuf {
+/// The default state directory of a mirror into `dest`.
+pub fn default_state_dir(dest: &Path) -> PathBuf {
     dest.join(".bulkget")
 }
 
@@ -43,17 +44,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-pub fn load(dest: &Path) -> io::Result<Option<JournalState>> {
-    match fs::read(bookkeeping_dir(dest).join("journal.json")) {
+pub fn load(state: &Path) -> io::Result<Option<JournalState>> {
+    match fs::read(state.join("journal.json")) {
         Ok(b) => Ok(serde_json::from_slice(&b).ok()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-pub fn save(dest: &Path, st: &JournalState) -> io::Result<()> {
+pub fn save(state: &Path, st: &JournalState) -> io::Result<()> {
     write_atomic(
-        &bookkeeping_dir(dest).join("journal.json"),
+        &state.join("journal.json"),
         &serde_json::to_vec_pretty(st).expect("json"),
     )
 }
@@ -158,9 +159,9 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(dest: &Path) -> Ledger {
+    pub fn new(state: &Path) -> Ledger {
         Ledger {
-            path: bookkeeping_dir(dest).join("failures.jsonl"),
+            path: state.join("failures.jsonl"),
             out: Mutex::new(None),
         }
     }
@@ -185,8 +186,8 @@ impl Ledger {
 /// Moves last run's `failures.jsonl` onto `failures.retry.jsonl` (appending,
 /// if a retry file was left by a killed run) and returns the retry file's path
 /// if there is anything to retry.
-pub fn take_failures_for_retry(dest: &Path) -> io::Result<Option<PathBuf>> {
-    let dir = bookkeeping_dir(dest);
+pub fn take_failures_for_retry(state: &Path) -> io::Result<Option<PathBuf>> {
+    let dir = state;
     let cur = dir.join("failures.jsonl");
     let retry = dir.join("failures.retry.jsonl");
     if cur.exists() {

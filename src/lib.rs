@@ -5,6 +5,7 @@
 //! [`server`] (the seed's file API, for tests and benchmarks) and
 //! [`synthetic`] (the public content rule of the synthetic dataset).
 
+pub mod bench;
 pub mod error;
 pub mod fetch;
 pub mod journal;

@@ -33,6 +33,70 @@ enum Cmd {
     Serve(ServeArgs),
     /// Download every file a server lists (GET URL/list, GET URL/get/NAME) into DEST.
     Mirror(MirrorArgs),
+    /// The seed's experiment: serve N synthetic files locally, mirror them, verify, report.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Files to serve and download.
+    #[arg(long, default_value_t = 100_000)]
+    files: u64,
+    /// Size of each file (e.g. 100, 64k).
+    #[arg(long, default_value = "100", value_parser = parse_bytes)]
+    size: u64,
+    /// dir: write and verify every file; null: fetch and check lengths only.
+    #[arg(long, default_value = "dir", value_parser = ["dir", "null"])]
+    sink: String,
+    /// Connections in all [default: 4 per core].
+    #[arg(long, short = 'c')]
+    connections: Option<usize>,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 32)]
+    pipeline: u32,
+    /// Parent of the fresh download directory [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the downloaded files (they are deleted by default).
+    #[arg(long)]
+    keep: bool,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+    /// No live progress.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let cfg = bulkget::bench::BenchConfig {
+        files: a.files,
+        size: a.size,
+        sink: if a.sink == "null" {
+            SinkKind::Null
+        } else {
+            SinkKind::Dir
+        },
+        dir: a.dir,
+        keep: a.keep,
+        display: if a.quiet {
+            Display::Quiet
+        } else {
+            Display::Auto
+        },
+        connections: a.connections,
+        window: a.pipeline,
+    };
+    let (report, out) = bulkget::bench::run(&cfg)?;
+    if let Some(e) = &out.error {
+        eprintln!("bulkget: {e}");
+    }
+    println!("{}", report.render(""));
+    if let Some(p) = &a.stats_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::from(report.exit_code))
 }
 
 #[derive(Args)]
@@ -46,6 +110,9 @@ struct MirrorArgs {
     /// Write the final figures as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// Keep the journal and failure ledger here instead of DEST/.bulkget.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 /// How to fetch.
@@ -102,6 +169,7 @@ impl FetchArgs {
 fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = MirrorConfig::new(&a.url, &a.dest);
     a.fetch.apply(&mut cfg)?;
+    cfg.state_dir = a.state_dir;
     let stop = mirror::stop_on_signals();
     let out = mirror::run(&cfg, stop)?;
     if let Some(e) = &out.error {
@@ -223,6 +291,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Serve(a) => serve(a),
         Cmd::Mirror(a) => mirror(a),
+        Cmd::Bench(a) => bench(a),
     };
     match r {
         Ok(code) => code,

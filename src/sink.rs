@@ -89,9 +89,10 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl DirSink {
-    /// Opens (creating if needed) the destination `root` and its `.bulkget/tmp`.
+    /// Opens (creating if needed) the destination `root`. Its `.bulkget/tmp`
+    /// is made only when a named temporary is needed.
     pub fn new(root: &Path) -> io::Result<DirSink> {
-        fs::create_dir_all(root.join(TMP_DIR))?;
+        fs::create_dir_all(root)?;
         let c = CString::new(root.as_os_str().as_bytes())?;
         // SAFETY: c is a valid NUL-terminated path; the fd is owned below.
         let fd = cvt(unsafe {
@@ -154,15 +155,24 @@ impl DirSink {
     fn open_named_tmp(&self) -> io::Result<(OwnedFd, CString)> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = cstr(&format!("{TMP_DIR}/{}-{n}", std::process::id()))?;
-        // SAFETY: valid dirfd and NUL-terminated relative path.
-        let fd = cvt(unsafe {
-            libc::openat(
-                self.dir.as_raw_fd(),
-                tmp.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o644,
-            )
-        })?;
+        let open = || {
+            // SAFETY: valid dirfd and NUL-terminated relative path.
+            cvt(unsafe {
+                libc::openat(
+                    self.dir.as_raw_fd(),
+                    tmp.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                )
+            })
+        };
+        let fd = match open() {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                fs::create_dir_all(self.root.join(TMP_DIR))?;
+                open()?
+            }
+            r => r?,
+        };
         // SAFETY: as above.
         Ok((unsafe { OwnedFd::from_raw_fd(fd) }, tmp))
     }
@@ -317,6 +327,7 @@ impl SinkFile for DirFile<'_> {
                         // Replacing a file: link under a temporary name, then rename over.
                         let n = self.sink.counter.fetch_add(1, Ordering::Relaxed);
                         let tmp = cstr(&format!("{TMP_DIR}/{}-r{n}", std::process::id()))?;
+                        fs::create_dir_all(self.sink.root.join(TMP_DIR))?;
                         self.sink.link(fd, &tmp)?;
                         self.tmp = Some(tmp.clone());
                         self.sink

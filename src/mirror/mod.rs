@@ -52,6 +52,8 @@ pub struct MirrorConfig {
     pub threads: usize,
     /// Names per batch handed to a worker.
     pub batch: usize,
+    /// Journal and failure ledger (default `DEST/.bulkget`).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl MirrorConfig {
@@ -68,7 +70,15 @@ impl MirrorConfig {
             display: Display::Auto,
             threads: 0,
             batch: 500,
+            state_dir: None,
         }
+    }
+
+    /// Where the journal and the failure ledger live.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| journal::default_state_dir(&self.dest))
     }
 }
 
@@ -122,8 +132,9 @@ impl Outcome {
         );
         if s.failed > 0 {
             p += &format!(
-                " {} failed for good: see {dest}/.bulkget/failures.jsonl; the next run retries them first.",
-                group(s.failed)
+                " {} failed for good: see {}; the next run retries them first.",
+                group(s.failed),
+                cfg.state_dir().join("failures.jsonl").display()
             );
         } else if !self.interrupted && self.error.is_none() {
             p += " No failures.";
@@ -179,8 +190,9 @@ fn dest_err(dest: &Path, e: io::Error) -> RunError {
 /// answers in flight are landed, the journal is saved.
 pub fn run(cfg: &MirrorConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> {
     let ep = Endpoint::parse(&cfg.url)?;
-    std::fs::create_dir_all(journal::bookkeeping_dir(&cfg.dest))
-        .map_err(|e| dest_err(&cfg.dest, e))?;
+    std::fs::create_dir_all(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
+    let state = cfg.state_dir();
+    std::fs::create_dir_all(&state).map_err(|e| dest_err(&state, e))?;
     match cfg.sink {
         SinkKind::Dir => {
             let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
@@ -198,8 +210,9 @@ fn run_with<S: Sink>(
 ) -> Result<Outcome, RunError> {
     let started = Instant::now();
     let dest = &cfg.dest;
+    let state_dir = cfg.state_dir();
     let quiet = cfg.display == Display::Quiet;
-    let prev = journal::load(dest).map_err(|e| dest_err(dest, e))?;
+    let prev = journal::load(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
     let (start, pages_done) = match &prev {
         Some(j) if j.url == cfg.url && !j.complete => (j.marker.clone(), j.pages_done),
         Some(j) if j.url != cfg.url && !quiet => {
@@ -218,7 +231,8 @@ fn run_with<S: Sink>(
         .flatten()
         .any(|e| e.file_name() != ".bulkget");
     let skip_existing = cfg.sink == SinkKind::Dir && (prev.is_some() || nonempty);
-    let retry_file = journal::take_failures_for_retry(dest).map_err(|e| dest_err(dest, e))?;
+    let retry_file =
+        journal::take_failures_for_retry(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
     let connections = cfg.connections.max(1);
     let (tx, rx) = async_channel::bounded::<Batch>(2 * connections);
     let counters = Arc::new(Counters::default());
@@ -227,7 +241,7 @@ fn run_with<S: Sink>(
         ep,
         rx,
         tracker: Tracker::new(&cfg.url, start.clone(), pages_done),
-        ledger: Ledger::new(dest),
+        ledger: Ledger::new(&state_dir),
         counters: counters.clone(),
         throttle: Throttle::new(cfg.window.max(1)),
         policy: cfg.policy.clone(),
@@ -273,14 +287,14 @@ fn run_with<S: Sink>(
     let keeper = {
         let sh = sh.clone();
         let ks = keeper_stop.clone();
-        let dest = dest.clone();
+        let state_dir = state_dir.clone();
         std::thread::spawn(move || {
             let mut last = Instant::now();
             while !ks.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
                 if last.elapsed() >= Duration::from_secs(1) {
                     last = Instant::now();
-                    let _ = journal::save(&dest, &sh.tracker.state());
+                    let _ = journal::save(&state_dir, &sh.tracker.state());
                 }
             }
         })
@@ -329,7 +343,7 @@ fn run_with<S: Sink>(
     keeper_stop.store(true, Ordering::Relaxed);
     let _ = keeper.join();
     let state = sh.tracker.state();
-    journal::save(dest, &state).map_err(|e| dest_err(dest, e))?;
+    journal::save(&state_dir, &state).map_err(|e| dest_err(&state_dir, e))?;
     if let (true, Some(r)) = (state.complete, &retry_file) {
         let _ = std::fs::remove_file(r);
     }
