@@ -63,6 +63,8 @@ pub struct Stream {
     pacer: Option<Arc<Pacer>>,
     sleep: Option<Pin<Box<Sleep>>>,
     ready: Option<Bytes>,
+    /// The cut was reached and the bytes before it given time to leave.
+    cut_due: bool,
 }
 
 pub enum RespBody {
@@ -95,6 +97,7 @@ impl RespBody {
             pacer,
             sleep: None,
             ready: None,
+            cut_due: false,
         }))
     }
 }
@@ -147,6 +150,13 @@ impl Body for RespBody {
 }
 
 impl Stream {
+    fn reached_cut(&self) -> bool {
+        match self.cut {
+            Some(Cut::Reset(at, _)) | Some(Cut::Truncate(at)) => self.sent >= at,
+            None => false,
+        }
+    }
+
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         if let Some(sleep) = self.sleep.as_mut() {
             if sleep.as_mut().poll(cx).is_pending() {
@@ -165,6 +175,16 @@ impl Stream {
             .as_ref()
             .map_or(CHUNK, |p| p.chunk())
             .min((self.end - self.pos) as usize);
+        if !self.cut_due && self.reached_cut() {
+            // hyper flushes what it holds while the body is pending: let the
+            // bytes before the cut go out, then cut.
+            self.cut_due = true;
+            let mut sleep = Box::pin(tokio::time::sleep(Duration::from_millis(30)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                self.sleep = Some(sleep);
+                return Poll::Pending;
+            }
+        }
         match self.cut {
             Some(Cut::Reset(at, fd)) if self.sent >= at => {
                 set_linger_zero(fd);

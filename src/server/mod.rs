@@ -19,6 +19,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
@@ -58,6 +59,18 @@ struct App {
     tokens: Tokens,
     page_size: usize,
     dice: Dice,
+    counts: Arc<Counts>,
+}
+
+/// What a server has answered so far (for tests and benchmarks).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// `GET /get/...` requests, whatever their outcome.
+    pub gets: AtomicU64,
+    /// `GET /list` requests.
+    pub lists: AtomicU64,
+    /// Body bytes of `/get` answers promised (Content-Length of 200/206 answers).
+    pub bytes: AtomicU64,
 }
 
 /// Per-connection facts the handlers need.
@@ -117,6 +130,7 @@ impl App {
             }
         };
         if path == "/list" {
+            self.counts.lists.fetch_add(1, Ordering::Relaxed);
             let mut r = self.list(req.uri().query()).await;
             if head {
                 *r.body_mut() = RespBody::empty();
@@ -188,6 +202,9 @@ impl App {
         headers: &hyper::HeaderMap,
         head: bool,
     ) -> Response<RespBody> {
+        if !head {
+            self.counts.gets.fetch_add(1, Ordering::Relaxed);
+        }
         let Some(obj) = self.store.open(name) else {
             return json_error(StatusCode::NOT_FOUND, "no such file");
         };
@@ -248,6 +265,9 @@ impl App {
             HeaderValue::from_static("application/octet-stream"),
         ));
         let len = end - start;
+        if !head {
+            self.counts.bytes.fetch_add(len, Ordering::Relaxed);
+        }
         let half = len / 2;
         let cut = match fate {
             Fate::Reset => Some(Cut::Reset(half, conn.fd)),
@@ -342,6 +362,7 @@ pub fn parse_range(h: &str, size: u64) -> RangeAnswer {
 /// A running server; dropping it (or [`Server::stop`]) shuts it down gracefully.
 pub struct Server {
     pub addr: SocketAddr,
+    pub counts: Arc<Counts>,
     stop: Option<watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -353,13 +374,16 @@ impl Server {
         let listener = rt.block_on(TcpListener::bind(addr))?;
         let local = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
+        let counts = Arc::new(Counts::default());
+        let counts2 = counts.clone();
         let thread = std::thread::Builder::new()
             .name("bulkget-serve".into())
             .spawn(move || {
-                rt.block_on(run(listener, store, cfg, rx));
+                rt.block_on(run(listener, store, cfg, rx, counts2));
             })?;
         Ok(Server {
             addr: local,
+            counts,
             stop: Some(tx),
             thread: Some(thread),
         })
@@ -417,7 +441,7 @@ pub fn serve_forever(addr: &str, store: Arc<dyn Store>, cfg: ServeConfig) -> io:
             }
             let _ = tx.send(true);
         });
-        run(listener, store, cfg, rx).await;
+        run(listener, store, cfg, rx, Arc::default()).await;
         Ok(())
     })
 }
@@ -429,8 +453,10 @@ pub async fn run(
     store: Arc<dyn Store>,
     cfg: ServeConfig,
     mut stop: watch::Receiver<bool>,
+    counts: Arc<Counts>,
 ) {
     let app = Arc::new(App {
+        counts: counts.clone(),
         tokens: Tokens::new(&store.identity()),
         store,
         page_size: cfg.page_size.max(1),

@@ -1,0 +1,264 @@
+//! Helpers: start servers, speak raw HTTP, run the `bulkget` binary.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bulkget::server::dirstore::DirStore;
+use bulkget::server::faults::Faults;
+use bulkget::server::store::SyntheticStore;
+use bulkget::server::{ServeConfig, Server};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bulkget");
+
+pub fn synthetic(n: u64, size: u64, page_size: usize, faults: Faults) -> Server {
+    Server::start(
+        "127.0.0.1:0",
+        Arc::new(SyntheticStore::new(n, size)),
+        ServeConfig {
+            page_size,
+            faults,
+            threads: 2,
+        },
+    )
+    .expect("server starts")
+}
+
+pub fn dir_server(dir: &Path, page_size: usize) -> Server {
+    Server::start(
+        "127.0.0.1:0",
+        Arc::new(DirStore::new(dir).expect("dir store")),
+        ServeConfig {
+            page_size,
+            faults: Faults::default(),
+            threads: 2,
+        },
+    )
+    .expect("server starts")
+}
+
+/// An answer read off the wire.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// One raw HTTP/1.1 request with `Connection: close`; the answer as sent.
+pub fn raw(addr: SocketAddr, method: &str, path: &str, extra: &str) -> Answer {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read");
+    parse_one(&all, method == "HEAD").0
+}
+
+/// Splits a byte stream into answers (bodies framed by Content-Length).
+pub fn parse_answers(mut all: &[u8]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    while !all.is_empty() {
+        let (a, used) = parse_one(all, false);
+        out.push(a);
+        all = &all[used..];
+    }
+    out
+}
+
+/// The first answer in `all` and the bytes it took (no body for HEAD).
+fn parse_one(all: &[u8], no_body: bool) -> (Answer, usize) {
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head end")
+        + 4;
+    let head = std::str::from_utf8(&all[..end]).expect("ascii head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len = match headers.get("content-length") {
+        _ if no_body => 0,
+        Some(v) => v.parse().unwrap(),
+        None => all.len() - end,
+    };
+    (
+        Answer {
+            status,
+            headers,
+            body: all[end..end + len].to_vec(),
+        },
+        end + len,
+    )
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Answer {
+    raw(addr, "GET", path, "")
+}
+
+/// All names a server lists, walking every page.
+pub fn list_all(addr: SocketAddr) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut path = "/list".to_string();
+    loop {
+        let a = get(addr, &path);
+        assert_eq!(
+            a.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        for n in v["FileNames"].as_array().unwrap() {
+            names.push(n.as_str().unwrap().to_string());
+        }
+        match v.get("NextMarker") {
+            Some(m) => path = format!("/list?next-marker={}", m.as_str().unwrap()),
+            None => return names,
+        }
+    }
+}
+
+pub fn url_path(name: &str) -> String {
+    let mut v = Vec::new();
+    bulkget::names::push_url_path(&mut v, name);
+    String::from_utf8(v).unwrap()
+}
+
+pub fn bulkget(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bulkget")
+}
+
+pub fn spawn_bulkget(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bulkget")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Checks that `dest` holds files 0..n of the synthetic set, every byte.
+pub fn assert_synthetic_tree(dest: &Path, n: u64, size: u64) {
+    let w = bulkget::synthetic::name_width(n);
+    for i in 0..n {
+        let name = bulkget::synthetic::name(i, w);
+        let got = std::fs::read(dest.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            got == bulkget::synthetic::content(name.as_bytes(), size),
+            "{name}: wrong bytes"
+        );
+    }
+    let entries = std::fs::read_dir(dest)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != ".bulkget")
+        .count();
+    assert_eq!(entries as u64, n, "extra files in {}", dest.display());
+}
+
+/// Waits (bounded) for a condition that another process brings about.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A scripted HTTP/1.1 server: `answer(path)` gives status and body for
+/// every request; keep-alive and pipelining work. For answers no real server
+/// would give (hostile names, broken pages).
+pub struct Scripted {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Scripted {
+    pub fn start(answer: impl Fn(&str) -> (u16, Vec<u8>) + Send + Sync + 'static) -> Scripted {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(s) = s else { continue };
+                let answer = answer.clone();
+                std::thread::spawn(move || serve_conn(s, &*answer));
+            }
+        });
+        Scripted { addr, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve_conn(s: TcpStream, answer: &dyn Fn(&str) -> (u16, Vec<u8>)) {
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+        }
+        let (status, body) = answer(&path);
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if w.write_all(head.as_bytes())
+            .and_then(|_| w.write_all(&body))
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary, real sockets on 127.0.0.1, fixture trees
+//! built on the fly. Servers bind port 0 and hand their address on.
+
+mod common;
+mod mirror;
+mod serve;
