@@ -1,1 +1,422 @@
-// filled in next
+//! `bulkget mirror`: end to end against real servers, faults, hostile input,
+//! kill -9, Ctrl-C and reruns.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bulkget::server::faults::Faults;
+
+use crate::common::*;
+
+fn journal(dest: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dest.join(".bulkget/journal.json")).unwrap()).unwrap()
+}
+
+fn failures(dest: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dest.join(".bulkget/failures.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn mirrors_a_synthetic_store_and_a_rerun_fetches_nothing() {
+    let s = synthetic(2500, 100, 100, Faults::default());
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("out");
+    let d = dest.to_str().unwrap();
+    let stats = t.path().join("stats.json");
+    let o = bulkget(&[
+        "mirror",
+        &s.url(),
+        d,
+        "-q",
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_synthetic_tree(&dest, 2500, 100);
+    assert_eq!(s.counts.gets.load(Ordering::Relaxed), 2500);
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(
+        (
+            st["files"].as_u64(),
+            st["failed"].as_u64(),
+            st["bytes"].as_u64()
+        ),
+        (Some(2500), Some(0), Some(250_000))
+    );
+    assert_eq!(journal(&dest)["complete"], true);
+    let summary = stderr(&o);
+    assert!(
+        summary.contains("Mirrored 2 500 files") && summary.contains("No failures"),
+        "{summary}"
+    );
+
+    let o = bulkget(&["mirror", &s.url(), d, "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        s.counts.gets.load(Ordering::Relaxed),
+        2500,
+        "the rerun fetched files again"
+    );
+    assert!(
+        stderr(&o).contains("2 500 already present"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn mirrors_a_directory_tree_with_odd_names() {
+    let src = tempfile::tempdir().unwrap();
+    let names = [
+        "a b/c d.txt",
+        "hash#x",
+        "pct%41",
+        "q?mark",
+        "ünï/cödé ✓",
+        "deep/er/and/deeper",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let p = src.path().join(n);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("{i}").repeat(1000 * i + 1)).unwrap();
+    }
+    let s = dir_server(src.path(), 2);
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&["mirror", &s.url(), t.path().to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for n in names {
+        assert_eq!(
+            std::fs::read(t.path().join(n)).unwrap(),
+            std::fs::read(src.path().join(n)).unwrap(),
+            "{n}"
+        );
+    }
+}
+
+#[test]
+fn every_fault_at_once_still_gives_every_byte() {
+    let faults = Faults {
+        fail_503: 0.05,
+        fail_429: 0.05,
+        reset: 0.05,
+        truncate: 0.05,
+        retry_after: 0,
+        seed: 42,
+        ..Faults::default()
+    };
+    let s = synthetic(3000, 2000, 250, faults);
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "mirror",
+        &s.url(),
+        t.path().to_str().unwrap(),
+        "-q",
+        "--retries",
+        "20",
+        "-c",
+        "4",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_synthetic_tree(t.path(), 3000, 2000);
+    assert!(
+        s.counts.gets.load(Ordering::Relaxed) > 3300,
+        "faults were injected and retried"
+    );
+    assert!(failures(t.path()).is_empty());
+    // nothing half-written anywhere
+    assert!(
+        !t.path().join(".bulkget/tmp").exists()
+            || std::fs::read_dir(t.path().join(".bulkget/tmp"))
+                .unwrap()
+                .count()
+                == 0
+    );
+}
+
+#[test]
+fn hostile_names_are_refused_and_nothing_leaves_dest() {
+    let hostile = [
+        "../escape",
+        "/abs",
+        "a//b",
+        "dir/../../x",
+        "nul\u{0}byte",
+        &"x".repeat(300),
+        ".bulkget/journal.json",
+        "",
+        "trailing/",
+        "./dot",
+    ];
+    let fine = ["ok1", "sub/ok2", "sp ace#?%ü"];
+    let all: Vec<String> = hostile
+        .iter()
+        .chain(fine.iter())
+        .map(|s| s.to_string())
+        .collect();
+    let page = serde_json::to_vec(&serde_json::json!({ "FileNames": all })).unwrap();
+    let server = Scripted::start(move |path| {
+        if path == "/list" {
+            (200, page.clone())
+        } else {
+            (200, format!("body of {path}").into_bytes())
+        }
+    });
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("dest");
+    let o = bulkget(&["mirror", &server.url(), dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for f in fine {
+        let want = format!("body of /get/{}", url_path(f));
+        assert_eq!(std::fs::read_to_string(dest.join(f)).unwrap(), want);
+    }
+    // nothing next to dest, nothing unexpected in it
+    let siblings: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(siblings, ["dest"]);
+    let mut inside: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    inside.sort();
+    assert_eq!(inside, [".bulkget", "ok1", "sp ace#?%ü", "sub"]);
+    assert_eq!(journal(&dest)["url"], server.url());
+    let f = failures(&dest);
+    assert_eq!(f.len(), hostile.len(), "{f:?}");
+    assert!(
+        f.iter()
+            .all(|x| x["error"].as_str().unwrap().starts_with("refused name"))
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("failed \"../escape\": refused name: name has a '.' or '..' segment"),
+        "{err}"
+    );
+    assert!(err.contains("10 failed for good"), "{err}");
+}
+
+#[test]
+fn a_page_that_is_not_json_ends_the_run_with_2_and_keeps_what_landed() {
+    let server = Scripted::start(|path| match path {
+        "/list" => (
+            200,
+            br#"{"FileNames": ["a", "b"], "NextMarker": "p2"}"#.to_vec(),
+        ),
+        "/list?next-marker=p2" => (200, b"<html>oops</html>".to_vec()),
+        p => (200, p.as_bytes().to_vec()),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&["mirror", &server.url(), t.path().to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.contains(&format!("{}/list?next-marker=p2", server.url()))
+            && first.contains("not the API's JSON"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"/get/a");
+    assert_eq!(std::fs::read(t.path().join("b")).unwrap(), b"/get/b");
+}
+
+#[test]
+fn a_looping_cursor_ends_the_run_with_2() {
+    let server = Scripted::start(|path| match path {
+        "/list" => (200, br#"{"FileNames": ["a"], "NextMarker": "x"}"#.to_vec()),
+        "/list?next-marker=x" => (200, br#"{"FileNames": ["b"], "NextMarker": "y"}"#.to_vec()),
+        "/list?next-marker=y" => (200, br#"{"FileNames": ["c"], "NextFile": "x"}"#.to_vec()),
+        p => (200, p.as_bytes().to_vec()),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&["mirror", &server.url(), t.path().to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("repeats an earlier page's"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(t.path().join("a").exists() && t.path().join("b").exists());
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "mirror",
+        &url,
+        t.path().to_str().unwrap(),
+        "-q",
+        "--retries",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!("bulkget: listing {url}/list: cannot connect")),
+        "{err}"
+    );
+}
+
+#[test]
+fn failed_files_are_recorded_and_retried_first_next_time() {
+    // 404 for some names: permanent failures; then the server "fixes" them.
+    let fixed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f2 = fixed.clone();
+    let server = Scripted::start(move |path| match path {
+        "/list" => (200, br#"{"FileNames": ["good", "bad1", "bad2"]}"#.to_vec()),
+        "/get/good" => (200, b"g".to_vec()),
+        p if f2.load(Ordering::Relaxed) => (200, p.as_bytes().to_vec()),
+        _ => (404, b"no".to_vec()),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().to_str().unwrap();
+    let o = bulkget(&["mirror", &server.url(), d, "-q"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let f = failures(t.path());
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0]["error"], "HTTP 404");
+    assert_eq!(f[0]["attempts"], 1, "a 404 is not retried");
+    assert_eq!(
+        f[0]["url"],
+        format!("{}/get/{}", server.url(), f[0]["name"].as_str().unwrap())
+    );
+    fixed.store(true, Ordering::Relaxed);
+    let o = bulkget(&["mirror", &server.url(), d, "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(t.path().join("bad1")).unwrap(), b"/get/bad1");
+    assert!(failures(t.path()).is_empty());
+    assert!(!t.path().join(".bulkget/failures.retry.jsonl").exists());
+}
+
+#[test]
+fn kill_9_then_rerun_completes_with_few_refetches() {
+    let n = 20_000u64;
+    let s = synthetic(
+        n,
+        100,
+        500,
+        Faults {
+            latency: Duration::from_micros(300),
+            ..Faults::default()
+        },
+    );
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().to_str().unwrap();
+    let (conns, window) = (4u64, 16u64);
+    let args = ["mirror", &s.url(), d, "-q", "-c", "4", "--pipeline", "16"];
+    let mut child = spawn_bulkget(&args);
+    wait_for("a quarter of the files", || {
+        s.counts.gets.load(Ordering::Relaxed) >= n / 4
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let first = s.counts.gets.load(Ordering::Relaxed);
+    assert!(first < n, "the first run finished before it was killed");
+    let j = journal(t.path());
+    assert!(
+        j["pages_done"].as_u64().unwrap() > 0,
+        "the journal moved: {j}"
+    );
+    let o = bulkget(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_synthetic_tree(t.path(), n, 100);
+    let total = s.counts.gets.load(Ordering::Relaxed);
+    assert!(
+        total <= n + conns * window,
+        "{total} GETs for {n} files (first run {first})"
+    );
+}
+
+#[test]
+fn ctrl_c_saves_the_journal_and_a_rerun_finishes() {
+    let n = 20_000u64;
+    let s = synthetic(
+        n,
+        100,
+        500,
+        Faults {
+            latency: Duration::from_micros(300),
+            ..Faults::default()
+        },
+    );
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().to_str().unwrap();
+    let args = ["mirror", &s.url(), d, "-c", "4", "--pipeline", "16"];
+    let child = spawn_bulkget(&args);
+    wait_for("some files", || {
+        s.counts.gets.load(Ordering::Relaxed) >= n / 5
+    });
+    // SAFETY: signalling our own child.
+    unsafe { kill(child.id() as i32, 2) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("stopping") && err.contains("Interrupted after") && err.contains("resume"),
+        "{err}"
+    );
+    assert_eq!(journal(t.path())["complete"], false);
+    let o = bulkget(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_synthetic_tree(t.path(), n, 100);
+    assert!(s.counts.gets.load(Ordering::Relaxed) <= n + 4 * 16);
+}
+
+#[test]
+fn null_sink_fetches_and_keeps_nothing() {
+    let s = synthetic(1000, 100, 100, Faults::default());
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "mirror",
+        &s.url(),
+        t.path().to_str().unwrap(),
+        "-q",
+        "--sink",
+        "null",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(s.counts.gets.load(Ordering::Relaxed), 1000);
+    let names: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [".bulkget"]);
+}
+
+#[test]
+fn bench_runs_end_to_end_and_verifies() {
+    let t = tempfile::tempdir().unwrap();
+    let json = t.path().join("b.json");
+    let o = bulkget(&[
+        "bench",
+        "--files",
+        "3000",
+        "-q",
+        "--dir",
+        t.path().to_str().unwrap(),
+        "--stats-json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("verified       3 000 files, every byte") && out.contains("combo"),
+        "{out}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["verified"], 3000);
+    assert!(r["peak_rss_kib"].as_u64().unwrap() > 0);
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
