@@ -136,6 +136,9 @@ struct FetchArgs {
     /// No progress and no per-file error lines (the summary is still printed).
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Threads (each with its own runtime) that drive the connections [default: one per core].
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 impl FetchArgs {
@@ -157,6 +160,7 @@ impl FetchArgs {
         } else {
             SinkKind::Dir
         };
+        cfg.threads = self.threads;
         cfg.display = if self.quiet {
             Display::Quiet
         } else {
