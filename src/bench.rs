@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::error::RunError;
-use crate::mirror::{self, MirrorConfig, Outcome, SinkKind};
-use crate::progress::{Display, Stats};
+use crate::mirror::{self, MirrorConfig, SinkKind};
+use crate::progress::{Display, Outcome, Stats};
 use crate::synthetic;
 use crate::units::{group, human_bytes};
 

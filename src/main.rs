@@ -179,7 +179,7 @@ fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &out.error {
         eprintln!("bulkget: {e}");
     }
-    eprintln!("{}", out.summary(&cfg));
+    eprintln!("{}", mirror::summary(&out, &cfg));
     if let Some(p) = &a.stats_json {
         std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
             .with_context(|| format!("writing {}", p.display()))?;

@@ -4,6 +4,7 @@
 //! seconds otherwise, nothing with `--quiet`.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -170,5 +171,75 @@ impl Drop for Reporter {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stats: Stats,
+    /// Why the run could not proceed, if it could not.
+    pub error: Option<crate::error::RunError>,
+    pub interrupted: bool,
+    /// Every input was handled (listing ended and every page completed).
+    pub journal_complete: bool,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        if self.error.is_some() {
+            2
+        } else if self.interrupted {
+            130
+        } else if self.stats.failed > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// The closing paragraph: `done` is the verb ("Mirrored"), `source`
+    /// says where from ("from URL"), `ledger` is the failure ledger's path.
+    pub fn summary(&self, done: &str, source: &str, dest: &Path, ledger: &Path) -> String {
+        let s = &self.stats;
+        let dest = dest.display();
+        let mut p = format!(
+            "{} {} files ({}) {} into {} in {:.1} s: {} files/s, {}/s.",
+            if self.interrupted {
+                "Interrupted after"
+            } else {
+                done
+            },
+            group(s.files),
+            human_bytes(s.bytes as f64),
+            source,
+            dest,
+            s.seconds,
+            group(s.files_per_sec as u64),
+            human_bytes(s.bytes_per_sec)
+        );
+        p += &format!(
+            " Listed {}; {} already present and skipped; {} retries.",
+            group(s.listed),
+            group(s.skipped),
+            group(s.retries)
+        );
+        if s.failed > 0 {
+            p += &format!(
+                " {} failed for good: see {}; the next run retries them first.",
+                group(s.failed),
+                ledger.display()
+            );
+        } else if !self.interrupted && self.error.is_none() {
+            p += " No failures.";
+        }
+        if let Some(e) = &self.error {
+            p += &format!(
+                " Stopped early: {e}. Files already landed stay; run the same command again to go on."
+            );
+        } else if self.interrupted {
+            p += " Progress is saved: run the same command again to resume.";
+        }
+        p
     }
 }

@@ -25,6 +25,11 @@ pub trait Sink: Send + Sync + 'static {
         Self: 'a;
     /// Whether a complete file already stands under `name`.
     fn exists(&self, name: &str) -> bool;
+    /// When the file under `name` came to stand there (its inode change
+    /// time), if one does; `None` for sinks that keep nothing.
+    fn landed_at(&self, _name: &str) -> Option<std::time::SystemTime> {
+        None
+    }
     /// Starts the file `name` (a name already checked by [`crate::names::check`]).
     fn create(&self, name: &str) -> io::Result<Self::File<'_>>;
 }
@@ -121,7 +126,25 @@ impl DirSink {
         &self.root
     }
 
-    fn mkdirs_for(&self, name: &str) -> io::Result<()> {
+    /// `stat` of the regular file `name` (symlinks are not followed).
+    fn stat_file(&self, name: &str) -> Option<libc::stat> {
+        let c = cstr(name).ok()?;
+        // SAFETY: stat is plain old data, fully written on success.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid dirfd, path and out-pointer.
+        let r = unsafe {
+            libc::fstatat(
+                self.dir.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        (r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG).then_some(st)
+    }
+
+    /// Creates the parent directories of `name`.
+    pub fn mkdirs_for(&self, name: &str) -> io::Result<()> {
         match name.rsplit_once('/') {
             Some((parent, _)) => fs::create_dir_all(self.root.join(parent)),
             None => Ok(()),
@@ -242,19 +265,16 @@ impl Sink for DirSink {
     type File<'a> = DirFile<'a>;
 
     fn exists(&self, name: &str) -> bool {
-        let Ok(c) = cstr(name) else { return false };
-        // SAFETY: stat is plain old data, fully written on success.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid dirfd, path and out-pointer.
-        let r = unsafe {
-            libc::fstatat(
-                self.dir.as_raw_fd(),
-                c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+        self.stat_file(name).is_some()
+    }
+
+    fn landed_at(&self, name: &str) -> Option<std::time::SystemTime> {
+        let st = self.stat_file(name)?;
+        let d = std::time::Duration::new(
+            st.st_ctime.max(0) as u64,
+            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+        );
+        Some(std::time::UNIX_EPOCH + d)
     }
 
     fn create(&self, name: &str) -> io::Result<DirFile<'_>> {

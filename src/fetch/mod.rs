@@ -5,6 +5,7 @@
 //! again; [`Throttle`] slows the whole run when the server says 429/503.
 
 pub mod http1;
+pub mod land;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -12,6 +13,51 @@ use std::time::{Duration, Instant};
 
 use crate::error::RunError;
 use crate::synthetic::splitmix64;
+
+/// Runs `tasks` tasks made by `make(id)` on `threads` threads (0 = one per
+/// core), each thread with its own current-thread runtime, tasks dealt round
+/// robin; returns when all have ended. Tasks never move between threads, so
+/// they share nothing they do not ask for.
+pub fn run_per_core<F, Fut>(threads: usize, tasks: usize, make: F) -> std::io::Result<()>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if threads > 0 { threads } else { cores }.min(tasks.max(1));
+    let make = std::sync::Arc::new(make);
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let make = make.clone();
+        let mine: Vec<u64> = (0..tasks as u64)
+            .filter(|c| *c as usize % threads == t)
+            .collect();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("bulkget-fetch-{t}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, async move {
+                        let handles: Vec<_> = mine
+                            .into_iter()
+                            .map(|id| tokio::task::spawn_local(make(id)))
+                            .collect();
+                        for h in handles {
+                            let _ = h.await;
+                        }
+                    });
+                })?,
+        );
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
 
 /// A base URL: where to connect and what to put before request paths.
 #[derive(Clone, Debug)]
@@ -30,20 +76,7 @@ impl Endpoint {
             url: url.to_string(),
             why: why.to_string(),
         };
-        let rest = if let Some(r) = url.strip_prefix("http://") {
-            r
-        } else if url.starts_with("https://") {
-            return Err(bad("https is not supported yet; use http://"));
-        } else {
-            return Err(bad("expected http://HOST[:PORT][/PATH]"));
-        };
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if hostport.is_empty() {
-            return Err(bad("no host"));
-        }
+        let (hostport, path) = split_url(url).map_err(bad)?;
         let with_port = if hostport
             .rsplit_once(':')
             .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
@@ -69,6 +102,30 @@ impl Endpoint {
     pub fn url_of(&self, path: &str) -> String {
         format!("http://{}{}{}", self.host, self.base_path, path)
     }
+}
+
+/// Splits `http://host[:port]/path?query` into `host[:port]` and the request
+/// path (`/` when empty), without resolving anything.
+pub fn split_url(url: &str) -> Result<(&str, &str), &'static str> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") {
+        return Err("https is not supported yet; use http://");
+    } else {
+        return Err("expected http://HOST[:PORT][/PATH]");
+    };
+    let rest = rest.split('#').next().unwrap_or("");
+    let (hostport, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if hostport.is_empty() {
+        return Err("no host");
+    }
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err("URL contains spaces or control characters");
+    }
+    Ok((hostport, path))
 }
 
 /// When to try a failed request again.

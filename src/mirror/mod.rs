@@ -17,17 +17,17 @@ mod worker;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::ctx::RunCtx;
 use crate::error::RunError;
-use crate::fetch::{Endpoint, RetryPolicy, Throttle};
+use crate::fetch::{Endpoint, RetryPolicy};
 use crate::journal::{self, Ledger, Tracker};
 use crate::listing::{Batch, Listed, Lister};
-use crate::progress::{Counters, Display, Reporter, Stats};
+use crate::progress::{Counters, Display, Outcome, Reporter};
 use crate::sink::{DirSink, NullSink, Sink};
-use crate::units::{group, human_bytes};
 
 /// Where the files go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,101 +82,22 @@ impl MirrorConfig {
     }
 }
 
-/// How a run ended.
-#[derive(Debug)]
-pub struct Outcome {
-    pub stats: Stats,
-    /// Why the run could not proceed, if it could not.
-    pub error: Option<RunError>,
-    pub interrupted: bool,
-    pub journal_complete: bool,
-}
-
-impl Outcome {
-    pub fn exit_code(&self) -> u8 {
-        if self.error.is_some() {
-            2
-        } else if self.interrupted {
-            130
-        } else if self.stats.failed > 0 {
-            1
-        } else {
-            0
-        }
-    }
-
-    /// The closing paragraph.
-    pub fn summary(&self, cfg: &MirrorConfig) -> String {
-        let s = &self.stats;
-        let dest = cfg.dest.display();
-        let mut p = format!(
-            "{} {} files ({}) from {} into {} in {:.1} s: {} files/s, {}/s.",
-            if self.interrupted {
-                "Interrupted after"
-            } else {
-                "Mirrored"
-            },
-            group(s.files),
-            human_bytes(s.bytes as f64),
-            cfg.url,
-            dest,
-            s.seconds,
-            group(s.files_per_sec as u64),
-            human_bytes(s.bytes_per_sec)
-        );
-        p += &format!(
-            " Listed {}; {} already present and skipped; {} retries.",
-            group(s.listed),
-            group(s.skipped),
-            group(s.retries)
-        );
-        if s.failed > 0 {
-            p += &format!(
-                " {} failed for good: see {}; the next run retries them first.",
-                group(s.failed),
-                cfg.state_dir().join("failures.jsonl").display()
-            );
-        } else if !self.interrupted && self.error.is_none() {
-            p += " No failures.";
-        }
-        if let Some(e) = &self.error {
-            p += &format!(
-                " Stopped early: {e}. Files already landed stay; run the same command again to go on."
-            );
-        } else if self.interrupted {
-            p += " The journal is saved: run the same command again to resume.";
-        }
-        p
-    }
+/// The closing paragraph of a mirror run.
+pub fn summary(out: &Outcome, cfg: &MirrorConfig) -> String {
+    let source = format!("from {}", cfg.url);
+    let ledger = cfg.state_dir().join("failures.jsonl");
+    out.summary("Mirrored", &source, &cfg.dest, &ledger)
 }
 
 /// What workers share. Read-mostly; counters are published in bunches.
 pub struct Shared<S: Sink> {
+    pub ctx: RunCtx,
     pub sink: S,
     pub ep: Endpoint,
     pub rx: async_channel::Receiver<Batch>,
     pub tracker: Tracker,
-    pub ledger: Ledger,
-    pub counters: Arc<Counters>,
-    pub throttle: Throttle,
-    pub policy: RetryPolicy,
-    pub timeout: Duration,
     pub window: u32,
     pub skip_existing: bool,
-    pub stop: Arc<AtomicBool>,
-    pub quiet: bool,
-    fatal: Mutex<Option<String>>,
-}
-
-impl<S: Sink> Shared<S> {
-    /// Nothing more can succeed (the disk is full): stop the run.
-    pub fn fatal(&self, why: String) {
-        let mut f = self.fatal.lock().expect("fatal lock");
-        if f.is_none() {
-            *f = Some(why);
-        }
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 fn dest_err(dest: &Path, e: io::Error) -> RunError {
@@ -237,20 +158,21 @@ fn run_with<S: Sink>(
     let (tx, rx) = async_channel::bounded::<Batch>(2 * connections);
     let counters = Arc::new(Counters::default());
     let sh = Arc::new(Shared {
+        ctx: RunCtx::new(
+            Ledger::new(&state_dir),
+            counters.clone(),
+            cfg.window,
+            cfg.policy.clone(),
+            cfg.timeout,
+            stop.clone(),
+            quiet,
+        ),
         sink,
         ep,
         rx,
         tracker: Tracker::new(&cfg.url, start.clone(), pages_done),
-        ledger: Ledger::new(&state_dir),
-        counters: counters.clone(),
-        throttle: Throttle::new(cfg.window.max(1)),
-        policy: cfg.policy.clone(),
-        timeout: cfg.timeout,
         window: cfg.window.max(1),
         skip_existing,
-        stop: stop.clone(),
-        quiet,
-        fatal: Mutex::new(None),
     });
     let reporter = Reporter::start(counters.clone(), started, cfg.display);
 
@@ -273,8 +195,8 @@ fn run_with<S: Sink>(
                     batch: cfg.batch.max(1),
                     tx,
                     tracker: &sh.tracker,
-                    counters: &sh.counters,
-                    stop: &sh.stop,
+                    counters: &sh.ctx.counters,
+                    stop: &sh.ctx.stop,
                     quiet,
                 };
                 rt.block_on(l.run(start, retry_file.as_deref()))
@@ -301,40 +223,11 @@ fn run_with<S: Sink>(
     };
 
     // Per-core runtimes, each driving its share of the connections.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if cfg.threads > 0 { cfg.threads } else { cores }.min(connections);
-    let mut handles = Vec::new();
-    for t in 0..threads {
-        let sh = sh.clone();
-        let mine: Vec<u64> = (0..connections as u64)
-            .filter(|c| *c as usize % threads == t)
-            .collect();
-        let h = std::thread::Builder::new()
-            .name(format!("bulkget-fetch-{t}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, async move {
-                    let tasks: Vec<_> = mine
-                        .into_iter()
-                        .map(|id| {
-                            tokio::task::spawn_local(worker::Worker::new(sh.clone(), id).run())
-                        })
-                        .collect();
-                    for t in tasks {
-                        let _ = t.await;
-                    }
-                });
-            })
-            .map_err(|e| RunError::Other(e.to_string()))?;
-        handles.push(h);
-    }
-    for h in handles {
-        let _ = h.join();
-    }
+    let w = sh.clone();
+    crate::fetch::run_per_core(cfg.threads, connections, move |id| {
+        worker::Worker::new(w.clone(), id).run()
+    })
+    .map_err(|e| RunError::Other(e.to_string()))?;
     // Workers are gone: a lister still waiting to send must stop.
     sh.rx.close();
     let listed = lister
@@ -348,7 +241,7 @@ fn run_with<S: Sink>(
         let _ = std::fs::remove_file(r);
     }
     drop(reporter);
-    let fatal = sh.fatal.lock().expect("fatal lock").take();
+    let fatal = sh.ctx.take_fatal();
     let error = match (fatal, listed) {
         (Some(why), _) => Some(RunError::DiskFull(why)),
         (None, Err(e)) => Some(e),

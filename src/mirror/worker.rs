@@ -7,18 +7,17 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
 use super::Shared;
 use crate::error::FetchError;
 use crate::fetch::http1::Conn;
-use crate::journal::Failure;
+use crate::fetch::land;
 use crate::listing::Batch;
 use crate::names;
 use crate::progress::Local;
-use crate::sink::{Sink, SinkFile};
+use crate::sink::Sink;
 
 /// Batches one worker holds at once (one being sent, others waiting on retries).
 const MAX_OPEN: usize = 4;
@@ -73,7 +72,7 @@ impl<S: Sink> Worker<S> {
     }
 
     fn stopping(&self) -> bool {
-        self.sh.stop.load(Ordering::Relaxed)
+        self.sh.ctx.stopping()
     }
 
     /// Takes a batch in: refused names fail at once, present ones are skipped.
@@ -103,7 +102,7 @@ impl<S: Sink> Worker<S> {
                 self.fail_for_good(it, &FetchError::Name(e));
             } else if self.sh.skip_existing && self.sh.sink.exists(name) {
                 self.local.skipped += 1;
-                self.local.tick(&self.sh.counters);
+                self.local.tick(&self.sh.ctx.counters);
                 self.finish(it);
             } else {
                 self.ready.push_back(it);
@@ -130,70 +129,49 @@ impl<S: Sink> Worker<S> {
     }
 
     fn fail_for_good(&mut self, it: Item, err: &FetchError) {
-        let name = self.name(it).to_string();
-        let mut path = Vec::new();
-        names::push_url_path(&mut path, &name);
-        let url = self
-            .sh
-            .ep
-            .url_of(&format!("/get/{}", String::from_utf8_lossy(&path)));
-        if !self.sh.quiet {
-            eprintln!(
-                "bulkget: failed {name:?}: {err} (after {} attempts)",
-                it.attempts.max(1)
-            );
-        }
-        let rec = Failure {
-            name,
-            url,
-            error: err.to_string(),
-            attempts: it.attempts.max(1),
-        };
-        if let Err(e) = self.sh.ledger.record(&rec) {
-            eprintln!(
-                "bulkget: cannot record failure of {:?} in failures.jsonl: {e}",
-                rec.name
-            );
-        }
-        if err.is_fatal() {
-            self.sh.fatal(format!("writing {:?}: {err}", rec.name));
-        }
-        self.local.failed += 1;
-        self.local.tick(&self.sh.counters);
+        let name = &self.open[it.slot as usize]
+            .as_ref()
+            .expect("open batch")
+            .names[it.idx as usize];
+        let mut path = b"/get/".to_vec();
+        names::push_url_path(&mut path, name);
+        let url = self.sh.ep.url_of(&String::from_utf8_lossy(&path));
+        self.sh
+            .ctx
+            .give_up(name, &url, err, it.attempts, &mut self.local);
         self.finish(it);
     }
 
     /// This attempt failed: schedule another or give up.
     fn failed(&mut self, mut it: Item, err: &FetchError) {
         it.attempts += 1;
-        if err.is_throttle() {
-            let wait = err
-                .retry_after()
-                .unwrap_or_else(|| self.sh.policy.delay(it.attempts, None, self.id));
-            self.sh.throttle.throttled(wait);
-        }
-        if err.is_retryable() && it.attempts <= self.sh.policy.retries && !err.is_fatal() {
-            self.local.retries += 1;
-            let salt = self
-                .id
-                .wrapping_mul(0x9E37_79B9)
-                .wrapping_add(it.idx as u64);
-            let at = Instant::now() + self.sh.policy.delay(it.attempts, err.retry_after(), salt);
-            self.delayed
-                .push(Reverse((at, it.slot, it.idx, it.attempts)));
-        } else {
-            self.fail_for_good(it, err);
+        let salt = self
+            .id
+            .wrapping_mul(0x9E37_79B9)
+            .wrapping_add(it.idx as u64);
+        match self
+            .sh
+            .ctx
+            .retry_after(err, it.attempts, salt, &mut self.local)
+        {
+            Some(wait) => self.delayed.push(Reverse((
+                Instant::now() + wait,
+                it.slot,
+                it.idx,
+                it.attempts,
+            ))),
+            None => self.fail_for_good(it, err),
         }
     }
 
     fn landed(&mut self, it: Item, bytes: u64) {
         self.local.done += 1;
         self.local.bytes += bytes;
-        self.local.tick(&self.sh.counters);
+        self.local.tick(&self.sh.ctx.counters);
         self.successes += 1;
         if self.successes >= 64 {
             self.successes = 0;
-            self.sh.throttle.succeeded();
+            self.sh.ctx.throttle.succeeded();
         }
         self.finish(it);
     }
@@ -261,16 +239,16 @@ impl<S: Sink> Worker<S> {
                 if stopping {
                     break;
                 }
-                if let Some(wait) = self.sh.throttle.pause_left() {
+                if let Some(wait) = self.sh.ctx.throttle.pause_left() {
                     tokio::time::sleep(wait).await;
                 }
             }
             // Top the pipeline up in bunches (half a window at least) so one
             // write carries many requests.
-            let window = self.sh.throttle.window().min(self.sh.window) as usize;
+            let window = self.sh.ctx.throttle.window().min(self.sh.window) as usize;
             if !stopping && !self.ready.is_empty() && self.inflight.len() <= window / 2 {
                 if conn.is_none() {
-                    match Conn::connect(self.sh.ep.addr, self.sh.timeout).await {
+                    match Conn::connect(self.sh.ep.addr, self.sh.ctx.timeout).await {
                         Ok(c) => conn = Some(c),
                         Err(e) => {
                             let it = self.ready.pop_front().expect("ready item");
@@ -330,7 +308,7 @@ impl<S: Sink> Worker<S> {
                 }
             }
         }
-        self.local.publish(&self.sh.counters);
+        self.local.publish(&self.sh.ctx.counters);
     }
 
     /// The connection died: the head request takes the blame, the rest are sent again.
@@ -348,53 +326,16 @@ impl<S: Sink> Worker<S> {
     }
 
     /// Reads one answer and lands its body. Err carries whether the connection is still usable.
-    async fn answer(&mut self, c: &mut Conn, it: Item) -> Result<(u64, bool), (FetchError, bool)> {
+    async fn answer(&self, c: &mut Conn, it: Item) -> Result<(u64, bool), (FetchError, bool)> {
         let head = c.read_head().await.map_err(|e| (e, false))?;
-        let framed = head.content_length.is_some() || head.chunked;
-        let keep = framed && !head.close;
         if head.status != 200 {
-            c.read_body(&head, |_| Ok(()))
-                .await
-                .map_err(|e| (e, false))?;
-            let status = head.status;
-            return Err((
-                FetchError::Status {
-                    status,
-                    retry_after: head.retry_after,
-                },
-                keep,
-            ));
+            return Err(land::refuse(c, &head).await);
         }
         let name = &self.open[it.slot as usize]
             .as_ref()
             .expect("open batch")
             .names[it.idx as usize];
-        let mut file = match self.sh.sink.create(name) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                c.read_body(&head, |_| Ok(()))
-                    .await
-                    .map_err(|e| (e, false))?;
-                return Err((FetchError::Sink(e), keep));
-            }
-        };
-        let mut werr = None;
-        let got = c
-            .read_body(&head, |chunk| {
-                if let Some(Err(e)) = file.as_mut().map(|f| f.write(chunk)) {
-                    werr = Some(e);
-                    file = None;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| (e, false))?;
-        if let Some(e) = werr {
-            return Err((FetchError::Sink(e), keep));
-        }
-        file.expect("file kept")
-            .commit()
-            .map_err(|e| (FetchError::Sink(e), keep))?;
-        Ok((got, !keep))
+        let got = land::land(c, &head, &self.sh.sink, name).await?;
+        Ok((got, !land::reusable(&head)))
     }
 }

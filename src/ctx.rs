@@ -1,0 +1,117 @@
+//! What every fetching task of a run shares, whatever the command: the retry
+//! policy and run-wide throttle, the failure ledger, the counters, the stop
+//! flag. One retry rule, one failure record, one exit-code rule for `mirror`
+//! and `get`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::FetchError;
+use crate::fetch::{RetryPolicy, Throttle};
+use crate::journal::{Failure, Ledger};
+use crate::progress::{Counters, Local};
+
+pub struct RunCtx {
+    pub ledger: Ledger,
+    pub counters: Arc<Counters>,
+    pub throttle: Throttle,
+    pub policy: RetryPolicy,
+    pub timeout: Duration,
+    pub stop: Arc<AtomicBool>,
+    pub quiet: bool,
+    fatal: Mutex<Option<String>>,
+}
+
+impl RunCtx {
+    pub fn new(
+        ledger: Ledger,
+        counters: Arc<Counters>,
+        window: u32,
+        policy: RetryPolicy,
+        timeout: Duration,
+        stop: Arc<AtomicBool>,
+        quiet: bool,
+    ) -> RunCtx {
+        RunCtx {
+            ledger,
+            counters,
+            throttle: Throttle::new(window.max(1)),
+            policy,
+            timeout,
+            stop,
+            quiet,
+            fatal: Mutex::new(None),
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Nothing more can succeed (the disk is full): stop the run.
+    pub fn fatal(&self, why: String) {
+        let mut f = self.fatal.lock().expect("fatal lock");
+        if f.is_none() {
+            *f = Some(why);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Why the run was stopped as hopeless, if it was.
+    pub fn take_fatal(&self) -> Option<String> {
+        self.fatal.lock().expect("fatal lock").take()
+    }
+
+    /// Attempt `attempts` failed with `err`: how long to wait before the
+    /// next one, or `None` to give up. Tells the throttle about 429/503.
+    pub fn retry_after(
+        &self,
+        err: &FetchError,
+        attempts: u32,
+        salt: u64,
+        local: &mut Local,
+    ) -> Option<Duration> {
+        if err.is_throttle() {
+            let wait = err
+                .retry_after()
+                .unwrap_or_else(|| self.policy.delay(attempts, None, salt));
+            self.throttle.throttled(wait);
+        }
+        if err.is_retryable() && attempts <= self.policy.retries && !err.is_fatal() {
+            local.retries += 1;
+            Some(self.policy.delay(attempts, err.retry_after(), salt))
+        } else {
+            None
+        }
+    }
+
+    /// `name` failed for good: one line on stderr, one in the ledger, one count.
+    pub fn give_up(
+        &self,
+        name: &str,
+        url: &str,
+        err: &FetchError,
+        attempts: u32,
+        local: &mut Local,
+    ) {
+        let attempts = attempts.max(1);
+        if !self.quiet {
+            eprintln!("bulkget: failed {name:?}: {err} (after {attempts} attempts)");
+        }
+        let rec = Failure {
+            name: name.to_string(),
+            url: url.to_string(),
+            error: err.to_string(),
+            attempts,
+        };
+        if let Err(e) = self.ledger.record(&rec) {
+            eprintln!("bulkget: cannot record the failure of {name:?} in the ledger: {e}");
+        }
+        if err.is_fatal() {
+            self.fatal(format!("writing {name:?}: {err}"));
+        }
+        local.failed += 1;
+        local.tick(&self.counters);
+    }
+}
