@@ -49,6 +49,12 @@ pub enum FetchError {
     Name(#[from] NameError),
     #[error("cannot write: {0}")]
     Sink(io::Error),
+    #[error("sha256 mismatch: expected {want}, got {got}")]
+    Checksum { want: String, got: String },
+    #[error("{0}")]
+    Input(String),
+    #[error("another input of this run already wrote this file (outputs collide)")]
+    Collision,
 }
 
 impl FetchError {
@@ -62,7 +68,10 @@ impl FetchError {
             | FetchError::Truncated { .. }
             | FetchError::Protocol(_) => true,
             FetchError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
-            FetchError::Name(_) => false,
+            FetchError::Name(_)
+            | FetchError::Checksum { .. }
+            | FetchError::Input(_)
+            | FetchError::Collision => false,
             FetchError::Sink(e) => !is_disk_full(e),
         }
     }
@@ -95,7 +104,12 @@ impl FetchError {
     pub fn keeps_connection(&self) -> bool {
         matches!(
             self,
-            FetchError::Status { .. } | FetchError::Name(_) | FetchError::Sink(_)
+            FetchError::Status { .. }
+                | FetchError::Name(_)
+                | FetchError::Sink(_)
+                | FetchError::Checksum { .. }
+                | FetchError::Input(_)
+                | FetchError::Collision
         )
     }
 }

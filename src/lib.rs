@@ -9,6 +9,7 @@ pub mod bench;
 pub mod ctx;
 pub mod error;
 pub mod fetch;
+pub mod get;
 pub mod journal;
 pub mod listing;
 pub mod mirror;

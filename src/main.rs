@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use bulkget::fetch::RetryPolicy;
+use bulkget::get::{self, GetConfig};
 use bulkget::mirror::{self, MirrorConfig, SinkKind};
-use bulkget::progress::Display;
+use bulkget::progress::{Display, Outcome};
 use bulkget::server::dirstore::DirStore;
 use bulkget::server::faults::Faults;
 use bulkget::server::store::{Store, SyntheticStore};
@@ -33,6 +35,8 @@ enum Cmd {
     Serve(ServeArgs),
     /// Download every file a server lists (GET URL/list, GET URL/get/NAME) into DEST.
     Mirror(MirrorArgs),
+    /// Download URLs (given or from a list); large files over several Range connections.
+    Get(GetArgs),
     /// The seed's experiment: serve N synthetic files locally, mirror them, verify, report.
     Bench(BenchArgs),
 }
@@ -105,86 +109,154 @@ struct MirrorArgs {
     url: String,
     /// Destination directory (created if needed; DEST/.bulkget holds the journal).
     dest: PathBuf,
-    #[command(flatten)]
-    fetch: FetchArgs,
-    /// Write the final figures as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    stats_json: Option<PathBuf>,
-    /// Keep the journal and failure ledger here instead of DEST/.bulkget.
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-}
-
-/// How to fetch.
-#[derive(Args)]
-struct FetchArgs {
-    /// Connections in all, spread over the cores [default: 4 per core].
-    #[arg(long, short = 'c')]
-    connections: Option<usize>,
     /// Requests in flight per connection (HTTP/1.1 pipelining; 1 turns it off).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pipeline: u32,
+    /// Where files go: dir (DEST) or null (fetch and check lengths, keep nothing).
+    #[arg(long, default_value = "dir", value_parser = ["dir", "null"])]
+    sink: String,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+/// How to fetch (mirror and get).
+#[derive(Args)]
+struct FetchArgs {
+    /// Connections in all, spread over the cores [default: mirror 4 per core, get 8 per core].
+    #[arg(long, short = 'c')]
+    connections: Option<usize>,
     /// Attempts after the first for connection errors, timeouts, 408, 429 and 5xx.
     #[arg(long, default_value_t = 8)]
     retries: u32,
     /// Seconds without an answer before a connection counts as failed.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
-    /// Where files go: dir (DEST) or null (fetch and check lengths, keep nothing).
-    #[arg(long, default_value = "dir", value_parser = ["dir", "null"])]
-    sink: String,
     /// No progress and no per-file error lines (the summary is still printed).
     #[arg(long, short = 'q')]
     quiet: bool,
     /// Threads (each with its own runtime) that drive the connections [default: one per core].
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Keep the journal and failure ledger here instead of DEST/.bulkget.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Write the final figures as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+}
+
+/// The settings both fetching commands share.
+struct Common {
+    connections: Option<usize>,
+    policy: RetryPolicy,
+    timeout: Duration,
+    display: Display,
+    threads: usize,
 }
 
 impl FetchArgs {
-    fn apply(&self, cfg: &mut MirrorConfig) -> anyhow::Result<()> {
-        if let Some(c) = self.connections {
-            if c == 0 {
-                bail!("--connections must be at least 1");
-            }
-            cfg.connections = c;
+    fn common(&self) -> anyhow::Result<Common> {
+        if self.connections == Some(0) {
+            bail!("--connections must be at least 1");
         }
         if self.timeout.is_nan() || self.timeout <= 0.0 {
             bail!("--timeout must be a positive number of seconds");
         }
-        cfg.window = self.pipeline;
-        cfg.policy.retries = self.retries;
-        cfg.timeout = Duration::from_secs_f64(self.timeout);
-        cfg.sink = if self.sink == "null" {
-            SinkKind::Null
-        } else {
-            SinkKind::Dir
-        };
-        cfg.threads = self.threads;
-        cfg.display = if self.quiet {
-            Display::Quiet
-        } else {
-            Display::Auto
-        };
-        Ok(())
+        Ok(Common {
+            connections: self.connections,
+            policy: RetryPolicy {
+                retries: self.retries,
+                ..RetryPolicy::default()
+            },
+            timeout: Duration::from_secs_f64(self.timeout),
+            display: if self.quiet {
+                Display::Quiet
+            } else {
+                Display::Auto
+            },
+            threads: self.threads,
+        })
+    }
+
+    /// Prints the outcome, writes --stats-json, gives the exit code.
+    fn finish(&self, out: &Outcome, summary: String) -> anyhow::Result<ExitCode> {
+        if let Some(e) = &out.error {
+            eprintln!("bulkget: {e}");
+        }
+        eprintln!("{summary}");
+        if let Some(p) = &self.stats_json {
+            std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(ExitCode::from(out.exit_code()))
     }
 }
 
 fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = MirrorConfig::new(&a.url, &a.dest);
-    a.fetch.apply(&mut cfg)?;
-    cfg.state_dir = a.state_dir;
-    let stop = mirror::stop_on_signals();
-    let out = mirror::run(&cfg, stop)?;
-    if let Some(e) = &out.error {
-        eprintln!("bulkget: {e}");
+    let c = a.fetch.common()?;
+    cfg.connections = c.connections.unwrap_or(cfg.connections);
+    (cfg.policy, cfg.timeout, cfg.display, cfg.threads) =
+        (c.policy, c.timeout, c.display, c.threads);
+    cfg.window = a.pipeline;
+    cfg.sink = if a.sink == "null" {
+        SinkKind::Null
+    } else {
+        SinkKind::Dir
+    };
+    cfg.state_dir = a.fetch.state_dir.clone();
+    let out = mirror::run(&cfg, mirror::stop_on_signals())?;
+    a.fetch.finish(&out, mirror::summary(&out, &cfg))
+}
+
+#[derive(Args)]
+struct GetArgs {
+    /// URLs to download (http://…); each lands under its last path segment.
+    urls: Vec<String>,
+    /// Read URLs from FILE ('-' = standard input): lines of URL [NAME] [sha256=HEX]; '#' comments.
+    #[arg(long = "input-file", short = 'i', value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Directory to download into.
+    #[arg(
+        long = "output-dir",
+        short = 'o',
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    dir: PathBuf,
+    /// Connections for one large file.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    split: u64,
+    /// Files larger than this are split into chunks of this size (e.g. 8M).
+    #[arg(long, default_value = "8M", value_parser = parse_bytes)]
+    split_size: u64,
+    /// Expected sha256 of the single URL given: sha256=HEX.
+    #[arg(long, value_name = "sha256=HEX")]
+    checksum: Option<String>,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
+    if a.urls.is_empty() && a.input.is_none() {
+        bail!("give URLs, or a list with -i FILE");
     }
-    eprintln!("{}", mirror::summary(&out, &cfg));
-    if let Some(p) = &a.stats_json {
-        std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+    if a.split_size == 0 {
+        bail!("--split-size must be at least 1 byte");
     }
-    Ok(ExitCode::from(out.exit_code()))
+    let mut cfg = GetConfig::new(&a.dir);
+    let c = a.fetch.common()?;
+    cfg.connections = c.connections.unwrap_or(cfg.connections);
+    (cfg.policy, cfg.timeout, cfg.display, cfg.threads) =
+        (c.policy, c.timeout, c.display, c.threads);
+    cfg.urls = a.urls.clone();
+    cfg.list = a.input.clone();
+    cfg.split = a.split as usize;
+    cfg.split_size = a.split_size;
+    cfg.checksum = a.checksum.clone();
+    cfg.state_dir = a.fetch.state_dir.clone();
+    let out = get::run(&cfg, mirror::stop_on_signals())?;
+    a.fetch.finish(&out, get::summary(&out, &cfg))
 }
 
 #[derive(Args)]
@@ -295,6 +367,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Serve(a) => serve(a),
         Cmd::Mirror(a) => mirror(a),
+        Cmd::Get(a) => get(a),
         Cmd::Bench(a) => bench(a),
     };
     match r {

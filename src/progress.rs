@@ -22,6 +22,9 @@ pub struct Counters {
     pub failed: AtomicU64,
     pub bytes: AtomicU64,
     pub retries: AtomicU64,
+    /// Size of the large (split) files in flight, and how much of them is done.
+    pub big_total: AtomicU64,
+    pub big_done: AtomicU64,
 }
 
 /// A worker's unpublished counts.
@@ -150,7 +153,22 @@ impl Reporter {
                         continue;
                     }
                     last = Instant::now();
-                    let line = counters.stats(started.elapsed()).line();
+                    let st = counters.stats(started.elapsed());
+                    let mut line = st.line();
+                    let (total, done) = (
+                        counters.big_total.load(Ordering::Relaxed),
+                        counters.big_done.load(Ordering::Relaxed),
+                    );
+                    if total > 0 {
+                        let left = total.saturating_sub(done) as f64;
+                        line += &format!(
+                            " · large files {} of {} ({:.0}%), ETA {:.0}s",
+                            human_bytes(done as f64),
+                            human_bytes(total as f64),
+                            100.0 * done as f64 / total as f64,
+                            left / st.bytes_per_sec.max(1.0)
+                        );
+                    }
                     match &bar {
                         Some(b) => b.set_message(line),
                         None => eprintln!("bulkget: {line}"),
@@ -204,7 +222,7 @@ impl Outcome {
         let s = &self.stats;
         let dest = dest.display();
         let mut p = format!(
-            "{} {} files ({}) {} into {} in {:.1} s: {} files/s, {}/s.",
+            "{} {} files ({}){} into {} in {:.1} s: {} files/s, {}/s.",
             if self.interrupted {
                 "Interrupted after"
             } else {
@@ -212,7 +230,11 @@ impl Outcome {
             },
             group(s.files),
             human_bytes(s.bytes as f64),
-            source,
+            if source.is_empty() {
+                String::new()
+            } else {
+                format!(" {source}")
+            },
             dest,
             s.seconds,
             group(s.files_per_sec as u64),
@@ -226,7 +248,7 @@ impl Outcome {
         );
         if s.failed > 0 {
             p += &format!(
-                " {} failed for good: see {}; the next run retries them first.",
+                " {} failed for good: see {}; run the same command again to retry them.",
                 group(s.failed),
                 ledger.display()
             );

@@ -23,13 +23,16 @@ pub struct Job {
 
 /// Parses `sha256=HEX`.
 pub fn parse_checksum(s: &str) -> Result<[u8; 32], String> {
-    let hex = s.strip_prefix("sha256=").ok_or_else(|| format!("checksum {s:?} is not sha256=HEX"))?;
+    let hex = s
+        .strip_prefix("sha256=")
+        .ok_or_else(|| format!("checksum {s:?} is not sha256=HEX"))?;
     if hex.len() != 64 {
         return Err(format!("checksum {s:?}: sha256 takes 64 hex digits"));
     }
     let mut out = [0u8; 32];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| format!("checksum {s:?} is not hex"))?;
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("checksum {s:?} is not hex"))?;
     }
     Ok(out)
 }
@@ -46,7 +49,9 @@ pub fn name_from_url(url: &str) -> Result<String, String> {
         return Err("the URL has no file name; give one after the URL".into());
     }
     if name.contains('/') {
-        return Err(format!("the URL's file name {name:?} decodes to a path; give a NAME"));
+        return Err(format!(
+            "the URL's file name {name:?} decodes to a path; give a NAME"
+        ));
     }
     Ok(name.into_owned())
 }
@@ -60,7 +65,12 @@ pub fn job(line: u64, url: &str, name: Option<&str>, sum: Option<&str>) -> Resul
     };
     names::check(&name).map_err(|e| format!("output name {name:?}: {e}"))?;
     let sha256 = sum.map(parse_checksum).transpose()?;
-    Ok(Job { line, url: url.to_string(), name, sha256 })
+    Ok(Job {
+        line,
+        url: url.to_string(),
+        name,
+        sha256,
+    })
 }
 
 /// One list line: `Ok(None)` for blank and comment lines.
@@ -79,7 +89,9 @@ pub fn parse_line(line_no: u64, line: &str) -> Result<Option<Job>, String> {
         } else if name.is_none() && sum.is_none() {
             name = Some(c);
         } else {
-            return Err(format!("unexpected column {c:?} (a line is URL [NAME] [sha256=HEX])"));
+            return Err(format!(
+                "unexpected column {c:?} (a line is URL [NAME] [sha256=HEX])"
+            ));
         }
     }
     job(line_no, url, name, sum).map(Some)
@@ -95,17 +107,41 @@ mod tests {
         assert_eq!(parse_line(1, "").unwrap(), None);
         let j = parse_line(3, "http://h:1/a/b%20c.txt").unwrap().unwrap();
         assert_eq!((j.name.as_str(), j.line), ("b c.txt", 3));
-        let j = parse_line(4, "http://h/x?y=1  sub/out.bin").unwrap().unwrap();
+        let j = parse_line(4, "http://h/x?y=1  sub/out.bin")
+            .unwrap()
+            .unwrap();
         assert_eq!(j.name, "sub/out.bin");
         let sum = format!("sha256={}", "ab".repeat(32));
-        let j = parse_line(5, &format!("http://h/x out {sum}")).unwrap().unwrap();
+        let j = parse_line(5, &format!("http://h/x out {sum}"))
+            .unwrap()
+            .unwrap();
         assert_eq!(j.sha256, Some([0xab; 32]));
-        assert!(parse_line(6, "http://h/").unwrap_err().contains("no file name"));
-        assert!(parse_line(7, "http://h/x ../up").unwrap_err().contains("'..'"));
+        assert!(
+            parse_line(6, "http://h/")
+                .unwrap_err()
+                .contains("no file name")
+        );
+        assert!(
+            parse_line(7, "http://h/x ../up")
+                .unwrap_err()
+                .contains("'..'")
+        );
         assert!(parse_line(8, "ftp://h/x").is_err());
-        assert!(parse_line(9, "http://h/x a b").unwrap_err().contains("unexpected column"));
-        assert!(parse_line(10, "http://h/%2e%2e").unwrap_err().contains("'..'"));
-        assert!(parse_line(11, "http://h/a%2Fb").unwrap_err().contains("decodes to a path"));
+        assert!(
+            parse_line(9, "http://h/x a b")
+                .unwrap_err()
+                .contains("unexpected column")
+        );
+        assert!(
+            parse_line(10, "http://h/%2e%2e")
+                .unwrap_err()
+                .contains("'..'")
+        );
+        assert!(
+            parse_line(11, "http://h/a%2Fb")
+                .unwrap_err()
+                .contains("decodes to a path")
+        );
         assert!(parse_line(12, "http://h/x out sha256=12").is_err());
     }
 }

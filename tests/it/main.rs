@@ -2,5 +2,6 @@
 //! built on the fly. Servers bind port 0 and hand their address on.
 
 mod common;
+mod get;
 mod mirror;
 mod serve;

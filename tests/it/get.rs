@@ -1,0 +1,330 @@
+//! `bulkget get`: URL lists and large files over several Range connections.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bulkget::server::faults::Faults;
+use bulkget::server::store::SyntheticStore;
+use bulkget::server::{ServeConfig, Server};
+
+use crate::common::*;
+
+const MIB: u64 = 1 << 20;
+
+fn assert_file(path: &Path, name: &str, size: u64) {
+    let got = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(got.len() as u64, size, "{}", path.display());
+    assert!(
+        got == bulkget::synthetic::content(name.as_bytes(), size),
+        "{}: bytes differ",
+        path.display()
+    );
+}
+
+fn no_parts_left(dir: &Path) {
+    let parts = dir.join(".bulkget/parts");
+    let left = std::fs::read_dir(&parts).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "{} still holds partial downloads", parts.display());
+}
+
+#[test]
+fn a_256_mib_file_with_1_4_and_16_connections() {
+    let size = 256 * MIB;
+    let s = synthetic(1, size, 10, Faults::default());
+    let t = tempfile::tempdir().unwrap();
+    for split in ["1", "4", "16"] {
+        let out = t.path().join(split);
+        let before = s.counts.gets.load(Ordering::Relaxed);
+        let o = bulkget(&[
+            "get",
+            &format!("{}/get/f000000000", s.url()),
+            "-o",
+            out.to_str().unwrap(),
+            "--split",
+            split,
+            "-q",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_file(&out.join("f000000000"), "f000000000", size);
+        no_parts_left(&out);
+        let gets = s.counts.gets.load(Ordering::Relaxed) - before;
+        // one request with --split 1; 32 chunks of 8 MiB otherwise
+        assert_eq!(gets, if split == "1" { 1 } else { 32 }, "--split {split}");
+    }
+}
+
+#[test]
+fn without_range_support_one_stream_is_used() {
+    let size = 20 * MIB;
+    let s = synthetic(
+        1,
+        size,
+        10,
+        Faults {
+            no_ranges: true,
+            ..Faults::default()
+        },
+    );
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "get",
+        &format!("{}/get/f000000000", s.url()),
+        "-o",
+        t.path().to_str().unwrap(),
+        "--split",
+        "8",
+        "--split-size",
+        "1M",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_file(&t.path().join("f000000000"), "f000000000", size);
+    assert_eq!(s.counts.gets.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn faults_on_ranges_still_give_every_byte() {
+    let size = 24 * MIB;
+    let faults = Faults {
+        fail_503: 0.1,
+        reset: 0.1,
+        truncate: 0.1,
+        retry_after: 0,
+        seed: 5,
+        ..Faults::default()
+    };
+    let s = synthetic(1, size, 10, faults);
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "get",
+        &format!("{}/get/f000000000", s.url()),
+        "-o",
+        t.path().to_str().unwrap(),
+        "--split",
+        "8",
+        "--split-size",
+        "1M",
+        "--retries",
+        "30",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_file(&t.path().join("f000000000"), "f000000000", size);
+    assert!(
+        s.counts.gets.load(Ordering::Relaxed) > 24,
+        "faults were injected and chunks retried"
+    );
+}
+
+#[test]
+fn kill_9_mid_download_then_rerun_fetches_only_what_is_missing() {
+    let size = 64 * MIB;
+    // 4 connections of 8 MiB/s: about two seconds for the whole file
+    let s = synthetic(
+        1,
+        size,
+        10,
+        Faults {
+            rate_limit: 8 * MIB,
+            ..Faults::default()
+        },
+    );
+    let t = tempfile::tempdir().unwrap();
+    let url = format!("{}/get/f000000000", s.url());
+    let args = [
+        "get",
+        url.as_str(),
+        "-o",
+        t.path().to_str().unwrap(),
+        "--split",
+        "4",
+        "--split-size",
+        "1M",
+        "-q",
+    ];
+    let mut child = spawn_bulkget(&args);
+    wait_for("half the file", || {
+        s.counts.bytes.load(Ordering::Relaxed) >= size / 2
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !t.path().join("f000000000").exists(),
+        "a partial file stands under the final name"
+    );
+    let o = bulkget(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_file(&t.path().join("f000000000"), "f000000000", size);
+    no_parts_left(t.path());
+    let served = s.counts.bytes.load(Ordering::Relaxed);
+    assert!(
+        served * 4 <= size * 5,
+        "{served} bytes served for a {size}-byte file"
+    );
+}
+
+#[test]
+fn a_changed_remote_starts_over_and_says_so() {
+    let store = |size| Arc::new(SyntheticStore::new(1, size));
+    let cfg = || ServeConfig {
+        page_size: 10,
+        faults: Faults {
+            rate_limit: 4 * MIB,
+            ..Faults::default()
+        },
+        threads: 2,
+    };
+    let s = Server::start("127.0.0.1:0", store(32 * MIB), cfg()).unwrap();
+    let addr = s.addr.to_string();
+    let t = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/get/f000000000");
+    let args = [
+        "get",
+        url.as_str(),
+        "-o",
+        t.path().to_str().unwrap(),
+        "--split",
+        "2",
+        "--split-size",
+        "1M",
+    ];
+    let mut child = spawn_bulkget(&args);
+    wait_for("some chunks", || {
+        s.counts.bytes.load(Ordering::Relaxed) >= 8 * MIB
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    s.stop();
+    // the same URL now serves another file
+    let s2 = Server::start(
+        &addr,
+        store(20 * MIB),
+        ServeConfig {
+            faults: Faults::default(),
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let o = bulkget(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the remote file changed since the last run"),
+        "{}",
+        stderr(&o)
+    );
+    assert_file(&t.path().join("f000000000"), "f000000000", 20 * MIB);
+    drop(s2);
+}
+
+#[test]
+fn a_list_of_10000_urls_with_some_404s() {
+    let s = synthetic(9_990, 100, 1000, Faults::default());
+    let t = tempfile::tempdir().unwrap();
+    let list = t.path().join("urls.txt");
+    let mut f = std::fs::File::create(&list).unwrap();
+    writeln!(f, "# ten thousand URLs, the last ten missing").unwrap();
+    for i in 0..10_000 {
+        writeln!(f, "{}/get/f{i:09}", s.url()).unwrap();
+    }
+    drop(f);
+    let out = t.path().join("out");
+    let o = bulkget(&[
+        "get",
+        "-i",
+        list.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_synthetic_tree(&out, 9_990, 100);
+    let ledger = std::fs::read_to_string(out.join(".bulkget/failures.jsonl")).unwrap();
+    assert_eq!(ledger.lines().count(), 10);
+    assert!(ledger.lines().all(|l| l.contains("HTTP 404")));
+    assert!(stderr(&o).contains("10 failed for good"), "{}", stderr(&o));
+    // a rerun skips what is there and fails the same ten again
+    let before = s.counts.gets.load(Ordering::Relaxed);
+    let o = bulkget(&[
+        "get",
+        "-i",
+        list.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(s.counts.gets.load(Ordering::Relaxed) - before, 10);
+}
+
+#[test]
+fn names_bad_lines_collisions_checksums_and_stdin() {
+    let s = synthetic(5, 100, 10, Faults::default());
+    let u = s.url();
+    let good_sum = {
+        use sha2::Digest;
+        let d: [u8; 32] =
+            sha2::Sha256::digest(bulkget::synthetic::content(b"f000000002", 100)).into();
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let list = format!(
+        "{u}/get/f000000000 renamed.bin\n\
+         {u}/get/f000000001 ../escape\n\
+         {u}/get/f000000001 /abs\n\
+         not-a-url\n\
+         {u}/get/f000000002 sub/two sha256={good_sum}\n\
+         {u}/get/f000000003 three sha256={}\n\
+         {u}/get/f000000004 renamed.bin\n\
+         \n\
+         # done\n",
+        "0".repeat(64)
+    );
+    let t = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "get",
+            "-i",
+            "-",
+            "-o",
+            t.path().to_str().unwrap(),
+            "-c",
+            "1",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_file(&t.path().join("renamed.bin"), "f000000000", 100);
+    assert_file(&t.path().join("sub/two"), "f000000002", 100);
+    assert!(
+        !t.path().join("three").exists(),
+        "a file with the wrong checksum landed"
+    );
+    for want in [
+        "\"list line 2\": output name \"../escape\": name has a '.' or '..' segment",
+        "\"list line 3\": output name \"/abs\": absolute name",
+        "\"list line 4\": not-a-url: expected http://",
+        "failed \"three\": sha256 mismatch",
+        "failed \"renamed.bin\": another input of this run already wrote this file",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("5 failed for good"), "{err}");
+    let siblings: Vec<_> = std::fs::read_dir(t.path().parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() == "escape")
+        .collect();
+    assert!(siblings.is_empty());
+}
