@@ -14,6 +14,7 @@ pub mod journal;
 pub mod listing;
 pub mod mirror;
 pub mod names;
+pub mod pipeline;
 pub mod progress;
 pub mod server;
 pub mod sink;

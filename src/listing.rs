@@ -20,11 +20,8 @@ use crate::fetch::{Endpoint, RetryPolicy};
 use crate::journal::{FailureNames, Tracker};
 use crate::progress::Counters;
 
-/// Some names for one worker, all from one page (or from the retry file).
-pub struct Batch {
-    pub page: u64,
-    pub names: Vec<String>,
-}
+/// Names for one worker, all from one page (or from the retry file).
+pub type Batch = crate::pipeline::Batch<String>;
 
 #[derive(Deserialize)]
 struct PageJson {
@@ -88,8 +85,8 @@ impl Lister<'_> {
                 if self
                     .tx
                     .send(Batch {
-                        page: seq,
-                        names: batch,
+                        page: Some(seq),
+                        entries: batch,
                     })
                     .await
                     .is_err()
@@ -150,7 +147,15 @@ impl Lister<'_> {
                 } else {
                     Vec::new()
                 };
-                if self.tx.send(Batch { page: seq, names }).await.is_err() {
+                if self
+                    .tx
+                    .send(Batch {
+                        page: Some(seq),
+                        entries: names,
+                    })
+                    .await
+                    .is_err()
+                {
                     return Ok(Listed::Stopped);
                 }
                 names = rest;

@@ -13,19 +13,24 @@
 //! Exit status: 0 every listed file is in DEST, 1 some failed (see the
 //! ledger), 2 the run could not proceed, 130 interrupted.
 
-mod worker;
-
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
+use tokio::task::JoinSet;
+
 use crate::ctx::RunCtx;
-use crate::error::RunError;
-use crate::fetch::{Endpoint, RetryPolicy};
+use crate::error::{FetchError, RunError};
+use crate::fetch::http1::{Conn, Head};
+use crate::fetch::{Endpoint, RetryPolicy, land};
 use crate::journal::{self, Ledger, Tracker};
 use crate::listing::{Batch, Listed, Lister};
+use crate::names;
+use crate::pipeline::{Admit, Landed, Plan, Shared, Worker};
 use crate::progress::{Counters, Display, Outcome, Reporter};
 use crate::sink::{DirSink, NullSink, Sink};
 
@@ -89,15 +94,73 @@ pub fn summary(out: &Outcome, cfg: &MirrorConfig) -> String {
     out.summary("Mirrored", &source, &cfg.dest, &ledger)
 }
 
-/// What workers share. Read-mostly; counters are published in bunches.
-pub struct Shared<S: Sink> {
-    pub ctx: RunCtx,
+/// The mirror's part of the hot loop: names from the listing, all from one
+/// server, `GET {base}/get/{name}` each, landed whole.
+pub struct MirrorPlan<S: Sink> {
     pub sink: S,
     pub ep: Endpoint,
-    pub rx: async_channel::Receiver<Batch>,
-    pub tracker: Tracker,
-    pub window: u32,
+    /// Stat each name first and skip those present (a rerun, a non-empty DEST).
     pub skip_existing: bool,
+}
+
+impl<S: Sink> Plan for MirrorPlan<S> {
+    type Entry = String;
+
+    fn name<'e>(&self, e: &'e String) -> &'e str {
+        e
+    }
+
+    fn url(&self, e: &String) -> String {
+        let mut path = b"/get/".to_vec();
+        names::push_url_path(&mut path, e);
+        self.ep.url_of(&String::from_utf8_lossy(&path))
+    }
+
+    fn admit(&self, e: &String) -> Admit {
+        if let Err(err) = names::check(e) {
+            Admit::Fail(FetchError::Name(err))
+        } else if self.skip_existing && self.sink.exists(e) {
+            Admit::Skip
+        } else {
+            Admit::Fetch
+        }
+    }
+
+    fn host<'e>(&'e self, _: &'e String) -> &'e str {
+        &self.ep.host
+    }
+
+    fn resolve(&self, _: &str) -> Result<SocketAddr, FetchError> {
+        Ok(self.ep.addr)
+    }
+
+    fn request(&self, out: &mut Vec<u8>, e: &String) {
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(self.ep.base_path.as_bytes());
+        out.extend_from_slice(b"/get/");
+        names::push_url_path(out, e);
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(self.ep.host.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+    }
+
+    async fn answer(
+        &self,
+        _: &Arc<Shared<Self>>,
+        c: &mut Conn,
+        head: &Head,
+        e: &String,
+        _: &mut JoinSet<()>,
+    ) -> Result<Landed, (FetchError, bool)> {
+        if head.status != 200 {
+            return Err(land::refuse(c, head).await);
+        }
+        land::land(c, head, &self.sink, e).await.map(Landed::Bytes)
+    }
+}
+
+fn tracker_state<S: Sink>(sh: &Shared<MirrorPlan<S>>) -> journal::JournalState {
+    sh.tracker.as_ref().expect("mirror tracks pages").state()
 }
 
 fn dest_err(dest: &Path, e: io::Error) -> RunError {
@@ -158,6 +221,12 @@ fn run_with<S: Sink>(
     let (tx, rx) = async_channel::bounded::<Batch>(2 * connections);
     let counters = Arc::new(Counters::default());
     let sh = Arc::new(Shared {
+        plan: MirrorPlan {
+            sink,
+            ep,
+            skip_existing,
+        },
+        tracker: Some(Tracker::new(&cfg.url, start.clone(), pages_done)),
         ctx: RunCtx::new(
             Ledger::new(&state_dir),
             counters.clone(),
@@ -167,12 +236,8 @@ fn run_with<S: Sink>(
             stop.clone(),
             quiet,
         ),
-        sink,
-        ep,
         rx,
-        tracker: Tracker::new(&cfg.url, start.clone(), pages_done),
         window: cfg.window.max(1),
-        skip_existing,
     });
     let reporter = Reporter::start(counters.clone(), started, cfg.display);
 
@@ -189,12 +254,12 @@ fn run_with<S: Sink>(
                     .build()
                     .map_err(|e| RunError::Other(e.to_string()))?;
                 let l = Lister {
-                    ep: &sh.ep,
+                    ep: &sh.plan.ep,
                     timeout: cfg.timeout,
                     policy: &cfg.policy,
                     batch: cfg.batch.max(1),
                     tx,
-                    tracker: &sh.tracker,
+                    tracker: sh.tracker.as_ref().expect("mirror tracks pages"),
                     counters: &sh.ctx.counters,
                     stop: &sh.ctx.stop,
                     quiet,
@@ -216,7 +281,7 @@ fn run_with<S: Sink>(
                 std::thread::sleep(Duration::from_millis(50));
                 if last.elapsed() >= Duration::from_secs(1) {
                     last = Instant::now();
-                    let _ = journal::save(&state_dir, &sh.tracker.state());
+                    let _ = journal::save(&state_dir, &tracker_state(&sh));
                 }
             }
         })
@@ -225,7 +290,7 @@ fn run_with<S: Sink>(
     // Per-core runtimes, each driving its share of the connections.
     let w = sh.clone();
     crate::fetch::run_per_core(cfg.threads, connections, move |id| {
-        worker::Worker::new(w.clone(), id).run()
+        Worker::new(w.clone(), id).run()
     })
     .map_err(|e| RunError::Other(e.to_string()))?;
     // Workers are gone: a lister still waiting to send must stop.
@@ -235,7 +300,7 @@ fn run_with<S: Sink>(
         .unwrap_or_else(|_| Err(RunError::Other("the lister panicked".into())));
     keeper_stop.store(true, Ordering::Relaxed);
     let _ = keeper.join();
-    let state = sh.tracker.state();
+    let state = tracker_state(&sh);
     journal::save(&state_dir, &state).map_err(|e| dest_err(&state_dir, e))?;
     if let (true, Some(r)) = (state.complete, &retry_file) {
         let _ = std::fs::remove_file(r);

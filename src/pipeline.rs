@@ -1,26 +1,85 @@
-//! The hot loop: one long-lived pipelined connection per task. A worker takes
-//! a batch of names, keeps up to `window` GETs in flight, lands each answer in
-//! the sink, and schedules failures for another attempt with backoff, so one
-//! slow retry never idles the connection (it pulls the next batch meanwhile).
-//! Counts are kept locally and published in bunches.
+//! The hot loop shared by `mirror` and `get`: one long-lived pipelined
+//! HTTP/1.1 connection per task. A worker takes batches of entries, keeps up
+//! to `window` GETs in flight, hands each answer to the command's [`Plan`],
+//! and schedules failures for another attempt with backoff in its own timer
+//! heap, so one slow retry never idles the connection (it pulls the next
+//! batch meanwhile). No task, message or lock per file; counts are kept
+//! locally and published in bunches.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::Shared;
+use crate::ctx::RunCtx;
 use crate::error::FetchError;
-use crate::fetch::http1::Conn;
-use crate::fetch::land;
-use crate::listing::Batch;
-use crate::names;
+use crate::fetch::http1::{Conn, Head};
+use crate::journal::Tracker;
 use crate::progress::Local;
-use crate::sink::Sink;
 
 /// Batches one worker holds at once (one being sent, others waiting on retries).
 const MAX_OPEN: usize = 4;
+
+/// Some entries for one worker; `page` ties them to the resume tracker.
+pub struct Batch<E> {
+    pub page: Option<u64>,
+    pub entries: Vec<E>,
+}
+
+/// What to do with an entry before fetching it.
+pub enum Admit {
+    Fetch,
+    /// Already there: count as skipped.
+    Skip,
+    /// Refused for good.
+    Fail(FetchError),
+}
+
+/// What became of an answer.
+pub enum Landed {
+    /// The file landed; `bytes` not counted yet.
+    Bytes(u64),
+    /// A task of its own finishes the file and counts it (a split download).
+    Handed,
+}
+
+/// The per-command parts of the hot loop.
+pub trait Plan: Send + Sync + Sized + 'static {
+    type Entry: Send + 'static;
+    /// The output name (for messages and the ledger).
+    fn name<'e>(&self, e: &'e Self::Entry) -> &'e str;
+    /// The full URL (for messages and the ledger).
+    fn url(&self, e: &Self::Entry) -> String;
+    fn admit(&self, e: &Self::Entry) -> Admit;
+    /// `host[:port]` the entry is fetched from.
+    fn host<'e>(&'e self, e: &'e Self::Entry) -> &'e str;
+    fn resolve(&self, host: &str) -> Result<SocketAddr, FetchError>;
+    /// Appends the request for `e` to `out`.
+    fn request(&self, out: &mut Vec<u8>, e: &Self::Entry);
+    /// Takes the answer whose head was just read; the body is still unread.
+    /// Err carries whether the connection can carry on.
+    fn answer(
+        &self,
+        sh: &Arc<Shared<Self>>,
+        c: &mut Conn,
+        head: &Head,
+        e: &Self::Entry,
+        handed: &mut JoinSet<()>,
+    ) -> impl Future<Output = Result<Landed, (FetchError, bool)>>;
+}
+
+/// What the workers of a run share.
+pub struct Shared<P: Plan> {
+    pub ctx: RunCtx,
+    pub plan: P,
+    pub rx: async_channel::Receiver<Batch<P::Entry>>,
+    pub tracker: Option<Tracker>,
+    pub window: u32,
+}
 
 #[derive(Clone, Copy)]
 struct Item {
@@ -29,16 +88,16 @@ struct Item {
     attempts: u32,
 }
 
-struct Open {
-    page: u64,
-    names: Vec<String>,
+struct Open<E> {
+    page: Option<u64>,
+    entries: Vec<E>,
     left: u32,
 }
 
-pub struct Worker<S: Sink> {
-    sh: Arc<Shared<S>>,
+pub struct Worker<P: Plan> {
+    sh: Arc<Shared<P>>,
     id: u64,
-    open: Vec<Option<Open>>,
+    open: Vec<Option<Open<P::Entry>>>,
     n_open: usize,
     ready: VecDeque<Item>,
     delayed: BinaryHeap<Reverse<(Instant, u32, u32, u32)>>,
@@ -46,10 +105,12 @@ pub struct Worker<S: Sink> {
     local: Local,
     input_closed: bool,
     successes: u32,
+    /// Tasks the plan handed files to (at most one at a time).
+    handed: JoinSet<()>,
 }
 
-impl<S: Sink> Worker<S> {
-    pub fn new(sh: Arc<Shared<S>>, id: u64) -> Worker<S> {
+impl<P: Plan> Worker<P> {
+    pub fn new(sh: Arc<Shared<P>>, id: u64) -> Worker<P> {
         Worker {
             sh,
             id,
@@ -61,22 +122,23 @@ impl<S: Sink> Worker<S> {
             local: Local::default(),
             input_closed: false,
             successes: 0,
+            handed: JoinSet::new(),
         }
     }
 
-    fn name(&self, it: Item) -> &str {
+    fn entry(&self, it: Item) -> &P::Entry {
         &self.open[it.slot as usize]
             .as_ref()
             .expect("open batch")
-            .names[it.idx as usize]
+            .entries[it.idx as usize]
     }
 
     fn stopping(&self) -> bool {
         self.sh.ctx.stopping()
     }
 
-    /// Takes a batch in: refused names fail at once, present ones are skipped.
-    fn admit(&mut self, b: Batch) {
+    /// Takes a batch in: refused entries fail at once, present ones are skipped.
+    fn admit(&mut self, b: Batch<P::Entry>) {
         let slot = match self.open.iter().position(|o| o.is_none()) {
             Some(i) => i,
             None => {
@@ -84,10 +146,10 @@ impl<S: Sink> Worker<S> {
                 self.open.len() - 1
             }
         };
-        let n = b.names.len() as u32;
+        let n = b.entries.len() as u32;
         self.open[slot] = Some(Open {
             page: b.page,
-            names: b.names,
+            entries: b.entries,
             left: n,
         });
         self.n_open += 1;
@@ -97,15 +159,14 @@ impl<S: Sink> Worker<S> {
                 idx,
                 attempts: 0,
             };
-            let name = self.name(it);
-            if let Err(e) = names::check(name) {
-                self.fail_for_good(it, &FetchError::Name(e));
-            } else if self.sh.skip_existing && self.sh.sink.exists(name) {
-                self.local.skipped += 1;
-                self.local.tick(&self.sh.ctx.counters);
-                self.finish(it);
-            } else {
-                self.ready.push_back(it);
+            match self.sh.plan.admit(self.entry(it)) {
+                Admit::Fetch => self.ready.push_back(it),
+                Admit::Skip => {
+                    self.local.skipped += 1;
+                    self.local.tick(&self.sh.ctx.counters);
+                    self.finish(it);
+                }
+                Admit::Fail(e) => self.fail_for_good(it, &e),
             }
         }
         if n == 0 {
@@ -116,10 +177,12 @@ impl<S: Sink> Worker<S> {
     fn close_slot(&mut self, slot: usize) {
         let o = self.open[slot].take().expect("open batch");
         self.n_open -= 1;
-        self.sh.tracker.part_done(o.page);
+        if let (Some(t), Some(p)) = (&self.sh.tracker, o.page) {
+            t.part_done(p);
+        }
     }
 
-    /// An item is done for this run (landed, skipped, or failed for good).
+    /// An item is done for this run (landed, skipped, handed on, or failed for good).
     fn finish(&mut self, it: Item) {
         let o = self.open[it.slot as usize].as_mut().expect("open batch");
         o.left -= 1;
@@ -129,13 +192,11 @@ impl<S: Sink> Worker<S> {
     }
 
     fn fail_for_good(&mut self, it: Item, err: &FetchError) {
-        let name = &self.open[it.slot as usize]
+        let e = &self.open[it.slot as usize]
             .as_ref()
             .expect("open batch")
-            .names[it.idx as usize];
-        let mut path = b"/get/".to_vec();
-        names::push_url_path(&mut path, name);
-        let url = self.sh.ep.url_of(&String::from_utf8_lossy(&path));
+            .entries[it.idx as usize];
+        let (name, url) = (self.sh.plan.name(e), self.sh.plan.url(e));
         self.sh
             .ctx
             .give_up(name, &url, err, it.attempts, &mut self.local);
@@ -164,10 +225,12 @@ impl<S: Sink> Worker<S> {
         }
     }
 
-    fn landed(&mut self, it: Item, bytes: u64) {
-        self.local.done += 1;
-        self.local.bytes += bytes;
-        self.local.tick(&self.sh.ctx.counters);
+    fn landed(&mut self, it: Item, l: Landed) {
+        if let Landed::Bytes(bytes) = l {
+            self.local.done += 1;
+            self.local.bytes += bytes;
+            self.local.tick(&self.sh.ctx.counters);
+        }
         self.successes += 1;
         if self.successes >= 64 {
             self.successes = 0;
@@ -177,7 +240,7 @@ impl<S: Sink> Worker<S> {
     }
 
     pub async fn run(mut self) {
-        let mut conn: Option<Conn> = None;
+        let mut conn: Option<(String, Conn)> = None;
         loop {
             // Take in work while there is room and nothing ready to send.
             while self.ready.is_empty()
@@ -215,11 +278,8 @@ impl<S: Sink> Worker<S> {
             let stopping = self.stopping();
             if self.inflight.is_empty() {
                 if self.ready.is_empty() {
-                    if self.n_open == 0 && (self.input_closed || stopping) {
-                        break;
-                    }
-                    if stopping {
-                        break; // abandon what waits for a retry; the journal keeps its page open
+                    if stopping || (self.n_open == 0 && self.input_closed) {
+                        break; // what waits for a retry is abandoned; its page stays open in the journal
                     }
                     if let Some(Reverse((at, ..))) = self.delayed.peek() {
                         if self.n_open >= MAX_OPEN || self.input_closed {
@@ -242,14 +302,27 @@ impl<S: Sink> Worker<S> {
                 if let Some(wait) = self.sh.ctx.throttle.pause_left() {
                     tokio::time::sleep(wait).await;
                 }
+                // One handed-on file at a time per worker: wait for it first.
+                if !self.handed.is_empty() {
+                    let _ = self.handed.join_next().await;
+                }
             }
             // Top the pipeline up in bunches (half a window at least) so one
-            // write carries many requests.
+            // write carries many requests; all to the connection's host.
             let window = self.sh.ctx.throttle.window().min(self.sh.window) as usize;
             if !stopping && !self.ready.is_empty() && self.inflight.len() <= window / 2 {
+                let host = self.sh.plan.host(self.entry(self.ready[0]));
+                if conn.as_ref().is_some_and(|(h, _)| h != host) && self.inflight.is_empty() {
+                    conn = None;
+                }
                 if conn.is_none() {
-                    match Conn::connect(self.sh.ep.addr, self.sh.ctx.timeout).await {
-                        Ok(c) => conn = Some(c),
+                    let host = host.to_string();
+                    let c = match self.sh.plan.resolve(&host) {
+                        Ok(addr) => Conn::connect(addr, self.sh.ctx.timeout).await,
+                        Err(e) => Err(e),
+                    };
+                    match c {
+                        Ok(c) => conn = Some((host, c)),
                         Err(e) => {
                             let it = self.ready.pop_front().expect("ready item");
                             self.failed(it, &e);
@@ -257,23 +330,18 @@ impl<S: Sink> Worker<S> {
                         }
                     }
                 }
-                let c = conn.as_mut().expect("connected");
+                let (h, c) = conn.as_mut().expect("connected");
                 while self.inflight.len() < window {
-                    let Some(it) = self.ready.pop_front() else {
-                        break;
-                    };
-                    let name = &self.open[it.slot as usize]
+                    let Some(&it) = self.ready.front() else { break };
+                    let e = &self.open[it.slot as usize]
                         .as_ref()
                         .expect("open batch")
-                        .names[it.idx as usize];
-                    let out = c.out();
-                    out.extend_from_slice(b"GET ");
-                    out.extend_from_slice(self.sh.ep.base_path.as_bytes());
-                    out.extend_from_slice(b"/get/");
-                    names::push_url_path(out, name);
-                    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-                    out.extend_from_slice(self.sh.ep.host.as_bytes());
-                    out.extend_from_slice(b"\r\n\r\n");
+                        .entries[it.idx as usize];
+                    if self.sh.plan.host(e) != h.as_str() {
+                        break; // another host: after this connection's answers are in
+                    }
+                    self.sh.plan.request(c.out(), e);
+                    self.ready.pop_front();
                     self.inflight.push_back(it);
                 }
                 if let Err(e) = c.flush().await {
@@ -285,15 +353,15 @@ impl<S: Sink> Worker<S> {
             if self.inflight.is_empty() {
                 continue;
             }
-            let c = conn
+            let (_, c) = conn
                 .as_mut()
                 .expect("connected while requests are in flight");
             let it = *self.inflight.front().expect("in flight");
             match self.answer(c, it).await {
-                Ok((bytes, close)) => {
+                Ok((l, keep)) => {
                     self.inflight.pop_front();
-                    self.landed(it, bytes);
-                    if close {
+                    self.landed(it, l);
+                    if !keep {
                         conn = None;
                         self.requeue_inflight();
                     }
@@ -308,6 +376,7 @@ impl<S: Sink> Worker<S> {
                 }
             }
         }
+        while self.handed.join_next().await.is_some() {}
         self.local.publish(&self.sh.ctx.counters);
     }
 
@@ -325,17 +394,23 @@ impl<S: Sink> Worker<S> {
         }
     }
 
-    /// Reads one answer and lands its body. Err carries whether the connection is still usable.
-    async fn answer(&self, c: &mut Conn, it: Item) -> Result<(u64, bool), (FetchError, bool)> {
+    /// Reads one answer and gives it to the plan; Ok and Err both say whether
+    /// the connection can carry on.
+    async fn answer(
+        &mut self,
+        c: &mut Conn,
+        it: Item,
+    ) -> Result<(Landed, bool), (FetchError, bool)> {
         let head = c.read_head().await.map_err(|e| (e, false))?;
-        if head.status != 200 {
-            return Err(land::refuse(c, &head).await);
-        }
-        let name = &self.open[it.slot as usize]
+        let e = &self.open[it.slot as usize]
             .as_ref()
             .expect("open batch")
-            .names[it.idx as usize];
-        let got = land::land(c, &head, &self.sh.sink, name).await?;
-        Ok((got, !land::reusable(&head)))
+            .entries[it.idx as usize];
+        let l = self
+            .sh
+            .plan
+            .answer(&self.sh, c, &head, e, &mut self.handed)
+            .await?;
+        Ok((l, crate::fetch::land::reusable(&head)))
     }
 }
