@@ -79,6 +79,8 @@ pub struct DirSink {
     dir: OwnedFd,
     mode: AtomicU8,
     counter: AtomicU64,
+    /// Never replace a file: a name that exists is an `AlreadyExists` error.
+    no_replace: bool,
 }
 
 fn cstr(s: &str) -> io::Result<CString> {
@@ -119,7 +121,21 @@ impl DirSink {
             dir,
             mode: AtomicU8::new(LINK_UNKNOWN),
             counter: AtomicU64::new(0),
+            no_replace: false,
         })
+    }
+
+    /// Makes commits fail with `AlreadyExists` instead of replacing a file.
+    pub fn no_replace(mut self) -> DirSink {
+        self.no_replace = true;
+        self
+    }
+
+    /// Moves the complete file at `from` (same file system) to `name`,
+    /// honouring [`DirSink::no_replace`].
+    pub fn rename_in(&self, from: &Path, name: &str) -> io::Result<()> {
+        let from = CString::new(from.as_os_str().as_bytes())?;
+        self.rename_into_place(&from, name, &cstr(name)?)
     }
 
     pub fn root(&self) -> &Path {
@@ -202,8 +218,13 @@ impl DirSink {
 
     fn rename_into_place(&self, tmp: &CString, name: &str, target: &CString) -> io::Result<()> {
         let d = self.dir.as_raw_fd();
-        // SAFETY: valid dirfds and NUL-terminated relative paths.
-        let rename = || cvt(unsafe { libc::renameat(d, tmp.as_ptr(), d, target.as_ptr()) });
+        let flags = if self.no_replace {
+            libc::RENAME_NOREPLACE
+        } else {
+            0
+        };
+        // SAFETY: valid dirfds and NUL-terminated paths (an absolute `tmp` ignores the dirfd).
+        let rename = || cvt(unsafe { libc::renameat2(d, tmp.as_ptr(), d, target.as_ptr(), flags) });
         match rename() {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 self.mkdirs_for(name)?;
@@ -342,6 +363,12 @@ impl SinkFile for DirFile<'_> {
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                         self.sink.mkdirs_for(&self.name)?;
                         self.sink.link(fd, &self.target)
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) && self.sink.no_replace => {
+                        Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            "a file of that name already exists",
+                        ))
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                         // Replacing a file: link under a temporary name, then rename over.

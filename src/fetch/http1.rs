@@ -30,6 +30,8 @@ pub struct Head {
     pub retry_after: Option<Duration>,
     /// `Content-Range: bytes a-b/total` as (a, b, total).
     pub content_range: Option<(u64, u64, Option<u64>)>,
+    /// `Content-Range: bytes */N` (of a 416) as N.
+    pub unsatisfied_size: Option<u64>,
     pub accept_ranges: bool,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
@@ -304,6 +306,9 @@ fn interpret(resp: &httparse::Response<'_, '_>) -> Result<Head, FetchError> {
             h.retry_after = parse_retry_after(v);
         } else if name.eq_ignore_ascii_case("content-range") {
             h.content_range = parse_content_range(v);
+            h.unsatisfied_size = v
+                .strip_prefix("bytes */")
+                .and_then(|n| n.trim().parse().ok());
         } else if name.eq_ignore_ascii_case("accept-ranges") {
             h.accept_ranges = v.eq_ignore_ascii_case("bytes");
         } else if name.eq_ignore_ascii_case("etag") {

@@ -16,21 +16,24 @@
 pub mod input;
 mod split;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
 
 use crate::ctx::RunCtx;
 use crate::error::{FetchError, RunError};
 use crate::fetch::http1::{Conn, Head};
 use crate::fetch::{RetryPolicy, land, split_url};
 use crate::journal::{self, Ledger};
+use crate::pipeline::{Admit, Batch, Landed, Plan, Shared, Worker};
 use crate::progress::{Counters, Display, Local, Outcome, Reporter};
 use crate::sink::{DirSink, Sink, SinkFile};
 use input::Job;
@@ -82,14 +85,187 @@ impl GetConfig {
     }
 }
 
-pub struct Shared {
-    pub ctx: RunCtx,
+/// The get part of the hot loop: each job its own URL and host; the first
+/// GET asks for the first `split_size` bytes, which tells whether the file is
+/// small (landed whole) or large (handed to [`split`]).
+pub struct GetPlan {
     pub sink: DirSink,
-    rx: async_channel::Receiver<Vec<Job>>,
+    /// DEST held files when the run started: stat each name first.
+    check_existing: bool,
+    /// Sidecars of interrupted large downloads may exist.
+    parts_exist: bool,
+    pub parts_dir: PathBuf,
     pub split: usize,
     pub split_size: u64,
-    pub parts_dir: PathBuf,
     started: SystemTime,
+    addrs: Mutex<HashMap<String, SocketAddr>>,
+}
+
+impl GetPlan {
+    /// The last byte the first request asks for, if it asks for a range.
+    fn probe_end(&self, job: &Job) -> Option<u64> {
+        if self.parts_exist && split::has_sidecar(&self.parts_dir, &job.name) {
+            Some(0) // resuming: the answer's validators are what matters
+        } else if self.split > 1 {
+            Some(self.split_size - 1)
+        } else {
+            None
+        }
+    }
+
+    /// The whole file in this answer: land it, checking the sha256 if asked.
+    async fn whole(&self, c: &mut Conn, head: &Head, job: &Job) -> Result<u64, (FetchError, bool)> {
+        let keep = land::reusable(head);
+        let mut h = job.sha256.map(|_| Sha256::new());
+        let (f, got) = land::receive(c, head, &self.sink, &job.name, |piece| {
+            if let Some(h) = h.as_mut() {
+                Digest::update(h, piece);
+            }
+        })
+        .await?;
+        if let (Some(want), Some(h)) = (job.sha256, h) {
+            let got: [u8; 32] = h.finalize().into();
+            if got != want {
+                return Err((
+                    FetchError::Checksum {
+                        want: split::hex(&want),
+                        got: split::hex(&got),
+                    },
+                    keep,
+                ));
+            }
+        }
+        f.commit().map_err(|e| (sink_error(e), keep))?;
+        Ok(got)
+    }
+}
+
+/// A file that appeared under the name during this run is a collision.
+fn sink_error(e: io::Error) -> FetchError {
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        FetchError::Collision
+    } else {
+        FetchError::Sink(e)
+    }
+}
+
+impl Plan for GetPlan {
+    type Entry = Job;
+
+    fn name<'e>(&self, e: &'e Job) -> &'e str {
+        &e.name
+    }
+
+    fn url(&self, e: &Job) -> String {
+        e.url.clone()
+    }
+
+    fn admit(&self, job: &Job) -> Admit {
+        if !self.check_existing {
+            return Admit::Fetch; // a name that appears meanwhile fails at commit (no replace)
+        }
+        match self.sink.landed_at(&job.name) {
+            None => Admit::Fetch,
+            Some(t) if t < self.started => Admit::Skip,
+            Some(_) => Admit::Fail(FetchError::Collision),
+        }
+    }
+
+    fn host<'e>(&'e self, e: &'e Job) -> &'e str {
+        split_url(&e.url).map_or("", |(h, _)| h)
+    }
+
+    fn resolve(&self, host: &str) -> Result<SocketAddr, FetchError> {
+        if let Some(a) = self.addrs.lock().expect("addrs lock").get(host) {
+            return Ok(*a);
+        }
+        let with_port = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            && !host.ends_with(']')
+        {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(FetchError::Connect)?
+            .next()
+            .ok_or_else(|| {
+                FetchError::Connect(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "host resolves to no address",
+                ))
+            })?;
+        self.addrs
+            .lock()
+            .expect("addrs lock")
+            .insert(host.to_string(), addr);
+        Ok(addr)
+    }
+
+    fn request(&self, out: &mut Vec<u8>, job: &Job) {
+        let (host, path) = split_url(&job.url).unwrap_or(("", "/"));
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(if path.is_empty() {
+            b"/"
+        } else {
+            path.as_bytes()
+        });
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(end) = self.probe_end(job) {
+            out.extend_from_slice(format!("Range: bytes=0-{end}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    async fn answer(
+        &self,
+        sh: &Arc<Shared<Self>>,
+        c: &mut Conn,
+        head: &Head,
+        job: &Job,
+        handed: &mut JoinSet<()>,
+    ) -> Result<Landed, (FetchError, bool)> {
+        let probe_end = self.probe_end(job);
+        let resuming = probe_end == Some(0) && self.split_size > 1;
+        match head.status {
+            200 => {
+                let n = self.whole(c, head, job).await?;
+                if resuming {
+                    split::forget(&self.parts_dir, &job.name); // the server stopped doing ranges
+                }
+                Ok(Landed::Bytes(n))
+            }
+            206 if !resuming
+                && head
+                    .content_range
+                    .is_some_and(|(a, b, t)| a == 0 && t == Some(b + 1)) =>
+            {
+                self.whole(c, head, job).await.map(Landed::Bytes)
+            }
+            206 => {
+                let s = split::Split::prepare(sh, job, c, head, probe_end.unwrap_or(0)).await?;
+                handed.spawn_local(s.finish());
+                Ok(Landed::Handed)
+            }
+            416 if probe_end.is_some() && head.unsatisfied_size == Some(0) => {
+                // An empty file has no byte 0: land it empty.
+                let keep = land::reusable(head);
+                let _ = land::refuse(c, head).await;
+                let f = self
+                    .sink
+                    .create(&job.name)
+                    .map_err(|e| (FetchError::Sink(e), keep))?;
+                f.commit().map_err(|e| (sink_error(e), keep))?;
+                Ok(Landed::Bytes(0))
+            }
+            _ => Err(land::refuse(c, head).await),
+        }
+    }
 }
 
 /// The closing paragraph of a get run.
@@ -139,25 +315,37 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         })?))),
     };
     let connections = cfg.connections.max(1);
-    let (tx, rx) = async_channel::bounded::<Vec<Job>>(2 * connections);
+    let (tx, rx) = async_channel::bounded::<Batch<Job>>(2 * connections);
     let counters = Arc::new(Counters::default());
     let quiet = cfg.display == Display::Quiet;
+    let parts_dir = cfg.dest.join(".bulkget").join("parts");
+    let nonempty = std::fs::read_dir(&cfg.dest)
+        .map_err(|e| dest_err(&cfg.dest, e))?
+        .flatten()
+        .any(|e| e.file_name() != ".bulkget");
     let sh = Arc::new(Shared {
         ctx: RunCtx::new(
             Ledger::new(&state_dir),
             counters.clone(),
-            1,
+            32,
             cfg.policy.clone(),
             cfg.timeout,
             stop,
             quiet,
         ),
-        sink,
+        plan: GetPlan {
+            sink: sink.no_replace(),
+            check_existing: nonempty,
+            parts_exist: parts_dir.exists(),
+            parts_dir,
+            split: cfg.split.max(1),
+            split_size: cfg.split_size.max(1),
+            started: coarse_now(),
+            addrs: Mutex::new(HashMap::new()),
+        },
         rx,
-        split: cfg.split.max(1),
-        split_size: cfg.split_size.max(1),
-        parts_dir: cfg.dest.join(".bulkget").join("parts"),
-        started: coarse_now(),
+        tracker: None,
+        window: 32,
     });
     let reporter = Reporter::start(counters.clone(), started, cfg.display);
     let reader = {
@@ -170,8 +358,10 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             .map_err(|e| RunError::Other(e.to_string()))?
     };
     let w = sh.clone();
-    crate::fetch::run_per_core(cfg.threads, connections, move |id| worker(w.clone(), id))
-        .map_err(|e| RunError::Other(e.to_string()))?;
+    crate::fetch::run_per_core(cfg.threads, connections, move |id| {
+        Worker::new(w.clone(), id).run()
+    })
+    .map_err(|e| RunError::Other(e.to_string()))?;
     sh.rx.close();
     let read = reader
         .join()
@@ -195,11 +385,11 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
 /// Feeds jobs to the workers; bad lines go straight to the ledger. Ok(true)
 /// when every input was passed on.
 fn read_jobs(
-    sh: &Shared,
+    sh: &Shared<GetPlan>,
     urls: Vec<String>,
     checksum: Option<String>,
     list: Option<Box<dyn BufRead + Send>>,
-    tx: async_channel::Sender<Vec<Job>>,
+    tx: async_channel::Sender<Batch<Job>>,
 ) -> Result<bool, RunError> {
     const BATCH: usize = 64;
     let mut local = Local::default();
@@ -210,7 +400,11 @@ fn read_jobs(
             .counters
             .listed
             .fetch_add(b.len() as u64, Ordering::Relaxed);
-        tx.send_blocking(b).is_ok()
+        tx.send_blocking(Batch {
+            page: None,
+            entries: b,
+        })
+        .is_ok()
     };
     let bad = |what: String, text: &str, why: String, local: &mut Local| {
         sh.ctx
@@ -259,231 +453,4 @@ fn read_jobs(
     }
     local.publish(&sh.ctx.counters);
     Ok(complete)
-}
-
-async fn worker(sh: Arc<Shared>, id: u64) {
-    let mut w = Worker {
-        sh: sh.clone(),
-        id,
-        conn: None,
-        addr: None,
-        local: Local::default(),
-    };
-    while let Ok(batch) = sh.rx.recv().await {
-        for job in &batch {
-            if sh.ctx.stopping() {
-                break;
-            }
-            w.job(job).await;
-        }
-        if sh.ctx.stopping() {
-            break;
-        }
-    }
-    w.local.publish(&sh.ctx.counters);
-}
-
-struct Worker {
-    sh: Arc<Shared>,
-    id: u64,
-    /// The open connection and the `host:port` it goes to.
-    conn: Option<(String, Conn)>,
-    /// The last host resolved.
-    addr: Option<(String, SocketAddr)>,
-    local: Local,
-}
-
-impl Worker {
-    async fn job(&mut self, job: &Job) {
-        if let Some(t) = self.sh.sink.landed_at(&job.name) {
-            if t < self.sh.started {
-                self.local.skipped += 1;
-                self.local.tick(&self.sh.ctx.counters);
-            } else {
-                self.sh.ctx.give_up(
-                    &job.name,
-                    &job.url,
-                    &FetchError::Collision,
-                    1,
-                    &mut self.local,
-                );
-            }
-            return;
-        }
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.attempt(job).await {
-                // bytes not yet counted (a split download counts its own as they come)
-                Ok(bytes) => {
-                    self.local.done += 1;
-                    self.local.bytes += bytes;
-                    self.local.tick(&self.sh.ctx.counters);
-                    return;
-                }
-                Err(e) => {
-                    if !e.keeps_connection() {
-                        self.conn = None;
-                    }
-                    if self.sh.ctx.stopping() {
-                        return; // abandoned; a rerun picks it up
-                    }
-                    let salt = self.id.wrapping_mul(0x9E37_79B9) ^ job.line;
-                    match self.sh.ctx.retry_after(&e, attempts, salt, &mut self.local) {
-                        Some(wait) => {
-                            let wait =
-                                wait.max(self.sh.ctx.throttle.pause_left().unwrap_or_default());
-                            tokio::time::sleep(wait).await;
-                        }
-                        None => {
-                            self.sh
-                                .ctx
-                                .give_up(&job.name, &job.url, &e, attempts, &mut self.local);
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn resolve(&mut self, hostport: &str) -> Result<SocketAddr, FetchError> {
-        if let Some((_, a)) = self.addr.as_ref().filter(|(h, _)| h == hostport) {
-            return Ok(*a);
-        }
-        let with_port = if hostport
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            && !hostport.ends_with(']')
-        {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:80")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(FetchError::Connect)?
-            .next()
-            .ok_or_else(|| {
-                FetchError::Connect(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "host resolves to no address",
-                ))
-            })?;
-        self.addr = Some((hostport.to_string(), addr));
-        Ok(addr)
-    }
-
-    /// A connection to `hostport`, reusing the open one when it goes there.
-    async fn conn_to(&mut self, hostport: &str) -> Result<Conn, FetchError> {
-        if let Some((_, c)) = self.conn.take().filter(|(h, _)| h == hostport) {
-            return Ok(c);
-        }
-        let addr = self.resolve(hostport)?;
-        Conn::connect(addr, self.sh.ctx.timeout).await
-    }
-
-    /// One try at `job`; Ok carries the bytes landed that are not counted yet.
-    async fn attempt(&mut self, job: &Job) -> Result<u64, FetchError> {
-        let (hostport, path) = split_url(&job.url).map_err(|e| FetchError::Input(e.to_string()))?;
-        let path = if path.is_empty() { "/" } else { path };
-        let mut c = self.conn_to(hostport).await?;
-        let resume = split::has_sidecar(&self.sh.parts_dir, &job.name);
-        let probe_end = if resume { 0 } else { self.sh.split_size - 1 };
-        let ranged = self.sh.split > 1 || resume;
-        let extra = if ranged {
-            format!("Range: bytes=0-{probe_end}\r\n")
-        } else {
-            String::new()
-        };
-        c.queue_get(hostport, path.as_bytes(), &extra);
-        c.flush().await?;
-        let head = c.read_head().await?;
-        match head.status {
-            200 => {
-                let r = self.whole(&mut c, &head, job).await;
-                if resume && r.is_ok() {
-                    let (part, side) = split::paths(&self.sh.parts_dir, &job.name);
-                    let _ = std::fs::remove_file(part);
-                    let _ = std::fs::remove_file(side);
-                }
-                self.keep(hostport, c, &head);
-                r
-            }
-            206 if !resume
-                && head
-                    .content_range
-                    .is_some_and(|(a, b, t)| a == 0 && Some(b + 1) == t) =>
-            {
-                let r = self.whole(&mut c, &head, job).await;
-                self.keep(hostport, c, &head);
-                r
-            }
-            206 => {
-                let addr = self.resolve(hostport)?;
-                let s = split::Split {
-                    sh: &self.sh,
-                    job,
-                    addr,
-                    host: hostport,
-                    path,
-                    probe_end,
-                };
-                s.run(c, &head, &mut self.local).await.map(|_| 0)
-            }
-            416 if ranged => {
-                // An empty file has no byte 0: ask again without Range.
-                let (_, keep) = land::refuse(&mut c, &head).await;
-                if keep {
-                    self.conn = Some((hostport.to_string(), c));
-                }
-                let mut c = self.conn_to(hostport).await?;
-                c.queue_get(hostport, path.as_bytes(), "");
-                c.flush().await?;
-                let head = c.read_head().await?;
-                if head.status != 200 {
-                    return Err(land::refuse(&mut c, &head).await.0);
-                }
-                let r = self.whole(&mut c, &head, job).await;
-                self.keep(hostport, c, &head);
-                r
-            }
-            _ => {
-                let (e, keep) = land::refuse(&mut c, &head).await;
-                if keep {
-                    self.conn = Some((hostport.to_string(), c));
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn keep(&mut self, hostport: &str, c: Conn, head: &Head) {
-        if land::reusable(head) {
-            self.conn = Some((hostport.to_string(), c));
-        }
-    }
-
-    /// The whole file in this answer: land it, checking the sha256 if asked.
-    async fn whole(&mut self, c: &mut Conn, head: &Head, job: &Job) -> Result<u64, FetchError> {
-        let mut h = job.sha256.map(|_| Sha256::new());
-        let (f, got) = land::receive(c, head, &self.sh.sink, &job.name, |piece| {
-            if let Some(h) = h.as_mut() {
-                Digest::update(h, piece);
-            }
-        })
-        .await
-        .map_err(|(e, _)| e)?;
-        if let (Some(want), Some(h)) = (job.sha256, h) {
-            let got: [u8; 32] = h.finalize().into();
-            if got != want {
-                return Err(FetchError::Checksum {
-                    want: split::hex(&want),
-                    got: split::hex(&got),
-                });
-            }
-        }
-        f.commit().map_err(FetchError::Sink)?;
-        Ok(got)
-    }
 }

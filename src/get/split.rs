@@ -25,12 +25,16 @@ use blake2::digest::{Update, VariableOutput};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Shared;
+use tokio::task::JoinSet;
+
+use super::GetPlan;
 use super::input::Job;
 use crate::error::FetchError;
 use crate::fetch::http1::{Conn, Head};
 use crate::fetch::land;
+use crate::fetch::split_url;
 use crate::journal::write_atomic;
+use crate::pipeline::{Plan, Shared};
 use crate::progress::Local;
 
 /// What the sidecar says.
@@ -83,6 +87,17 @@ impl State {
         (a, (a + self.chunk).min(self.total) - 1)
     }
 
+    fn done_bytes(&self) -> u64 {
+        let s = self.side.lock().expect("sidecar lock");
+        s.done
+            .bytes()
+            .enumerate()
+            .filter(|(_, c)| *c == b'1')
+            .map(|(i, _)| self.range(i as u64))
+            .map(|(a, b)| b + 1 - a)
+            .sum()
+    }
+
     fn mark_done(&self, i: u64) {
         let mut s = self.side.lock().expect("sidecar lock");
         s.done.replace_range(i as usize..i as usize + 1, "1");
@@ -90,198 +105,232 @@ impl State {
     }
 }
 
-/// Everything a split download needs from its caller.
-pub struct Split<'a> {
-    pub sh: &'a Arc<Shared>,
-    pub job: &'a Job,
-    pub addr: SocketAddr,
-    pub host: &'a str,
-    pub path: &'a str,
-    /// The probe asked for `0..=probe_end`; in a resumed download only byte 0.
-    pub probe_end: u64,
+/// Forgets an interrupted download of `name` (its part and sidecar).
+pub fn forget(parts_dir: &Path, name: &str) {
+    let (part, side) = paths(parts_dir, name);
+    let _ = fs::remove_file(part);
+    let _ = fs::remove_file(side);
 }
 
-impl Split<'_> {
-    /// Runs the download; `conn` carries the probe answer `head`, body unread.
-    pub async fn run(
-        &self,
-        mut conn: Conn,
+/// A large file whose first answer was read; [`Split::finish`] does the rest.
+pub struct Split {
+    sh: Arc<Shared<GetPlan>>,
+    job: Job,
+    st: Arc<State>,
+    part: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Split {
+    /// Reads the probe answer (`head`, body unread on `c`) into a fresh or
+    /// resumed `.part` file. Err says whether `c` can carry on.
+    pub async fn prepare(
+        sh: &Arc<Shared<GetPlan>>,
+        job: &Job,
+        c: &mut Conn,
         head: &Head,
-        local: &mut Local,
-    ) -> Result<u64, FetchError> {
-        let sh = self.sh;
+        probe_end: u64,
+    ) -> Result<Split, (FetchError, bool)> {
+        let keep = land::reusable(head);
+        let plan = &sh.plan;
         let (a, b, total) = match head.content_range {
-            Some((a, b, Some(t))) => (a, b, t),
-            _ => {
-                return Err(FetchError::Protocol(
-                    "206 without a full Content-Range".into(),
+            Some((a, b, Some(t))) if a == 0 && b <= probe_end && b < t => (a, b, t),
+            got => {
+                let _ = land::refuse(c, head).await;
+                return Err((
+                    FetchError::Protocol(format!(
+                        "Content-Range {got:?} disagrees with the range asked, bytes 0-{probe_end}"
+                    )),
+                    false,
                 ));
             }
         };
-        if a != 0 || b > self.probe_end || b >= total {
-            return Err(FetchError::Protocol(format!(
-                "Content-Range bytes {a}-{b}/{total} disagrees with the range asked, 0-{}",
-                self.probe_end
-            )));
-        }
-        let chunk = sh.split_size.max(1);
-        let nchunks = total.div_ceil(chunk);
-        let (part, side_path) = paths(&sh.parts_dir, &self.job.name);
-        fs::create_dir_all(&sh.parts_dir).map_err(FetchError::Sink)?;
-        let fresh = Sidecar {
-            url: self.job.url.clone(),
-            size: total,
-            etag: head.etag.clone(),
-            last_modified: head.last_modified.clone(),
-            chunk,
-            done: "0".repeat(nchunks as usize),
-        };
-        let old: Option<Sidecar> = fs::read(&side_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let part_len = fs::metadata(&part).map(|m| m.len()).ok();
-        let side = match old {
-            Some(o)
-                if o.done.len() == nchunks as usize
-                    && Sidecar {
+        debug_assert_eq!(a, 0);
+        let addr = plan
+            .resolve(split_url(&job.url).map_or("", |(h, _)| h))
+            .map_err(|e| (e, false))?;
+        let setup = || -> Result<(Arc<State>, PathBuf), FetchError> {
+            let chunk = plan.split_size.max(1);
+            let nchunks = total.div_ceil(chunk);
+            let (part, side_path) = paths(&plan.parts_dir, &job.name);
+            fs::create_dir_all(&plan.parts_dir).map_err(FetchError::Sink)?;
+            let fresh = Sidecar {
+                url: job.url.clone(),
+                size: total,
+                etag: head.etag.clone(),
+                last_modified: head.last_modified.clone(),
+                chunk,
+                done: "0".repeat(nchunks as usize),
+            };
+            let old: Option<Sidecar> = fs::read(&side_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let part_len = fs::metadata(&part).map(|m| m.len()).ok();
+            let side = match old {
+                Some(o)
+                    if Sidecar {
                         done: o.done.clone(),
                         ..fresh.clone()
                     } == o
-                    && part_len == Some(total) =>
-            {
-                o
-            }
-            Some(_) => {
-                if !sh.ctx.quiet {
-                    eprintln!(
-                        "bulkget: {:?}: the remote file changed since the last run (size, ETag or Last-Modified differ); starting it over",
-                        self.job.name
-                    );
+                        && o.done.len() == nchunks as usize
+                        && part_len == Some(total) =>
+                {
+                    o
                 }
-                let _ = fs::remove_file(&part);
-                fresh
+                Some(_) => {
+                    if !sh.ctx.quiet {
+                        eprintln!(
+                            "bulkget: {:?}: the remote file changed since the last run (size, ETag or Last-Modified differ); starting it over",
+                            job.name
+                        );
+                    }
+                    let _ = fs::remove_file(&part);
+                    fresh
+                }
+                None => fresh,
+            };
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&part)
+                .map_err(FetchError::Sink)?;
+            if fs::metadata(&part).map(|m| m.len()).ok() != Some(total) {
+                file.set_len(total).map_err(FetchError::Sink)?;
+                preallocate(&file, total);
             }
-            None => fresh,
+            write_atomic(&side_path, &serde_json::to_vec(&side).expect("json"))
+                .map_err(FetchError::Sink)?;
+            let queue: VecDeque<u64> = (0..nchunks)
+                .filter(|i| side.done.as_bytes()[*i as usize] == b'0')
+                .collect();
+            let st = State {
+                file,
+                side: Mutex::new(side),
+                side_path,
+                queue: Mutex::new(queue),
+                failed: Mutex::new(None),
+                total,
+                chunk,
+            };
+            Ok((Arc::new(st), part))
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&part)
-            .map_err(FetchError::Sink)?;
-        if part_len != Some(total) {
-            file.set_len(total).map_err(FetchError::Sink)?;
-            preallocate(&file, total);
-        }
-        write_atomic(&side_path, &serde_json::to_vec(&side).expect("json"))
-            .map_err(FetchError::Sink)?;
-        let done_before: u64 = side
-            .done
-            .bytes()
-            .enumerate()
-            .filter(|(_, c)| *c == b'1')
-            .map(|(i, _)| {
-                let a = i as u64 * chunk;
-                (a + chunk).min(total) - a
-            })
-            .sum();
-        let queue: VecDeque<u64> = (0..nchunks)
-            .filter(|i| side.done.as_bytes()[*i as usize] == b'0')
-            .collect();
-        let st = Arc::new(State {
-            file,
-            side: Mutex::new(side),
-            side_path: side_path.clone(),
-            queue: Mutex::new(queue),
-            failed: Mutex::new(None),
-            total,
-            chunk,
-        });
-        let c = &sh.ctx.counters;
-        c.big_total.fetch_add(total, Ordering::Relaxed);
-        c.big_done.fetch_add(done_before, Ordering::Relaxed);
-
+        let (st, part) = match setup() {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = land::refuse(c, head).await;
+                return Err((e, keep));
+            }
+        };
+        let counters = &sh.ctx.counters;
+        counters.big_total.fetch_add(total, Ordering::Relaxed);
+        counters
+            .big_done
+            .fetch_add(st.done_bytes(), Ordering::Relaxed);
         // The probe's body: chunk 0 when it covers it, else just read past it.
         let mut off = 0u64;
-        let probe = conn
+        let read = c
             .read_body(head, |piece| {
                 st.file.write_all_at(piece, off).map_err(FetchError::Sink)?;
                 off += piece.len() as u64;
                 Ok(())
             })
             .await;
-        let mut first = Some(conn);
-        match probe {
-            Ok(_) => {
-                if off > st.range(0).1 && st.side.lock().expect("lock").done.as_bytes()[0] == b'0' {
-                    st.queue.lock().expect("lock").retain(|i| *i != 0);
-                    st.mark_done(0);
-                    c.big_done.fetch_add(off, Ordering::Relaxed);
-                    c.bytes.fetch_add(off, Ordering::Relaxed);
-                }
-                if !land::reusable(head) {
-                    first = None;
-                }
-            }
-            Err(_) => first = None,
+        let split = Split {
+            sh: sh.clone(),
+            job: job.clone(),
+            st,
+            part,
+            addr,
+        };
+        if let Err(e) = read {
+            split.release();
+            return Err((e, false));
         }
+        if off > split.st.range(0).1
+            && split.st.side.lock().expect("lock").done.as_bytes()[0] == b'0'
+        {
+            split.st.queue.lock().expect("lock").retain(|i| *i != 0);
+            split.st.mark_done(0);
+            counters.big_done.fetch_add(off, Ordering::Relaxed);
+            counters.bytes.fetch_add(off, Ordering::Relaxed);
+        }
+        debug_assert!(b < total);
+        Ok(split)
+    }
 
-        let n = (sh.split.max(1) as u64)
-            .min(st.queue.lock().expect("lock").len() as u64)
+    /// Takes this file off the large-file progress.
+    fn release(&self) {
+        let c = &self.sh.ctx.counters;
+        c.big_total.fetch_sub(self.st.total, Ordering::Relaxed);
+        let done = self.st.done_bytes().min(c.big_done.load(Ordering::Relaxed));
+        c.big_done.fetch_sub(done, Ordering::Relaxed);
+    }
+
+    /// Fetches the missing chunks over up to `--split` connections, then
+    /// checks and renames the file into place, and counts it (or records it
+    /// as failed; an interrupted one keeps its sidecar for the next run).
+    pub async fn finish(self) {
+        let sh = &self.sh;
+        let n = (sh.plan.split.max(1) as u64)
+            .min(self.st.queue.lock().expect("lock").len() as u64)
             .max(1);
-        let mut set = tokio::task::JoinSet::new();
+        let (host, path) = split_url(&self.job.url)
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+            .unwrap_or_default();
+        let mut set = JoinSet::new();
         for k in 0..n {
-            let conn = if k == 0 { first.take() } else { None };
-            let st = st.clone();
-            let sh = sh.clone();
-            let (addr, host, path) = (self.addr, self.host.to_string(), self.path.to_string());
-            let salt = k;
-            set.spawn_local(async move { chunk_task(st, sh, conn, addr, host, path, salt).await });
+            let (st, sh, host, path) = (self.st.clone(), sh.clone(), host.clone(), path.clone());
+            set.spawn_local(chunk_task(st, sh, self.addr, host, path, k));
         }
+        let mut local = Local::default();
         while let Some(r) = set.join_next().await {
             if let Ok(l) = r {
                 local.retries += l.retries;
             }
         }
-        let done_now: u64 = {
-            let s = st.side.lock().expect("lock");
-            s.done
-                .bytes()
-                .enumerate()
-                .filter(|(_, c)| *c == b'1')
-                .map(|(i, _)| st.range(i as u64))
-                .map(|(a, b)| b + 1 - a)
-                .sum()
-        };
-        c.big_total.fetch_sub(total, Ordering::Relaxed);
-        c.big_done.fetch_sub(
-            done_now.min(c.big_done.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        if let Some(e) = st.failed.lock().expect("lock").take() {
+        self.release();
+        let result = self.complete();
+        match result {
+            Ok(Some(bytes)) => {
+                local.done += 1;
+                let _ = bytes; // counted as the chunks came in
+            }
+            Ok(None) => {} // stopped: the sidecar keeps what is done
+            Err(e) => sh
+                .ctx
+                .give_up(&self.job.name, &self.job.url, &e, 1, &mut local),
+        }
+        local.publish(&sh.ctx.counters);
+    }
+
+    fn complete(&self) -> Result<Option<u64>, FetchError> {
+        if let Some(e) = self.st.failed.lock().expect("lock").take() {
             return Err(e);
         }
-        if done_now < total {
-            return Err(FetchError::Closed); // stopped: the sidecar keeps what is done
+        if self.st.done_bytes() < self.st.total {
+            return Ok(None);
         }
+        let plan = &self.sh.plan;
         if let Some(want) = self.job.sha256 {
-            let got = sha256_file(&part).map_err(FetchError::Sink)?;
+            let got = sha256_file(&self.part).map_err(FetchError::Sink)?;
             if got != want {
-                let _ = fs::remove_file(&part);
-                let _ = fs::remove_file(&side_path);
+                forget(&plan.parts_dir, &self.job.name);
                 return Err(FetchError::Checksum {
                     want: hex(&want),
                     got: hex(&got),
                 });
             }
         }
-        sh.sink
+        plan.sink
             .mkdirs_for(&self.job.name)
             .map_err(FetchError::Sink)?;
-        fs::rename(&part, sh.sink.root().join(&self.job.name)).map_err(FetchError::Sink)?;
-        let _ = fs::remove_file(&side_path);
-        Ok(total)
+        plan.sink
+            .rename_in(&self.part, &self.job.name)
+            .map_err(super::sink_error)?;
+        let _ = fs::remove_file(&self.st.side_path);
+        Ok(Some(self.st.total))
     }
 }
 
@@ -312,14 +361,14 @@ fn preallocate(f: &File, len: u64) {
 /// One connection taking chunks until none are left or one fails for good.
 async fn chunk_task(
     st: Arc<State>,
-    sh: Arc<Shared>,
-    mut conn: Option<Conn>,
+    sh: Arc<Shared<GetPlan>>,
     addr: SocketAddr,
     host: String,
     path: String,
     salt: u64,
 ) -> Local {
     let mut local = Local::default();
+    let mut conn: Option<Conn> = None;
     loop {
         if sh.ctx.stopping() || st.failed.lock().expect("lock").is_some() {
             break;
@@ -369,7 +418,7 @@ async fn chunk_task(
 
 async fn fetch_chunk(
     st: &State,
-    sh: &Shared,
+    sh: &Shared<GetPlan>,
     conn: &mut Option<Conn>,
     addr: SocketAddr,
     host: &str,
@@ -381,6 +430,7 @@ async fn fetch_chunk(
         *conn = Some(Conn::connect(addr, sh.ctx.timeout).await?);
     }
     let c = conn.as_mut().expect("connected");
+    let path = if path.is_empty() { "/" } else { path };
     c.queue_get(host, path.as_bytes(), &format!("Range: bytes={a}-{b}\r\n"));
     c.flush().await?;
     let head = c.read_head().await?;
