@@ -61,7 +61,7 @@ pub trait Plan: Send + Sync + Sized + 'static {
     /// Appends the request for `e` to `out`.
     fn request(&self, out: &mut Vec<u8>, e: &Self::Entry);
     /// Takes the answer whose head was just read; the body is still unread.
-    /// Err carries whether the connection can carry on.
+    /// Ok and Err both carry whether the connection can carry on.
     fn answer(
         &self,
         sh: &Arc<Shared<Self>>,
@@ -69,7 +69,7 @@ pub trait Plan: Send + Sync + Sized + 'static {
         head: &Head,
         e: &Self::Entry,
         handed: &mut JoinSet<()>,
-    ) -> impl Future<Output = Result<Landed, (FetchError, bool)>>;
+    ) -> impl Future<Output = Result<(Landed, bool), (FetchError, bool)>>;
 }
 
 /// What the workers of a run share.
@@ -406,11 +406,9 @@ impl<P: Plan> Worker<P> {
             .as_ref()
             .expect("open batch")
             .entries[it.idx as usize];
-        let l = self
-            .sh
+        self.sh
             .plan
             .answer(&self.sh, c, &head, e, &mut self.handed)
-            .await?;
-        Ok((l, crate::fetch::land::reusable(&head)))
+            .await
     }
 }

@@ -229,7 +229,8 @@ impl Plan for GetPlan {
         head: &Head,
         job: &Job,
         handed: &mut JoinSet<()>,
-    ) -> Result<Landed, (FetchError, bool)> {
+    ) -> Result<(Landed, bool), (FetchError, bool)> {
+        let keep = land::reusable(head);
         let probe_end = self.probe_end(job);
         let resuming = probe_end == Some(0) && self.split_size > 1;
         match head.status {
@@ -238,30 +239,31 @@ impl Plan for GetPlan {
                 if resuming {
                     split::forget(&self.parts_dir, &job.name); // the server stopped doing ranges
                 }
-                Ok(Landed::Bytes(n))
+                Ok((Landed::Bytes(n), keep))
             }
             206 if !resuming
                 && head
                     .content_range
                     .is_some_and(|(a, b, t)| a == 0 && t == Some(b + 1)) =>
             {
-                self.whole(c, head, job).await.map(Landed::Bytes)
+                self.whole(c, head, job)
+                    .await
+                    .map(|n| (Landed::Bytes(n), keep))
             }
             206 => {
-                let s = split::Split::prepare(sh, job, c, head, probe_end.unwrap_or(0)).await?;
-                handed.spawn_local(s.finish());
-                Ok(Landed::Handed)
+                let alive =
+                    split::Split::prepare(sh, job, c, head, probe_end.unwrap_or(0), handed).await?;
+                Ok((Landed::Handed, keep && alive))
             }
             416 if probe_end.is_some() && head.unsatisfied_size == Some(0) => {
                 // An empty file has no byte 0: land it empty.
-                let keep = land::reusable(head);
                 let _ = land::refuse(c, head).await;
                 let f = self
                     .sink
                     .create(&job.name)
                     .map_err(|e| (FetchError::Sink(e), keep))?;
                 f.commit().map_err(|e| (sink_error(e), keep))?;
-                Ok(Landed::Bytes(0))
+                Ok((Landed::Bytes(0), keep))
             }
             _ => Err(land::refuse(c, head).await),
         }

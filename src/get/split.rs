@@ -122,15 +122,18 @@ pub struct Split {
 }
 
 impl Split {
-    /// Reads the probe answer (`head`, body unread on `c`) into a fresh or
-    /// resumed `.part` file. Err says whether `c` can carry on.
+    /// Sets up a fresh or resumed `.part` file for the probe answer (`head`,
+    /// body unread on `c`), hands the rest of the download to a task of its
+    /// own in `handed`, and reads the probe's body meanwhile. Err says whether
+    /// `c` can carry on.
     pub async fn prepare(
         sh: &Arc<Shared<GetPlan>>,
         job: &Job,
         c: &mut Conn,
         head: &Head,
         probe_end: u64,
-    ) -> Result<Split, (FetchError, bool)> {
+        handed: &mut JoinSet<()>,
+    ) -> Result<bool, (FetchError, bool)> {
         let keep = land::reusable(head);
         let plan = &sh.plan;
         let (a, b, total) = match head.content_range {
@@ -228,36 +231,44 @@ impl Split {
         counters
             .big_done
             .fetch_add(st.done_bytes(), Ordering::Relaxed);
-        // The probe's body: chunk 0 when it covers it, else just read past it.
+        // The other connections start now, while the probe's body still
+        // streams in: chunk 0 is the probe's when it covers it.
+        let probe_covers_0 =
+            b >= st.range(0).1 && st.side.lock().expect("lock").done.as_bytes()[0] == b'0';
+        if probe_covers_0 {
+            st.queue.lock().expect("lock").retain(|i| *i != 0);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let split = Split {
+            sh: sh.clone(),
+            job: job.clone(),
+            st: st.clone(),
+            part,
+            addr,
+        };
+        handed.spawn_local(split.finish(probe_covers_0.then_some(rx)));
         let mut off = 0u64;
         let read = c
             .read_body(head, |piece| {
                 st.file.write_all_at(piece, off).map_err(FetchError::Sink)?;
                 off += piece.len() as u64;
+                counters
+                    .bytes
+                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                counters
+                    .big_done
+                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
                 Ok(())
             })
             .await;
-        let split = Split {
-            sh: sh.clone(),
-            job: job.clone(),
-            st,
-            part,
-            addr,
-        };
-        if let Err(e) = read {
-            split.release();
-            return Err((e, false));
+        let ok = read.is_ok() && off > st.range(0).1;
+        if probe_covers_0 && ok {
+            st.mark_done(0);
         }
-        if off > split.st.range(0).1
-            && split.st.side.lock().expect("lock").done.as_bytes()[0] == b'0'
-        {
-            split.st.queue.lock().expect("lock").retain(|i| *i != 0);
-            split.st.mark_done(0);
-            counters.big_done.fetch_add(off, Ordering::Relaxed);
-            counters.bytes.fetch_add(off, Ordering::Relaxed);
-        }
-        debug_assert!(b < total);
-        Ok(split)
+        let _ = tx.send(ok);
+        // A failed probe is not this entry's failure: the split task fetches
+        // chunk 0 again. Ok says whether the connection survived it.
+        Ok(read.is_ok())
     }
 
     /// Takes this file off the large-file progress.
@@ -271,7 +282,7 @@ impl Split {
     /// Fetches the missing chunks over up to `--split` connections, then
     /// checks and renames the file into place, and counts it (or records it
     /// as failed; an interrupted one keeps its sidecar for the next run).
-    pub async fn finish(self) {
+    pub async fn finish(self, probe: Option<tokio::sync::oneshot::Receiver<bool>>) {
         let sh = &self.sh;
         let n = (sh.plan.split.max(1) as u64)
             .min(self.st.queue.lock().expect("lock").len() as u64)
@@ -288,6 +299,16 @@ impl Split {
         while let Some(r) = set.join_next().await {
             if let Ok(l) = r {
                 local.retries += l.retries;
+            }
+        }
+        if let Some(rx) = probe {
+            if !rx.await.unwrap_or(false) && !sh.ctx.stopping() {
+                // the probe did not bring chunk 0 after all
+                self.st.queue.lock().expect("lock").push_back(0);
+                let (host, path) = (host.clone(), path.clone());
+                local.retries += chunk_task(self.st.clone(), sh.clone(), self.addr, host, path, n)
+                    .await
+                    .retries;
             }
         }
         self.release();

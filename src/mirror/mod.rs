@@ -151,11 +151,12 @@ impl<S: Sink> Plan for MirrorPlan<S> {
         head: &Head,
         e: &String,
         _: &mut JoinSet<()>,
-    ) -> Result<Landed, (FetchError, bool)> {
+    ) -> Result<(Landed, bool), (FetchError, bool)> {
         if head.status != 200 {
             return Err(land::refuse(c, head).await);
         }
-        land::land(c, head, &self.sink, e).await.map(Landed::Bytes)
+        let n = land::land(c, head, &self.sink, e).await?;
+        Ok((Landed::Bytes(n), land::reusable(head)))
     }
 }
 
