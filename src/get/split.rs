@@ -301,15 +301,17 @@ impl Split {
                 local.retries += l.retries;
             }
         }
-        if let Some(rx) = probe {
-            if !rx.await.unwrap_or(false) && !sh.ctx.stopping() {
-                // the probe did not bring chunk 0 after all
-                self.st.queue.lock().expect("lock").push_back(0);
-                let (host, path) = (host.clone(), path.clone());
-                local.retries += chunk_task(self.st.clone(), sh.clone(), self.addr, host, path, n)
-                    .await
-                    .retries;
-            }
+        let probe_ok = match probe {
+            Some(rx) => rx.await.unwrap_or(false),
+            None => true,
+        };
+        if !probe_ok && !sh.ctx.stopping() {
+            // the probe did not bring chunk 0 after all
+            self.st.queue.lock().expect("lock").push_back(0);
+            let (host, path) = (host.clone(), path.clone());
+            local.retries += chunk_task(self.st.clone(), sh.clone(), self.addr, host, path, n)
+                .await
+                .retries;
         }
         self.release();
         let result = self.complete();
