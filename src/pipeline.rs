@@ -205,6 +205,13 @@ impl<P: Plan> Worker<P> {
 
     /// This attempt failed: schedule another or give up.
     fn failed(&mut self, mut it: Item, err: &FetchError) {
+        if err.is_fatal() {
+            // Not this file's fault (the disk is full): stop the run and leave
+            // the file unfinished, so its page stays open for the rerun.
+            let name = self.sh.plan.name(self.entry(it));
+            self.sh.ctx.fatal(format!("writing {name:?}: {err}"));
+            return;
+        }
         it.attempts += 1;
         let salt = self
             .id

@@ -72,6 +72,8 @@ pub fn has_sidecar(parts_dir: &Path, name: &str) -> bool {
 }
 
 struct State {
+    /// The output name (for messages).
+    name: String,
     file: File,
     side: Mutex<Sidecar>,
     side_path: PathBuf,
@@ -209,6 +211,7 @@ impl Split {
                 .filter(|i| side.done.as_bytes()[*i as usize] == b'0')
                 .collect();
             let st = State {
+                name: job.name.clone(),
                 file,
                 side: Mutex::new(side),
                 side_path,
@@ -406,6 +409,11 @@ async fn chunk_task(
                 Ok(()) => {
                     st.mark_done(i);
                     break;
+                }
+                Err(e) if e.is_fatal() => {
+                    sh.ctx.fatal(format!("writing {:?}: {e}", st.name));
+                    st.queue.lock().expect("lock").push_front(i);
+                    return local;
                 }
                 Err(e) => {
                     if !e.keeps_connection() {

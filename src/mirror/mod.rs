@@ -302,7 +302,14 @@ fn run_with<S: Sink>(
     keeper_stop.store(true, Ordering::Relaxed);
     let _ = keeper.join();
     let state = tracker_state(&sh);
-    journal::save(&state_dir, &state).map_err(|e| dest_err(&state_dir, e))?;
+    if let Err(e) = journal::save(&state_dir, &state) {
+        // e.g. the disk is full: the last periodic save stands, and a rerun
+        // re-lists from there, skipping what landed since.
+        eprintln!(
+            "bulkget: cannot save the journal in {}: {e}",
+            state_dir.display()
+        );
+    }
     if let (true, Some(r)) = (state.complete, &retry_file) {
         let _ = std::fs::remove_file(r);
     }

@@ -106,8 +106,10 @@ fn every_fault_at_once_still_gives_every_byte() {
         reset: 0.05,
         truncate: 0.05,
         retry_after: 0,
+        latency: Duration::from_micros(200),
+        rate_limit: 4 << 20,
+        no_ranges: true,
         seed: 42,
-        ..Faults::default()
     };
     let s = synthetic(3000, 2000, 250, faults);
     let t = tempfile::tempdir().unwrap();
@@ -419,4 +421,46 @@ fn bench_runs_end_to_end_and_verifies() {
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_2_and_a_rerun_completes() {
+    // A 512 KiB tmpfs in a private mount namespace (unshare -rm: no privileges
+    // needed where user namespaces are allowed) fills up after ~100 files.
+    let s = synthetic(1000, 100, 100, Faults::default());
+    let host = tempfile::tempdir().unwrap();
+    let mnt = host.path().join("mnt");
+    let copy = host.path().join("copy");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::create_dir_all(&copy).unwrap();
+    let script = r#"
+        set -u
+        mount -t tmpfs -o size=512k tmpfs "$1" || exit 99
+        "$2" mirror "$3" "$1/out" -q -c 2 2>"$1/../first.err"; echo "first=$?"
+        mount -o remount,size=64m "$1" || exit 98
+        "$2" mirror "$3" "$1/out" -q -c 2 2>"$1/../second.err"; echo "second=$?"
+        cp -a "$1/out/." "$4/"
+    "#;
+    let o = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", script, "sh"])
+        .args([mnt.to_str().unwrap(), BIN, &s.url(), copy.to_str().unwrap()])
+        .output()
+        .expect("unshare (util-linux) is installed");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("first=2") && out.contains("second=0"),
+        "{out}{}",
+        stderr(&o)
+    );
+    let first = std::fs::read_to_string(host.path().join("first.err")).unwrap();
+    let line = first
+        .lines()
+        .find(|l| l.starts_with("bulkget: disk full"))
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(
+        line.contains("writing \"f0") && line.contains("No space left on device"),
+        "{line}"
+    );
+    assert!(first.contains("Stopped early: disk full"), "{first}");
+    assert_synthetic_tree(&copy, 1000, 100);
 }
