@@ -77,20 +77,8 @@ impl Endpoint {
             why: why.to_string(),
         };
         let (hostport, path) = split_url(url).map_err(bad)?;
-        let with_port = if hostport
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-            && !hostport.ends_with(']')
-        {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:80")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(|e| bad(&format!("cannot resolve {hostport}: {e}")))?
-            .next()
-            .ok_or_else(|| bad("host resolves to no address"))?;
+        let addr =
+            resolve(hostport).map_err(|e| bad(&format!("cannot resolve {hostport}: {e}")))?;
         Ok(Endpoint {
             addr,
             host: hostport.to_string(),
@@ -102,6 +90,22 @@ impl Endpoint {
     pub fn url_of(&self, path: &str) -> String {
         format!("http://{}{}{}", self.host, self.base_path, path)
     }
+}
+
+/// Resolves `host[:port]` (port 80 when none is given; `[v6]:port` works).
+pub fn resolve(hostport: &str) -> std::io::Result<SocketAddr> {
+    let has_port = hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        && !hostport.ends_with(']');
+    let with_port = if has_port {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    with_port.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "host resolves to no address")
+    })
 }
 
 /// Splits `http://host[:port]/path?query` into `host[:port]` and the request

@@ -19,7 +19,7 @@ mod split;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -179,25 +179,7 @@ impl Plan for GetPlan {
         if let Some(a) = self.addrs.lock().expect("addrs lock").get(host) {
             return Ok(*a);
         }
-        let with_port = if host
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            && !host.ends_with(']')
-        {
-            host.to_string()
-        } else {
-            format!("{host}:80")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(FetchError::Connect)?
-            .next()
-            .ok_or_else(|| {
-                FetchError::Connect(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "host resolves to no address",
-                ))
-            })?;
+        let addr = crate::fetch::resolve(host).map_err(FetchError::Connect)?;
         self.addrs
             .lock()
             .expect("addrs lock")

@@ -35,7 +35,7 @@ use crate::fetch::land;
 use crate::fetch::split_url;
 use crate::journal::write_atomic;
 use crate::pipeline::{Plan, Shared};
-use crate::progress::Local;
+use crate::progress::{Counters, Local};
 
 /// What the sidecar says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -98,6 +98,26 @@ impl State {
             .map(|(i, _)| self.range(i as u64))
             .map(|(a, b)| b + 1 - a)
             .sum()
+    }
+
+    /// Writes a piece of body at `*off` and counts it.
+    fn write_piece(
+        &self,
+        counters: &Counters,
+        off: &mut u64,
+        piece: &[u8],
+    ) -> Result<(), FetchError> {
+        self.file
+            .write_all_at(piece, *off)
+            .map_err(FetchError::Sink)?;
+        *off += piece.len() as u64;
+        counters
+            .bytes
+            .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        counters
+            .big_done
+            .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn mark_done(&self, i: u64) {
@@ -252,17 +272,7 @@ impl Split {
         handed.spawn_local(split.finish(probe_covers_0.then_some(rx)));
         let mut off = 0u64;
         let read = c
-            .read_body(head, |piece| {
-                st.file.write_all_at(piece, off).map_err(FetchError::Sink)?;
-                off += piece.len() as u64;
-                counters
-                    .bytes
-                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
-                counters
-                    .big_done
-                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
-                Ok(())
-            })
+            .read_body(head, |piece| st.write_piece(counters, &mut off, piece))
             .await;
         let ok = read.is_ok() && off > st.range(0).1;
         if probe_covers_0 && ok {
@@ -487,18 +497,8 @@ async fn fetch_chunk(
     }
     let counters = &sh.ctx.counters;
     let mut off = a;
-    c.read_body(&head, |piece| {
-        st.file.write_all_at(piece, off).map_err(FetchError::Sink)?;
-        off += piece.len() as u64;
-        counters
-            .bytes
-            .fetch_add(piece.len() as u64, Ordering::Relaxed);
-        counters
-            .big_done
-            .fetch_add(piece.len() as u64, Ordering::Relaxed);
-        Ok(())
-    })
-    .await?;
+    c.read_body(&head, |piece| st.write_piece(counters, &mut off, piece))
+        .await?;
     if off != b + 1 {
         return Err(FetchError::Truncated {
             got: off - a,
