@@ -194,21 +194,38 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// A scripted HTTP/1.1 server: `answer(path)` gives status and body for
-/// every request; keep-alive and pipelining work. For answers no real server
-/// would give (hostile names, broken pages).
+/// A scripted HTTP/1.1 server for answers no real server would give
+/// (hostile names, broken pages, lying Content-Range). Keep-alive and
+/// pipelining work; an answer that says `Connection: close` closes.
 pub struct Scripted {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
 
+type RawAnswer = dyn Fn(&str, Option<&str>) -> Vec<u8> + Send + Sync;
+
 impl Scripted {
+    /// `answer(path)` gives status and body; framed with Content-Length.
     pub fn start(answer: impl Fn(&str) -> (u16, Vec<u8>) + Send + Sync + 'static) -> Scripted {
+        Scripted::raw(move |path, _| {
+            let (status, body) = answer(path);
+            let mut r = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(&body);
+            r
+        })
+    }
+
+    /// `answer(path, range header)` gives the whole answer, head and body, as sent.
+    pub fn raw(answer: impl Fn(&str, Option<&str>) -> Vec<u8> + Send + Sync + 'static) -> Scripted {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
-        let answer = Arc::new(answer);
+        let answer: Arc<RawAnswer> = Arc::new(answer);
         std::thread::spawn(move || {
             for s in l.incoming() {
                 if st.load(Ordering::Relaxed) {
@@ -234,7 +251,7 @@ impl Drop for Scripted {
     }
 }
 
-fn serve_conn(s: TcpStream, answer: &dyn Fn(&str) -> (u16, Vec<u8>)) {
+fn serve_conn(s: TcpStream, answer: &RawAnswer) {
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
     loop {
@@ -243,20 +260,29 @@ fn serve_conn(s: TcpStream, answer: &dyn Fn(&str) -> (u16, Vec<u8>)) {
             return;
         }
         let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+        let mut range = None;
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                 break;
             }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("range") {
+                    range = Some(v.trim().to_string());
+                }
+            }
         }
-        let (status, body) = answer(&path);
-        let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        if w.write_all(head.as_bytes())
-            .and_then(|_| w.write_all(&body))
-            .is_err()
+        let out = answer(&path, range.as_deref());
+        if w.write_all(&out).is_err() {
+            return;
+        }
+        let head_end = out
+            .windows(4)
+            .position(|x| x == b"\r\n\r\n")
+            .unwrap_or(out.len());
+        if String::from_utf8_lossy(&out[..head_end])
+            .to_ascii_lowercase()
+            .contains("connection: close")
         {
             return;
         }

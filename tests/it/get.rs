@@ -328,3 +328,96 @@ fn names_bad_lines_collisions_checksums_and_stdin() {
         .collect();
     assert!(siblings.is_empty());
 }
+
+/// A server whose ranges lie: chunk 1 comes back with chunk 0's
+/// Content-Range, chunk 2 with 416.
+fn lying_ranges(path: &str, range: Option<&str>) -> Vec<u8> {
+    const SIZE: u64 = 3 * MIB;
+    let body = |a: u64, b: u64| vec![b'x'; (b - a + 1) as usize];
+    let (status, cr, data) = match (path, range) {
+        ("/get/f", Some("bytes=0-1048575")) => {
+            (206, "bytes 0-1048575/3145728".to_string(), body(0, MIB - 1))
+        }
+        ("/get/f", Some("bytes=1048576-2097151")) => {
+            (206, "bytes 0-1048575/3145728".to_string(), body(0, MIB - 1))
+        }
+        ("/get/f", Some(_)) => (416, format!("bytes */{SIZE}"), Vec::new()),
+        _ => (404, String::new(), Vec::new()),
+    };
+    let mut r = format!(
+        "HTTP/1.1 {status} X\r\nContent-Range: {cr}\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(&data);
+    r
+}
+
+#[test]
+fn a_content_range_that_disagrees_and_a_416_are_never_written() {
+    let server = Scripted::raw(lying_ranges);
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "get",
+        &format!("{}/get/f", server.url()),
+        "-o",
+        t.path().to_str().unwrap(),
+        "--split",
+        "2",
+        "--split-size",
+        "1M",
+        "--retries",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("failed \"f\":"), "{err}");
+    assert!(
+        err.contains("Content-Range") || err.contains("HTTP 416"),
+        "{err}"
+    );
+    assert!(
+        !t.path().join("f").exists(),
+        "a file assembled from bad ranges landed"
+    );
+}
+
+#[test]
+fn chunked_bodies_and_connection_close_are_read_right() {
+    // /list and every /get answer chunked; every second /get closes the connection.
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let server = Scripted::raw(move |path, _| {
+        let body: Vec<u8> = if path == "/list" {
+            br#"{"FileNames": ["a", "b", "c", "d", "e"]}"#.to_vec()
+        } else {
+            format!("content of {path}").repeat(50).into_bytes()
+        };
+        let close = path != "/list" && n.fetch_add(1, Ordering::Relaxed) % 2 == 1;
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        for piece in body.chunks(100) {
+            r.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
+            r.extend_from_slice(piece);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"0\r\n\r\n");
+        r
+    });
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "mirror",
+        &server.url(),
+        t.path().to_str().unwrap(),
+        "-q",
+        "-c",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for f in ["a", "b", "c", "d", "e"] {
+        let want = format!("content of /get/{f}").repeat(50);
+        assert_eq!(std::fs::read_to_string(t.path().join(f)).unwrap(), want);
+    }
+}
