@@ -266,10 +266,11 @@ fn serve_conn(s: TcpStream, answer: &RawAnswer) {
             if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                 break;
             }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("range") {
-                    range = Some(v.trim().to_string());
-                }
+            if let Some((_, v)) = h
+                .split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("range"))
+            {
+                range = Some(v.trim().to_string());
             }
         }
         let out = answer(&path, range.as_deref());
