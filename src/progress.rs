@@ -101,7 +101,7 @@ impl Stats {
     /// One line for status output.
     pub fn line(&self) -> String {
         format!(
-            "listed {} · done {} · skipped {} · failed {} · {}/s files · {}/s · {:.0}s",
+            "listed {} · done {} · skipped {} · failed {} · {} files/s · {}/s · {:.0}s",
             group(self.listed),
             group(self.files),
             group(self.skipped),
@@ -139,6 +139,7 @@ impl Reporter {
                         indicatif::ProgressStyle::with_template("{spinner} {msg}")
                             .expect("template"),
                     );
+                    b.enable_steady_tick(Duration::from_millis(120));
                     b
                 });
                 let every = if tty {
