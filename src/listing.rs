@@ -106,6 +106,7 @@ impl Lister<'_> {
                 return Ok(Listed::Stopped);
             }
             let page = match self.fetch(&mut conn, marker.as_deref()).await {
+                Err(_) if self.stop.load(Ordering::Relaxed) => return Ok(Listed::Stopped),
                 Err(RunError::List { why, .. })
                     if resumed && seq == retry_pages && why.starts_with("HTTP 4") =>
                 {
@@ -218,11 +219,20 @@ impl Lister<'_> {
                     why: format!("{err} (gave up after {attempt} attempts)"),
                 });
             }
-            tokio::time::sleep(
-                self.policy
-                    .delay(attempt, err.retry_after(), attempt as u64),
-            )
-            .await;
+            // Wait, but not past a Ctrl-C.
+            let until = tokio::time::Instant::now()
+                + self
+                    .policy
+                    .delay(attempt, err.retry_after(), attempt as u64);
+            while tokio::time::Instant::now() < until {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Err(RunError::Other("stopped".into()));
+                }
+                tokio::time::sleep_until(
+                    until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+                )
+                .await;
+            }
         }
     }
 
