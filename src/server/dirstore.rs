@@ -31,6 +31,10 @@ type Listing = Arc<Vec<Entry>>;
 /// Serves the files below one directory.
 pub struct DirStore {
     root: PathBuf,
+    /// The root, open, for `openat2(RESOLVE_BENEATH)`.
+    root_fd: fs::File,
+    /// openat2 is missing (kernel < 5.6, or a filter said no): resolve by hand.
+    no_openat2: std::sync::atomic::AtomicBool,
     cache: Mutex<VecDeque<(PathBuf, SystemTime, Listing)>>,
 }
 
@@ -45,8 +49,11 @@ impl DirStore {
                 format!("{} is not a directory", root.display()),
             ));
         }
+        let root_fd = fs::File::open(&root)?;
         Ok(DirStore {
             root,
+            root_fd,
+            no_openat2: Default::default(),
             cache: Mutex::new(VecDeque::new()),
         })
     }
@@ -152,6 +159,63 @@ pub fn is_clean_relative(name: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
+impl DirStore {
+    /// Opens `name` for reading only if it resolves inside the root, symlinks
+    /// included: one `openat2(RESOLVE_BENEATH)` where the kernel has it,
+    /// else `canonicalize` and a prefix check.
+    fn open_beneath(&self, name: &str) -> Option<fs::File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::sync::atomic::Ordering;
+        if !self.no_openat2.load(Ordering::Relaxed) {
+            let c = std::ffi::CString::new(name).ok()?;
+            // struct open_how of linux/openat2.h (libc's is non-exhaustive)
+            #[repr(C)]
+            struct OpenHow {
+                flags: u64,
+                mode: u64,
+                resolve: u64,
+            }
+            let how = OpenHow {
+                flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                mode: 0,
+                resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+            };
+            // SAFETY: valid dirfd, NUL-terminated path, and an open_how of the size given.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.root_fd.as_raw_fd(),
+                    c.as_ptr(),
+                    &how as *const OpenHow,
+                    std::mem::size_of::<OpenHow>(),
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: the kernel just gave us this fd.
+                return Some(unsafe { fs::File::from_raw_fd(fd as i32) });
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                    self.no_openat2.store(true, Ordering::Relaxed)
+                }
+                // Crosses the root on the way, e.g. an absolute symlink that
+                // may still land inside: decide by the resolved path.
+                Some(libc::EXDEV) => {}
+                _ => return None, // absent, unreadable, a loop
+            }
+        }
+        let real = self
+            .root
+            .join(OsStr::from_bytes(name.as_bytes()))
+            .canonicalize()
+            .ok()?;
+        if !real.starts_with(&self.root) {
+            return None;
+        }
+        fs::File::open(&real).ok()
+    }
+}
+
 impl Store for DirStore {
     fn list(&self, after: Option<&str>, limit: usize) -> io::Result<Page> {
         let segs: Vec<&str> = after.map(|a| a.split('/').collect()).unwrap_or_default();
@@ -167,13 +231,7 @@ impl Store for DirStore {
         if !is_clean_relative(name) {
             return None;
         }
-        let path = self.root.join(OsStr::from_bytes(name.as_bytes()));
-        // Resolve symlinks, then insist the result is still inside the root.
-        let real = path.canonicalize().ok()?;
-        if !real.starts_with(&self.root) {
-            return None;
-        }
-        let file = fs::File::open(&real).ok()?;
+        let file = self.open_beneath(name)?;
         let md = file.metadata().ok()?;
         if !md.is_file() {
             return None;
