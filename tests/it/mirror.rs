@@ -2,6 +2,7 @@
 //! kill -9, Ctrl-C and reruns.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -463,4 +464,56 @@ fn a_full_disk_stops_the_run_with_2_and_a_rerun_completes() {
     );
     assert!(first.contains("Stopped early: disk full"), "{first}");
     assert_synthetic_tree(&copy, 1000, 100);
+}
+
+#[test]
+fn retry_after_is_honoured_and_pauses_the_whole_run() {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    // The first GET gets 429 with Retry-After: 1; the run must then send
+    // nothing (to any file) for that second, and retry the file after it.
+    let log: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let server = {
+        let l3 = log.clone();
+        Scripted::raw(move |path, _| {
+            let (status, extra, body): (u16, &str, Vec<u8>) = if path == "/list" {
+                (200, "", br#"{"FileNames": ["a", "b", "c"]}"#.to_vec())
+            } else {
+                let mut log = l3.lock().unwrap();
+                log.push((path.to_string(), Instant::now()));
+                if log.len() == 1 {
+                    (429, "Retry-After: 1\r\n", b"slow down".to_vec())
+                } else {
+                    (200, "", path.as_bytes().to_vec())
+                }
+            };
+            let mut r = format!(
+                "HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(&body);
+            r
+        })
+    };
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "mirror",
+        &server.url(),
+        t.path().to_str().unwrap(),
+        "-q",
+        "-c",
+        "1",
+        "--pipeline",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 4, "{log:?}");
+    let gap = log[1].1 - log[0].1;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "the next request came {gap:?} after a 429 asking for 1 s"
+    );
+    assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"/get/a");
 }
