@@ -421,3 +421,68 @@ fn chunked_bodies_and_connection_close_are_read_right() {
         assert_eq!(std::fs::read_to_string(t.path().join(f)).unwrap(), want);
     }
 }
+
+#[test]
+fn checksum_flag_for_a_single_url() {
+    use sha2::Digest;
+    let size = 3 * MIB; // split: the digest is checked on the assembled file
+    let s = synthetic(1, size, 10, Faults::default());
+    let url = format!("{}/get/f000000000", s.url());
+    let d: [u8; 32] = sha2::Sha256::digest(bulkget::synthetic::content(b"f000000000", size)).into();
+    let good = format!(
+        "sha256={}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let t = tempfile::tempdir().unwrap();
+    let (ok_dir, bad_dir) = (t.path().join("ok"), t.path().join("bad"));
+    let split = ["--split", "4", "--split-size", "1M"];
+    let o = bulkget(
+        &[
+            &[
+                "get",
+                url.as_str(),
+                "-o",
+                ok_dir.to_str().unwrap(),
+                "--checksum",
+                &good,
+            ],
+            &split[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_file(&ok_dir.join("f000000000"), "f000000000", size);
+    let bad = format!("sha256={}", "1".repeat(64));
+    let o = bulkget(
+        &[
+            &[
+                "get",
+                url.as_str(),
+                "-o",
+                bad_dir.to_str().unwrap(),
+                "--checksum",
+                &bad,
+            ],
+            &split[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sha256 mismatch"), "{}", stderr(&o));
+    assert!(!bad_dir.join("f000000000").exists());
+    no_parts_left(&bad_dir);
+    let o = bulkget(&[
+        "get",
+        url.as_str(),
+        url.as_str(),
+        "-o",
+        bad_dir.to_str().unwrap(),
+        "--checksum",
+        &good,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "--checksum with two URLs is refused"
+    );
+}
