@@ -66,7 +66,19 @@ fn usage() -> (f64, f64, u64) {
     // SAFETY: valid out-pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    (t(r.ru_utime), t(r.ru_stime), r.ru_maxrss as u64)
+    (
+        t(r.ru_utime),
+        t(r.ru_stime),
+        peak_rss_kib().unwrap_or(r.ru_maxrss as u64),
+    )
+}
+
+/// This program's peak resident set (`VmHWM`). Not `ru_maxrss`: Linux keeps
+/// that across `execve`, so under `cargo run` it would report cargo's size.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Marks `dir` as a "top directory" (chattr +T) so ext4 spreads new
