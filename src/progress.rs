@@ -242,7 +242,8 @@ impl Outcome {
             human_bytes(s.bytes_per_sec)
         );
         p += &format!(
-            " Listed {}; {} already present and skipped; {} retries.",
+            " {} {}; {} already present and skipped; {} retries.",
+            if done == "Mirrored" { "Listed" } else { "Inputs" },
             group(s.listed),
             group(s.skipped),
             group(s.retries)
