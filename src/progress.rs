@@ -217,9 +217,17 @@ impl Outcome {
         }
     }
 
-    /// The closing paragraph: `done` is the verb ("Mirrored"), `source`
-    /// says where from ("from URL"), `ledger` is the failure ledger's path.
-    pub fn summary(&self, done: &str, source: &str, dest: &Path, ledger: &Path) -> String {
+    /// The closing paragraph: `done` is the verb ("Mirrored"), `inputs` what
+    /// the inputs were ("Listed"), `source` says where from ("from URL"),
+    /// `ledger` is the failure ledger's path.
+    pub fn summary(
+        &self,
+        done: &str,
+        inputs: &str,
+        source: &str,
+        dest: &Path,
+        ledger: &Path,
+    ) -> String {
         let s = &self.stats;
         let dest = dest.display();
         let mut p = format!(
@@ -243,7 +251,7 @@ impl Outcome {
         );
         p += &format!(
             " {} {}; {} already present and skipped; {} retries.",
-            if done == "Mirrored" { "Listed" } else { "Inputs" },
+            inputs,
             group(s.listed),
             group(s.skipped),
             group(s.retries)

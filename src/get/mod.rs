@@ -256,6 +256,7 @@ impl Plan for GetPlan {
 pub fn summary(out: &Outcome, cfg: &GetConfig) -> String {
     out.summary(
         "Fetched",
+        "Inputs",
         "",
         &cfg.dest,
         &cfg.state_dir().join("failures.jsonl"),

@@ -91,7 +91,7 @@ impl MirrorConfig {
 pub fn summary(out: &Outcome, cfg: &MirrorConfig) -> String {
     let source = format!("from {}", cfg.url);
     let ledger = cfg.state_dir().join("failures.jsonl");
-    out.summary("Mirrored", &source, &cfg.dest, &ledger)
+    out.summary("Mirrored", "Listed", &source, &cfg.dest, &ledger)
 }
 
 /// The mirror's part of the hot loop: names from the listing, all from one
