@@ -72,7 +72,7 @@ impl FetchError {
             | FetchError::Checksum { .. }
             | FetchError::Input(_)
             | FetchError::Collision => false,
-            FetchError::Sink(e) => !is_disk_full(e),
+            FetchError::Sink(e) => is_transient(e),
         }
     }
 
@@ -112,6 +112,19 @@ impl FetchError {
                 | FetchError::Collision
         )
     }
+}
+
+/// A write error that may pass (out of descriptors or memory, interrupted);
+/// a name that cannot be a file here (ENOTDIR, EISDIR, EACCES, …) will not.
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE)
+            | Some(libc::ENFILE)
+            | Some(libc::EAGAIN)
+            | Some(libc::EINTR)
+            | Some(libc::ENOMEM)
+    )
 }
 
 /// ENOSPC or EDQUOT.

@@ -517,3 +517,41 @@ fn retry_after_is_honoured_and_pauses_the_whole_run() {
     );
     assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"/get/a");
 }
+
+#[test]
+fn a_name_that_cannot_be_a_file_fails_at_once() {
+    // "a" is a file, so "a/b" cannot be; "c/d" makes "c" a directory, so "c"
+    // cannot be a file. Two pages, so the second pair comes after the first landed.
+    let server = Scripted::start(|path| match path {
+        "/list" => (
+            200,
+            br#"{"FileNames": ["a", "c/d"], "NextMarker": "2"}"#.to_vec(),
+        ),
+        "/list?next-marker=2" => (200, br#"{"FileNames": ["a/b", "c"]}"#.to_vec()),
+        p => (200, p.as_bytes().to_vec()),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let o = bulkget(&[
+        "mirror",
+        &server.url(),
+        t.path().to_str().unwrap(),
+        "-c",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "permanent write errors were retried"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "failed \"a/b\": cannot write: Not a directory (os error 20) (after 1 attempts)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("failed \"c\": cannot write"), "{err}");
+    assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"/get/a");
+    assert_eq!(std::fs::read(t.path().join("c/d")).unwrap(), b"/get/c/d");
+}
