@@ -74,6 +74,11 @@ const LINK_PROC: u8 = 2; // linkat("/proc/self/fd/N", AT_SYMLINK_FOLLOW)
 const NO_TMPFILE: u8 = 3; // O_TMPFILE unsupported: named temporary + rename
 
 /// A directory tree.
+///
+/// Files in subdirectories are placed through a directory descriptor opened
+/// with `openat2(RESOLVE_BENEATH)`, and missing directories are made one
+/// level at a time beneath the root, so a symlink inside DEST that leads out
+/// of it (planted by someone else) is refused rather than followed.
 pub struct DirSink {
     root: PathBuf,
     dir: OwnedFd,
@@ -93,6 +98,27 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(r)
     }
+}
+
+/// Where one file goes: its directory (the root when `dir` is `None`) and
+/// its last name segment.
+struct Place {
+    dir: Option<OwnedFd>,
+    leaf: CString,
+}
+
+impl Place {
+    fn fd(&self, root: &OwnedFd) -> RawFd {
+        self.dir.as_ref().unwrap_or(root).as_raw_fd()
+    }
+}
+
+/// `struct open_how` of linux/openat2.h (libc's is non-exhaustive).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
 }
 
 impl DirSink {
@@ -131,15 +157,15 @@ impl DirSink {
         self
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Moves the complete file at `from` (same file system) to `name`,
     /// honouring [`DirSink::no_replace`].
     pub fn rename_in(&self, from: &Path, name: &str) -> io::Result<()> {
         let from = CString::new(from.as_os_str().as_bytes())?;
-        self.rename_into_place(&from, name, &cstr(name)?)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
+        self.rename_into_place(&from, &self.place(name)?)
     }
 
     /// `stat` of the regular file `name` (symlinks are not followed).
@@ -159,85 +185,156 @@ impl DirSink {
         (r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG).then_some(st)
     }
 
-    /// Creates the parent directories of `name`.
-    pub fn mkdirs_for(&self, name: &str) -> io::Result<()> {
-        match name.rsplit_once('/') {
-            Some((parent, _)) => fs::create_dir_all(self.root.join(parent)),
-            None => Ok(()),
-        }
+    /// Opens the directory `rel` (relative to the root) if it lies beneath it.
+    fn open_beneath(&self, rel: &str) -> io::Result<OwnedFd> {
+        let c = cstr(rel)?;
+        let how = OpenHow {
+            flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: valid dirfd, NUL-terminated path, and an open_how of the size given.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        let fd = if r >= 0 {
+            r as RawFd
+        } else {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EXDEV) => {
+                    return Err(io::Error::other(format!(
+                        "the directory {rel:?} leads outside the destination (a symlink); refused"
+                    )));
+                }
+                // No openat2 here (kernel < 5.6 or a seccomp filter): plain openat.
+                // SAFETY: valid dirfd and NUL-terminated relative path.
+                Some(libc::ENOSYS) | Some(libc::EPERM) => cvt(unsafe {
+                    libc::openat(
+                        self.dir.as_raw_fd(),
+                        c.as_ptr(),
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    )
+                })?,
+                _ => return Err(e),
+            }
+        };
+        // SAFETY: the kernel just gave us this fd.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    fn open_tmpfile(&self, name: &str) -> io::Result<OwnedFd> {
-        let parent = cstr(name.rsplit_once('/').map_or(".", |(p, _)| p))?;
-        let open = || {
-            // SAFETY: valid dirfd and NUL-terminated relative path.
-            cvt(unsafe {
-                libc::openat(
-                    self.dir.as_raw_fd(),
-                    parent.as_ptr(),
-                    libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                )
-            })
+    /// Makes the directories of `parent` one level at a time, each inside the
+    /// one before it, never through a link that leaves the root.
+    fn mkdirs_beneath(&self, parent: &str) -> io::Result<()> {
+        let ends = parent
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .chain([parent.len()]);
+        for end in ends {
+            let prefix = &parent[..end];
+            let (up, seg) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+            let up_fd = if up.is_empty() {
+                None
+            } else {
+                Some(self.open_beneath(up)?)
+            };
+            let at = up_fd.as_ref().unwrap_or(&self.dir).as_raw_fd();
+            let c = cstr(seg)?;
+            // SAFETY: valid dirfd and NUL-terminated single segment.
+            match cvt(unsafe { libc::mkdirat(at, c.as_ptr(), 0o755) }) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory and leaf of `name`, making directories as needed.
+    fn place(&self, name: &str) -> io::Result<Place> {
+        let Some((parent, leaf)) = name.rsplit_once('/') else {
+            return Ok(Place {
+                dir: None,
+                leaf: cstr(name)?,
+            });
         };
-        let fd = match open() {
+        let dir = match self.open_beneath(parent) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                self.mkdirs_for(name)?;
-                open()?
+                self.mkdirs_beneath(parent)?;
+                self.open_beneath(parent)?
             }
             r => r?,
         };
+        Ok(Place {
+            dir: Some(dir),
+            leaf: cstr(leaf)?,
+        })
+    }
+
+    fn open_tmpfile(&self, place: &Place) -> io::Result<OwnedFd> {
+        // SAFETY: valid dirfd and a NUL-terminated path.
+        let fd = cvt(unsafe {
+            libc::openat(
+                place.fd(&self.dir),
+                c".".as_ptr(),
+                libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        })?;
         // SAFETY: fd was just opened and is owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    fn open_named_tmp(&self) -> io::Result<(OwnedFd, CString)> {
+    /// A fresh name under `.bulkget/tmp` (relative to the root).
+    fn tmp_name(&self, tag: &str) -> io::Result<CString> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = cstr(&format!("{TMP_DIR}/{}-{n}", std::process::id()))?;
-        let open = || {
-            // SAFETY: valid dirfd and NUL-terminated relative path.
-            cvt(unsafe {
-                libc::openat(
-                    self.dir.as_raw_fd(),
-                    tmp.as_ptr(),
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                )
-            })
-        };
-        let fd = match open() {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                fs::create_dir_all(self.root.join(TMP_DIR))?;
-                open()?
-            }
-            r => r?,
-        };
+        fs::create_dir_all(self.root.join(TMP_DIR))?;
+        cstr(&format!("{TMP_DIR}/{}-{tag}{n}", std::process::id()))
+    }
+
+    fn open_named_tmp(&self) -> io::Result<(OwnedFd, CString)> {
+        let tmp = self.tmp_name("")?;
+        // SAFETY: valid dirfd and NUL-terminated relative path.
+        let fd = cvt(unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                tmp.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        })?;
         // SAFETY: as above.
         Ok((unsafe { OwnedFd::from_raw_fd(fd) }, tmp))
     }
 
-    fn rename_into_place(&self, tmp: &CString, name: &str, target: &CString) -> io::Result<()> {
-        let d = self.dir.as_raw_fd();
+    /// Renames `tmp` (relative to the root, or absolute) to its place.
+    fn rename_into_place(&self, tmp: &CString, place: &Place) -> io::Result<()> {
         let flags = if self.no_replace {
             libc::RENAME_NOREPLACE
         } else {
             0
         };
         // SAFETY: valid dirfds and NUL-terminated paths (an absolute `tmp` ignores the dirfd).
-        let rename = || cvt(unsafe { libc::renameat2(d, tmp.as_ptr(), d, target.as_ptr(), flags) });
-        match rename() {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                self.mkdirs_for(name)?;
-                rename().map(drop)
-            }
-            r => r.map(drop),
-        }
+        cvt(unsafe {
+            libc::renameat2(
+                self.dir.as_raw_fd(),
+                tmp.as_ptr(),
+                place.fd(&self.dir),
+                place.leaf.as_ptr(),
+                flags,
+            )
+        })
+        .map(drop)
     }
 
-    /// Links the nameless file `fd` under `target`.
-    fn link(&self, fd: RawFd, target: &CString) -> io::Result<()> {
-        let d = self.dir.as_raw_fd();
-        let empty = c"";
+    /// Links the nameless file `fd` as `leaf` in directory `at`.
+    fn link(&self, fd: RawFd, at: RawFd, leaf: &CString) -> io::Result<()> {
         loop {
             let r = match self.mode.load(Ordering::Relaxed) {
                 LINK_PROC => {
@@ -247,18 +344,16 @@ impl DirSink {
                         libc::linkat(
                             libc::AT_FDCWD,
                             p.as_ptr(),
-                            d,
-                            target.as_ptr(),
+                            at,
+                            leaf.as_ptr(),
                             libc::AT_SYMLINK_FOLLOW,
                         )
                     }
                 }
-                _ => {
-                    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid dirfd.
-                    unsafe {
-                        libc::linkat(fd, empty.as_ptr(), d, target.as_ptr(), libc::AT_EMPTY_PATH)
-                    }
-                }
+                // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid dirfd.
+                _ => unsafe {
+                    libc::linkat(fd, c"".as_ptr(), at, leaf.as_ptr(), libc::AT_EMPTY_PATH)
+                },
             };
             if r == 0 {
                 let _ = self.mode.compare_exchange(
@@ -299,16 +394,14 @@ impl Sink for DirSink {
     }
 
     fn create(&self, name: &str) -> io::Result<DirFile<'_>> {
-        let me = self;
-        let target = cstr(name)?;
-        if me.mode.load(Ordering::Relaxed) != NO_TMPFILE {
-            match me.open_tmpfile(name) {
+        let place = self.place(name)?;
+        if self.mode.load(Ordering::Relaxed) != NO_TMPFILE {
+            match self.open_tmpfile(&place) {
                 Ok(fd) => {
                     return Ok(DirFile {
-                        sink: me,
+                        sink: self,
                         file: File::from(fd),
-                        target,
-                        name: name.into(),
+                        place,
                         tmp: None,
                     });
                 }
@@ -318,17 +411,16 @@ impl Sink for DirSink {
                         Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
                     ) =>
                 {
-                    me.mode.store(NO_TMPFILE, Ordering::Relaxed);
+                    self.mode.store(NO_TMPFILE, Ordering::Relaxed);
                 }
                 Err(e) => return Err(e),
             }
         }
-        let (fd, tmp) = me.open_named_tmp()?;
+        let (fd, tmp) = self.open_named_tmp()?;
         Ok(DirFile {
-            sink: me,
+            sink: self,
             file: File::from(fd),
-            target,
-            name: name.into(),
+            place,
             tmp: Some(tmp),
         })
     }
@@ -338,8 +430,7 @@ impl Sink for DirSink {
 pub struct DirFile<'a> {
     sink: &'a DirSink,
     file: File,
-    target: CString,
-    name: Box<str>,
+    place: Place,
     /// Named temporary (fallback mode); `None` for an `O_TMPFILE` file.
     tmp: Option<CString>,
 }
@@ -351,40 +442,32 @@ impl SinkFile for DirFile<'_> {
 
     fn commit(mut self) -> io::Result<()> {
         if let Some(tmp) = &self.tmp {
-            self.sink.rename_into_place(tmp, &self.name, &self.target)?;
+            self.sink.rename_into_place(tmp, &self.place)?;
             self.tmp = None; // renamed: nothing left to clean up
             return Ok(());
         }
+        let fd = self.file.as_raw_fd();
+        match self
+            .sink
+            .link(fd, self.place.fd(&self.sink.dir), &self.place.leaf)
         {
-            {
-                let fd = self.file.as_raw_fd();
-                match self.sink.link(fd, &self.target) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        self.sink.mkdirs_for(&self.name)?;
-                        self.sink.link(fd, &self.target)
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) && self.sink.no_replace => {
-                        Err(io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            "a file of that name already exists",
-                        ))
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        // Replacing a file: link under a temporary name, then rename over.
-                        let n = self.sink.counter.fetch_add(1, Ordering::Relaxed);
-                        let tmp = cstr(&format!("{TMP_DIR}/{}-r{n}", std::process::id()))?;
-                        fs::create_dir_all(self.sink.root.join(TMP_DIR))?;
-                        self.sink.link(fd, &tmp)?;
-                        self.tmp = Some(tmp.clone());
-                        self.sink
-                            .rename_into_place(&tmp, &self.name, &self.target)?;
-                        self.tmp = None;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && self.sink.no_replace => {
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file of that name already exists",
+                ))
             }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                // Replacing a file: link under a temporary name, then rename over.
+                let tmp = self.sink.tmp_name("r")?;
+                self.sink.link(fd, self.sink.dir.as_raw_fd(), &tmp)?;
+                self.tmp = Some(tmp);
+                let tmp = self.tmp.as_ref().expect("just set");
+                self.sink.rename_into_place(tmp, &self.place)?;
+                self.tmp = None;
+                Ok(())
+            }
+            r => r,
         }
     }
 }

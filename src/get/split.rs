@@ -360,9 +360,6 @@ impl Split {
             }
         }
         plan.sink
-            .mkdirs_for(&self.job.name)
-            .map_err(FetchError::Sink)?;
-        plan.sink
             .rename_in(&self.part, &self.job.name)
             .map_err(super::sink_error)?;
         let _ = fs::remove_file(&self.st.side_path);

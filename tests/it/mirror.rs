@@ -555,3 +555,38 @@ fn a_name_that_cannot_be_a_file_fails_at_once() {
     assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"/get/a");
     assert_eq!(std::fs::read(t.path().join("c/d")).unwrap(), b"/get/c/d");
 }
+
+#[test]
+fn a_symlink_in_dest_that_leads_out_is_never_followed() {
+    let server = Scripted::start(|path| match path {
+        "/list" => (
+            200,
+            br#"{"FileNames": ["evil/x", "evil/new/y", "inner/z", "ok"]}"#.to_vec(),
+        ),
+        p => (200, p.as_bytes().to_vec()),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let (dest, outside) = (t.path().join("dest"), t.path().join("outside"));
+    std::fs::create_dir_all(dest.join("real")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    // planted by someone else: one link out, one link that stays inside
+    std::os::unix::fs::symlink(&outside, dest.join("evil")).unwrap();
+    std::os::unix::fs::symlink("real", dest.join("inner")).unwrap();
+    let o = bulkget(&["mirror", &server.url(), dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "failed \"evil/x\": cannot write: the directory \"evil\" leads outside the destination"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("failed \"evil/new/y\""), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside DEST"
+    );
+    assert_eq!(std::fs::read(dest.join("real/z")).unwrap(), b"/get/inner/z");
+    assert_eq!(std::fs::read(dest.join("ok")).unwrap(), b"/get/ok");
+}
