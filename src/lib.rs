@@ -6,6 +6,7 @@
 //! [`synthetic`] (the public content rule of the synthetic dataset).
 
 pub mod bench;
+pub mod beneath;
 pub mod ctx;
 pub mod error;
 pub mod fetch;

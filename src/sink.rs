@@ -113,14 +113,6 @@ impl Place {
     }
 }
 
-/// `struct open_how` of linux/openat2.h (libc's is non-exhaustive).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 impl DirSink {
     /// Opens (creating if needed) the destination `root`. Its `.bulkget/tmp`
     /// is made only when a named temporary is needed.
@@ -187,46 +179,23 @@ impl DirSink {
 
     /// Opens the directory `rel` (relative to the root) if it lies beneath it.
     fn open_beneath(&self, rel: &str) -> io::Result<OwnedFd> {
-        let c = cstr(rel)?;
-        let how = OpenHow {
-            flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
-        };
-        // SAFETY: valid dirfd, NUL-terminated path, and an open_how of the size given.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.dir.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        let fd = if r >= 0 {
-            r as RawFd
-        } else {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EXDEV) => {
-                    return Err(io::Error::other(format!(
-                        "the directory {rel:?} leads outside the destination (a symlink); refused"
-                    )));
-                }
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        match crate::beneath::open(self.dir.as_raw_fd(), rel, flags) {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Err(io::Error::other(format!(
+                "the directory {rel:?} leads outside the destination (a symlink); refused"
+            ))),
+            Err(e) if crate::beneath::unsupported(&e) => {
                 // No openat2 here (kernel < 5.6 or a seccomp filter): plain openat.
-                // SAFETY: valid dirfd and NUL-terminated relative path.
-                Some(libc::ENOSYS) | Some(libc::EPERM) => cvt(unsafe {
-                    libc::openat(
-                        self.dir.as_raw_fd(),
-                        c.as_ptr(),
-                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    )
-                })?,
-                _ => return Err(e),
+                let c = cstr(rel)?;
+                // SAFETY: valid dirfd and NUL-terminated relative path; the fd is owned below.
+                let fd = cvt(unsafe {
+                    libc::openat(self.dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC)
+                })?;
+                // SAFETY: just opened, owned by nobody else.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
             }
-        };
-        // SAFETY: the kernel just gave us this fd.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            r => r,
+        }
     }
 
     /// Makes the directories of `parent` one level at a time, each inside the

@@ -164,44 +164,18 @@ impl DirStore {
     /// included: one `openat2(RESOLVE_BENEATH)` where the kernel has it,
     /// else `canonicalize` and a prefix check.
     fn open_beneath(&self, name: &str) -> Option<fs::File> {
-        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::fd::AsRawFd;
         use std::sync::atomic::Ordering;
         if !self.no_openat2.load(Ordering::Relaxed) {
-            let c = std::ffi::CString::new(name).ok()?;
-            // struct open_how of linux/openat2.h (libc's is non-exhaustive)
-            #[repr(C)]
-            struct OpenHow {
-                flags: u64,
-                mode: u64,
-                resolve: u64,
-            }
-            let how = OpenHow {
-                flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-                mode: 0,
-                resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
-            };
-            // SAFETY: valid dirfd, NUL-terminated path, and an open_how of the size given.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    self.root_fd.as_raw_fd(),
-                    c.as_ptr(),
-                    &how as *const OpenHow,
-                    std::mem::size_of::<OpenHow>(),
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: the kernel just gave us this fd.
-                return Some(unsafe { fs::File::from_raw_fd(fd as i32) });
-            }
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::ENOSYS) | Some(libc::EPERM) => {
+            match crate::beneath::open(self.root_fd.as_raw_fd(), name, libc::O_RDONLY) {
+                Ok(fd) => return Some(fs::File::from(fd)),
+                Err(e) if crate::beneath::unsupported(&e) => {
                     self.no_openat2.store(true, Ordering::Relaxed)
                 }
                 // Crosses the root on the way, e.g. an absolute symlink that
                 // may still land inside: decide by the resolved path.
-                Some(libc::EXDEV) => {}
-                _ => return None, // absent, unreadable, a loop
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+                Err(_) => return None, // absent, unreadable, a loop
             }
         }
         let real = self

@@ -300,10 +300,9 @@ fn failed_files_are_recorded_and_retried_first_next_time() {
     assert!(!t.path().join(".bulkget/failures.retry.jsonl").exists());
 }
 
-#[test]
-fn kill_9_then_rerun_completes_with_few_refetches() {
-    let n = 20_000u64;
-    let s = synthetic(
+/// A synthetic server slow enough (300 µs a request) to stop mid-run.
+fn slow_synthetic(n: u64) -> bulkget::server::Server {
+    synthetic(
         n,
         100,
         500,
@@ -311,7 +310,13 @@ fn kill_9_then_rerun_completes_with_few_refetches() {
             latency: Duration::from_micros(300),
             ..Faults::default()
         },
-    );
+    )
+}
+
+#[test]
+fn kill_9_then_rerun_completes_with_few_refetches() {
+    let n = 20_000u64;
+    let s = slow_synthetic(n);
     let t = tempfile::tempdir().unwrap();
     let d = t.path().to_str().unwrap();
     let (conns, window) = (4u64, 16u64);
@@ -342,15 +347,7 @@ fn kill_9_then_rerun_completes_with_few_refetches() {
 #[test]
 fn ctrl_c_saves_the_journal_and_a_rerun_finishes() {
     let n = 20_000u64;
-    let s = synthetic(
-        n,
-        100,
-        500,
-        Faults {
-            latency: Duration::from_micros(300),
-            ..Faults::default()
-        },
-    );
+    let s = slow_synthetic(n);
     let t = tempfile::tempdir().unwrap();
     let d = t.path().to_str().unwrap();
     let args = ["mirror", &s.url(), d, "-c", "4", "--pipeline", "16"];
