@@ -587,3 +587,82 @@ fn a_symlink_in_dest_that_leads_out_is_never_followed() {
     assert_eq!(std::fs::read(dest.join("real/z")).unwrap(), b"/get/inner/z");
     assert_eq!(std::fs::read(dest.join("ok")).unwrap(), b"/get/ok");
 }
+
+#[test]
+fn a_rejected_saved_cursor_relists_from_the_start_and_skips_what_is_there() {
+    // Server A serves a tree; a run is killed midway; the same files come back
+    // from a copy at another path on the same address, so A's listing tokens
+    // are unknown to it (400). The rerun says so, lists again, skips what
+    // landed, and completes.
+    use bulkget::server::{ServeConfig, Server};
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    for root in [&a, &b] {
+        for i in 0..3000 {
+            let p = root.join(format!("d{}/f{i:05}", i % 7));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("file {i}")).unwrap();
+        }
+    }
+    let slow = || ServeConfig {
+        page_size: 100,
+        faults: Faults {
+            latency: Duration::from_millis(1),
+            ..Faults::default()
+        },
+        threads: 2,
+    };
+    let store = |root: &Path| Arc::new(bulkget::server::dirstore::DirStore::new(root).unwrap());
+    let sa = Server::start("127.0.0.1:0", store(&a), slow()).unwrap();
+    let addr = sa.addr.to_string();
+    let dest = t.path().join("dest");
+    let url = format!("http://{addr}");
+    let args = [
+        "mirror",
+        url.as_str(),
+        dest.to_str().unwrap(),
+        "-c",
+        "2",
+        "--pipeline",
+        "4",
+    ];
+    let mut child = spawn_bulkget(&args);
+    wait_for("some pages done", || {
+        std::fs::read(dest.join(".bulkget/journal.json"))
+            .ok()
+            .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
+            .is_some_and(|j| j["marker"].is_string())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sa.stop();
+    let sb = Server::start(
+        &addr,
+        store(&b),
+        ServeConfig {
+            faults: Faults::default(),
+            ..slow()
+        },
+    )
+    .unwrap();
+    let stats = t.path().join("stats.json");
+    let o = bulkget(&[&args[..], &["--stats-json", stats.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refused the saved listing cursor"),
+        "{}",
+        stderr(&o)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let skipped = st["skipped"].as_u64().unwrap();
+    assert!(skipped > 0, "nothing was skipped: {}", stderr(&o));
+    assert_eq!(sb.counts.gets.load(Ordering::Relaxed) + skipped, 3000);
+    for i in 0..3000 {
+        let rel = format!("d{}/f{i:05}", i % 7);
+        assert_eq!(
+            std::fs::read_to_string(dest.join(&rel)).unwrap(),
+            format!("file {i}"),
+            "{rel}"
+        );
+    }
+}
