@@ -150,6 +150,43 @@ fn verify(dest: &Path, files: u64, size: u64) -> Result<u64, RunError> {
     Ok(files)
 }
 
+/// Reads every shard back: each synthetic file exactly once, every byte right.
+fn verify_tar(dest: &Path, files: u64, size: u64) -> Result<u64, RunError> {
+    let width = synthetic::name_width(files);
+    let mut seen = vec![false; files as usize];
+    let mut want = vec![0u8; size as usize];
+    for e in std::fs::read_dir(dest)
+        .map_err(|e| RunError::Other(format!("verify: {e}")))?
+        .flatten()
+    {
+        if !e.file_name().to_string_lossy().ends_with(".tar") {
+            continue;
+        }
+        let entries = crate::sink::tar::read_entries(&e.path())
+            .map_err(|err| RunError::Other(format!("verify {}: {err}", e.path().display())))?;
+        for (name, data) in entries {
+            let i = synthetic::index_of(&name, width)
+                .filter(|i| *i < files)
+                .ok_or_else(|| RunError::Other(format!("verify: unexpected entry {name:?}")))?;
+            synthetic::fill(name.as_bytes(), 0, &mut want);
+            if data != want {
+                return Err(RunError::Other(format!(
+                    "verify {name}: {} bytes, content differs",
+                    data.len()
+                )));
+            }
+            seen[i as usize] = true;
+        }
+    }
+    match seen.iter().position(|s| !s) {
+        Some(i) => Err(RunError::Other(format!(
+            "verify: {} is missing",
+            synthetic::name(i as u64, width)
+        ))),
+        None => Ok(files),
+    }
+}
+
 pub fn run(cfg: &BenchConfig) -> Result<(BenchReport, Outcome), RunError> {
     let (_server, url) = start_server(cfg.files, cfg.size)?;
     let parent = cfg
@@ -179,6 +216,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(BenchReport, Outcome), RunError> {
     let files = out.stats.files.max(1) as f64;
     let verified = match (cfg.sink, out.exit_code()) {
         (SinkKind::Dir, 0) => verify(&dest, cfg.files, cfg.size)?,
+        (SinkKind::Tar(_), 0) => verify_tar(&dest, cfg.files, cfg.size)?,
         _ => 0,
     };
     if !cfg.keep {
@@ -188,7 +226,12 @@ pub fn run(cfg: &BenchConfig) -> Result<(BenchReport, Outcome), RunError> {
     let report = BenchReport {
         files: cfg.files,
         size: cfg.size,
-        sink: format!("{:?}", cfg.sink).to_lowercase(),
+        sink: match cfg.sink {
+            SinkKind::Dir => "dir",
+            SinkKind::Tar(_) => "tar",
+            SinkKind::Null => "null",
+        }
+        .to_string(),
         stats: out.stats.clone(),
         cpu_user_us_per_file: (u1 - u0) / files * 1e6,
         cpu_sys_us_per_file: (s1 - s0) / files * 1e6,

@@ -49,8 +49,8 @@ struct BenchArgs {
     /// Size of each file (e.g. 100, 64k).
     #[arg(long, default_value = "100", value_parser = parse_bytes)]
     size: u64,
-    /// dir: write and verify every file; null: fetch and check lengths only.
-    #[arg(long, default_value = "dir", value_parser = ["dir", "null"])]
+    /// dir: write and verify every file; tar: the same into tar shards; null: fetch and check lengths only.
+    #[arg(long, default_value = "dir", value_parser = ["dir", "tar", "null"])]
     sink: String,
     /// Connections in all [default: 4 per core].
     #[arg(long, short = 'c')]
@@ -76,11 +76,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let cfg = bulkget::bench::BenchConfig {
         files: a.files,
         size: a.size,
-        sink: if a.sink == "null" {
-            SinkKind::Null
-        } else {
-            SinkKind::Dir
-        },
+        sink: sink_kind(&a.sink, 1 << 30),
         dir: a.dir,
         keep: a.keep,
         display: if a.quiet {
@@ -112,9 +108,12 @@ struct MirrorArgs {
     /// Requests in flight per connection (HTTP/1.1 pipelining; 1 turns it off).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pipeline: u32,
-    /// Where files go: dir (DEST) or null (fetch and check lengths, keep nothing).
-    #[arg(long, default_value = "dir", value_parser = ["dir", "null"])]
+    /// Where files go: dir (a tree in DEST), tar (shards in DEST, no inode per file) or null (fetch and check lengths, keep nothing).
+    #[arg(long, default_value = "dir", value_parser = ["dir", "tar", "null"])]
     sink: String,
+    /// With --sink tar: start a new shard past this size (e.g. 1G).
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    shard_size: u64,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -192,6 +191,14 @@ impl FetchArgs {
     }
 }
 
+fn sink_kind(name: &str, shard_size: u64) -> SinkKind {
+    match name {
+        "null" => SinkKind::Null,
+        "tar" => SinkKind::Tar(shard_size),
+        _ => SinkKind::Dir,
+    }
+}
+
 fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = MirrorConfig::new(&a.url, &a.dest);
     let c = a.fetch.common()?;
@@ -199,11 +206,7 @@ fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     (cfg.policy, cfg.timeout, cfg.display, cfg.threads) =
         (c.policy, c.timeout, c.display, c.threads);
     cfg.window = a.pipeline;
-    cfg.sink = if a.sink == "null" {
-        SinkKind::Null
-    } else {
-        SinkKind::Dir
-    };
+    cfg.sink = sink_kind(&a.sink, a.shard_size);
     cfg.state_dir = a.fetch.state_dir.clone();
     let out = mirror::run(&cfg, mirror::stop_on_signals())?;
     a.fetch.finish(&out, mirror::summary(&out, &cfg))

@@ -32,12 +32,14 @@ use crate::listing::{Batch, Listed, Lister};
 use crate::names;
 use crate::pipeline::{Admit, Landed, Plan, Shared, Worker};
 use crate::progress::{Counters, Display, Outcome, Reporter};
-use crate::sink::{DirSink, NullSink, Sink};
+use crate::sink::{DirSink, NullSink, Sink, TarSink};
 
 /// Where the files go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SinkKind {
     Dir,
+    /// Tar shards in DEST, rolling over at the given size in bytes.
+    Tar(u64),
     Null,
 }
 
@@ -183,6 +185,10 @@ pub fn run(cfg: &MirrorConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunErro
             let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
             run_with(cfg, ep, sink, stop)
         }
+        SinkKind::Tar(shard) => {
+            let sink = TarSink::new(&cfg.dest, shard).map_err(|e| dest_err(&cfg.dest, e))?;
+            run_with(cfg, ep, sink, stop)
+        }
         SinkKind::Null => run_with(cfg, ep, NullSink, stop),
     }
 }
@@ -215,7 +221,27 @@ fn run_with<S: Sink>(
         .map_err(|e| dest_err(dest, e))?
         .flatten()
         .any(|e| e.file_name() != ".bulkget");
-    let skip_existing = cfg.sink == SinkKind::Dir && (prev.is_some() || nonempty);
+    let skip_existing = sink.remembers() && (prev.is_some() || nonempty);
+    if !sink.remembers()
+        && prev
+            .as_ref()
+            .is_some_and(|j| j.url == cfg.url && j.complete)
+    {
+        // Nothing can tell which listed names are new: the snapshot stands.
+        if !quiet {
+            eprintln!(
+                "bulkget: {} already holds a complete mirror of {}; this sink keeps no index of names, so it is not re-synced (use a new DEST for a new snapshot)",
+                dest.display(),
+                cfg.url
+            );
+        }
+        return Ok(Outcome {
+            stats: Counters::default().stats(started.elapsed()),
+            error: None,
+            interrupted: false,
+            journal_complete: true,
+        });
+    }
     let retry_file =
         journal::take_failures_for_retry(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
     let connections = cfg.connections.max(1);

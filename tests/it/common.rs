@@ -289,3 +289,13 @@ fn serve_conn(s: TcpStream, answer: &RawAnswer) {
         }
     }
 }
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends signal `sig` (2 = SIGINT, 15 = SIGTERM) to a child we started.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
+    unsafe { kill(child.id() as i32, sig) };
+}

@@ -4,4 +4,6 @@
 mod common;
 mod get;
 mod mirror;
+mod resume;
 mod serve;
+mod tar;

@@ -390,13 +390,7 @@ fn serve_command_prints_its_address_first_and_stops_on_sigterm() {
         .expect("first line names the address");
     let names = list_all(url.parse().unwrap());
     assert_eq!(names.len(), 5);
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(child.id() as i32, 15) };
+    signal(&child, 15);
     let st = child.wait().unwrap();
     assert!(st.success(), "{st:?}");
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

@@ -1,14 +1,4 @@
-//! Sinks: where fetched bytes land. A [`Sink`] makes a [`SinkFile`] per file;
-//! nothing appears under the file's final name until [`SinkFile::commit`], and
-//! a file dropped without commit leaves nothing behind.
-//!
-//! * [`DirSink`] writes a directory tree. Each file is opened nameless with
-//!   `O_TMPFILE` in its final directory and linked to its name once complete
-//!   (one directory operation instead of create + rename, and a killed process
-//!   leaves no temporary file at all). Where `O_TMPFILE` is unsupported, or a
-//!   file is replaced, it falls back to a named temporary in `.bulkget/tmp`
-//!   and `rename`.
-//! * [`NullSink`] keeps nothing: it measures the network side alone.
+//! [`DirSink`]: a directory tree, every file landed atomically.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -18,52 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-/// Where files land.
-pub trait Sink: Send + Sync + 'static {
-    type File<'a>: SinkFile
-    where
-        Self: 'a;
-    /// Whether a complete file already stands under `name`.
-    fn exists(&self, name: &str) -> bool;
-    /// When the file under `name` came to stand there (its inode change
-    /// time), if one does; `None` for sinks that keep nothing.
-    fn landed_at(&self, _name: &str) -> Option<std::time::SystemTime> {
-        None
-    }
-    /// Starts the file `name` (a name already checked by [`crate::names::check`]).
-    fn create(&self, name: &str) -> io::Result<Self::File<'_>>;
-}
-
-/// One file being written.
-pub trait SinkFile: Send {
-    fn write(&mut self, data: &[u8]) -> io::Result<()>;
-    /// Makes the file appear under its final name, complete.
-    fn commit(self) -> io::Result<()>;
-}
-
-/// Keeps nothing.
-pub struct NullSink;
-
-pub struct NullFile;
-
-impl Sink for NullSink {
-    type File<'a> = NullFile;
-    fn exists(&self, _: &str) -> bool {
-        false
-    }
-    fn create(&self, _: &str) -> io::Result<NullFile> {
-        Ok(NullFile)
-    }
-}
-
-impl SinkFile for NullFile {
-    fn write(&mut self, _: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-    fn commit(self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use super::{Sink, SinkFile};
 
 const TMP_DIR: &str = ".bulkget/tmp";
 
