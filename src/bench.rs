@@ -162,20 +162,28 @@ fn verify_tar(dest: &Path, files: u64, size: u64) -> Result<u64, RunError> {
         if !e.file_name().to_string_lossy().ends_with(".tar") {
             continue;
         }
-        let entries = crate::sink::tar::read_entries(&e.path())
-            .map_err(|err| RunError::Other(format!("verify {}: {err}", e.path().display())))?;
-        for (name, data) in entries {
-            let i = synthetic::index_of(&name, width)
-                .filter(|i| *i < files)
-                .ok_or_else(|| RunError::Other(format!("verify: unexpected entry {name:?}")))?;
-            synthetic::fill(name.as_bytes(), 0, &mut want);
-            if data != want {
-                return Err(RunError::Other(format!(
-                    "verify {name}: {} bytes, content differs",
-                    data.len()
-                )));
+        let mut bad = None;
+        crate::sink::tar::for_each_entry(&e.path(), |name, data| {
+            if bad.is_some() {
+                return;
             }
-            seen[i as usize] = true;
+            match synthetic::index_of(name, width).filter(|i| *i < files) {
+                None => bad = Some(format!("verify: unexpected entry {name:?}")),
+                Some(i) => {
+                    synthetic::fill(name.as_bytes(), 0, &mut want);
+                    if data != want.as_slice() {
+                        bad = Some(format!(
+                            "verify {name}: {} bytes, content differs",
+                            data.len()
+                        ));
+                    }
+                    seen[i as usize] = true;
+                }
+            }
+        })
+        .map_err(|err| RunError::Other(format!("verify {}: {err}", e.path().display())))?;
+        if let Some(b) = bad {
+            return Err(RunError::Other(b));
         }
     }
     match seen.iter().position(|s| !s) {

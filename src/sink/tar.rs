@@ -283,45 +283,49 @@ pub fn repair(path: &Path) -> io::Result<()> {
     f.write_all(&[0u8; 2 * BLOCK])
 }
 
-/// Reads the entries of a shard: (name, data) for every regular file.
-pub fn read_entries(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+/// Calls `f(name, data)` for every regular file in a shard, in order,
+/// reading one entry at a time.
+pub fn for_each_entry(path: &Path, mut f: impl FnMut(&str, &[u8])) -> io::Result<()> {
+    let mut r = io::BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut h = [0u8; BLOCK];
     let mut data = Vec::new();
-    File::open(path)?.read_to_end(&mut data)?;
-    let mut out = Vec::new();
-    let mut pos = 0usize;
     let mut long: Option<String> = None;
-    while pos + BLOCK <= data.len() {
-        let h = &data[pos..pos + BLOCK];
-        if h.iter().all(|b| *b == 0) {
-            break;
+    loop {
+        match r.read_exact(&mut h) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()), // no trailer: a killed run's shard
+            r => r?,
         }
-        if !checksum_ok(h) {
+        if h.iter().all(|b| *b == 0) {
+            return Ok(());
+        }
+        if !checksum_ok(&h) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("bad header at {pos}"),
+                "bad tar header checksum",
             ));
         }
-        let size = size_of(h)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad size"))?
+        let size = size_of(&h)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad tar size"))?
             as usize;
-        let body = data
-            .get(pos + BLOCK..pos + BLOCK + size)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "torn entry"))?;
-        match h[156] {
-            b'L' => {
-                long = Some(
-                    String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned(),
-                )
-            }
-            _ => {
-                let short = String::from_utf8_lossy(&h[..100])
-                    .trim_end_matches('\0')
-                    .to_string();
-                out.push((long.take().unwrap_or(short), body.to_vec()));
-            }
+        data.resize(size.div_ceil(BLOCK) * BLOCK, 0);
+        r.read_exact(&mut data)?;
+        let body = &data[..size];
+        if h[156] == b'L' {
+            long =
+                Some(String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned());
+        } else {
+            let short = String::from_utf8_lossy(&h[..100])
+                .trim_end_matches('\0')
+                .to_string();
+            f(&long.take().unwrap_or(short), body);
         }
-        pos += BLOCK + size.div_ceil(BLOCK) * BLOCK;
     }
+}
+
+/// Every regular file in a shard as (name, data); for tests and small shards.
+pub fn read_entries(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for_each_entry(path, |n, d| out.push((n.to_string(), d.to_vec())))?;
     Ok(out)
 }
 
