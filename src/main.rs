@@ -134,8 +134,8 @@ struct FetchArgs {
     #[arg(long, short = 'q')]
     quiet: bool,
     /// Threads (each with its own runtime) that drive the connections [default: one per core].
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: Option<u64>,
     /// Keep the journal and failure ledger here instead of DEST/.bulkget.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -173,7 +173,7 @@ impl FetchArgs {
             } else {
                 Display::Auto
             },
-            threads: self.threads,
+            threads: self.threads.unwrap_or(0) as usize,
         })
     }
 
@@ -278,9 +278,9 @@ struct ServeArgs {
     /// Names per /list page.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     page_size: u64,
-    /// Worker threads (default: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: Option<u64>,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -358,7 +358,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = ServeConfig {
         page_size: a.page_size as usize,
         faults: a.faults.faults()?,
-        threads: a.threads,
+        threads: a.threads.unwrap_or(0) as usize,
     };
     server::serve_forever(&a.addr, store, cfg)
         .with_context(|| format!("cannot serve on {}", a.addr))?;
