@@ -82,15 +82,7 @@ impl Lister<'_> {
                 }
                 self.tracker
                     .page_listed(seq, start.clone(), 1, start.clone());
-                if self
-                    .tx
-                    .send(Batch {
-                        page: Some(seq),
-                        entries: batch,
-                    })
-                    .await
-                    .is_err()
-                {
+                if !self.pass(seq, batch).await {
                     return Ok(Listed::Stopped);
                 }
                 seq += 1;
@@ -148,15 +140,7 @@ impl Lister<'_> {
                 } else {
                     Vec::new()
                 };
-                if self
-                    .tx
-                    .send(Batch {
-                        page: Some(seq),
-                        entries: names,
-                    })
-                    .await
-                    .is_err()
-                {
+                if !self.pass(seq, names).await {
                     return Ok(Listed::Stopped);
                 }
                 names = rest;
@@ -167,6 +151,17 @@ impl Lister<'_> {
                 None => return Ok(Listed::All { retry_pages }),
             }
         }
+    }
+
+    /// Hands a batch of page `seq` to the workers; false once they are gone.
+    async fn pass(&self, seq: u64, entries: Vec<String>) -> bool {
+        self.tx
+            .send(Batch {
+                page: Some(seq),
+                entries,
+            })
+            .await
+            .is_ok()
     }
 
     fn path(&self, marker: Option<&str>) -> String {

@@ -37,6 +37,26 @@ pub struct Head {
     pub last_modified: Option<String>,
 }
 
+/// Appends one `GET` request: `path` writes the (encoded) request path,
+/// `extra` is header lines each ending in CRLF. The one place requests are
+/// spelled, for every caller.
+pub fn write_get(out: &mut Vec<u8>, host: &str, path: impl FnOnce(&mut Vec<u8>), extra: &[u8]) {
+    out.extend_from_slice(b"GET ");
+    path(out);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(
+        concat!(
+            "\r\nUser-Agent: bulkget/",
+            env!("CARGO_PKG_VERSION"),
+            "\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Body framing, decided from the head.
 enum Framing {
     Length(u64),
@@ -82,16 +102,12 @@ impl Conn {
     /// Queues `GET {path}` (already encoded) with optional extra header lines
     /// (each ending in CRLF); sent by the next [`Conn::flush`].
     pub fn queue_get(&mut self, host: &str, path: &[u8], extra: &str) {
-        self.out.extend_from_slice(b"GET ");
-        self.out.extend_from_slice(path);
-        self.out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        self.out.extend_from_slice(host.as_bytes());
-        self.out.extend_from_slice(b"\r\nUser-Agent: bulkget/");
-        self.out
-            .extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(extra.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        write_get(
+            &mut self.out,
+            host,
+            |o| o.extend_from_slice(path),
+            extra.as_bytes(),
+        );
     }
 
     /// Mutable access to the outgoing buffer, for callers that build request paths in place.

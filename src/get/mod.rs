@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::ctx::RunCtx;
 use crate::error::{FetchError, RunError};
-use crate::fetch::http1::{Conn, Head};
+use crate::fetch::http1::{self, Conn, Head};
 use crate::fetch::{RetryPolicy, land, split_url};
 use crate::journal::{self, Ledger};
 use crate::pipeline::{Admit, Batch, Landed, Plan, Shared, Worker};
@@ -189,19 +189,17 @@ impl Plan for GetPlan {
 
     fn request(&self, out: &mut Vec<u8>, job: &Job) {
         let (host, path) = split_url(&job.url).unwrap_or(("", "/"));
-        out.extend_from_slice(b"GET ");
-        out.extend_from_slice(if path.is_empty() {
-            b"/"
-        } else {
-            path.as_bytes()
-        });
-        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        out.extend_from_slice(host.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        if let Some(end) = self.probe_end(job) {
-            out.extend_from_slice(format!("Range: bytes=0-{end}\r\n").as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+        let path = if path.is_empty() { "/" } else { path };
+        let range = self
+            .probe_end(job)
+            .map(|end| format!("Range: bytes=0-{end}\r\n"))
+            .unwrap_or_default();
+        http1::write_get(
+            out,
+            host,
+            |o| o.extend_from_slice(path.as_bytes()),
+            range.as_bytes(),
+        );
     }
 
     async fn answer(

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::ctx::RunCtx;
 use crate::error::{FetchError, RunError};
-use crate::fetch::http1::{Conn, Head};
+use crate::fetch::http1::{self, Conn, Head};
 use crate::fetch::{Endpoint, RetryPolicy, land};
 use crate::journal::{self, Ledger, Tracker};
 use crate::listing::{Batch, Listed, Lister};
@@ -137,13 +137,12 @@ impl<S: Sink> Plan for MirrorPlan<S> {
     }
 
     fn request(&self, out: &mut Vec<u8>, e: &String) {
-        out.extend_from_slice(b"GET ");
-        out.extend_from_slice(self.ep.base_path.as_bytes());
-        out.extend_from_slice(b"/get/");
-        names::push_url_path(out, e);
-        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        out.extend_from_slice(self.ep.host.as_bytes());
-        out.extend_from_slice(b"\r\n\r\n");
+        let path = |o: &mut Vec<u8>| {
+            o.extend_from_slice(self.ep.base_path.as_bytes());
+            o.extend_from_slice(b"/get/");
+            names::push_url_path(o, e);
+        };
+        http1::write_get(out, &self.ep.host, path, b"");
     }
 
     async fn answer(
