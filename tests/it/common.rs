@@ -183,6 +183,20 @@ pub fn assert_synthetic_tree(dest: &Path, n: u64, size: u64) {
     assert_eq!(entries as u64, n, "extra files in {}", dest.display());
 }
 
+/// The journal of a mirror into `dest`, once one has been saved.
+pub fn journal_of(dest: &Path) -> Option<serde_json::Value> {
+    std::fs::read(dest.join(".bulkget/journal.json"))
+        .ok()
+        .and_then(|j| serde_json::from_slice(&j).ok())
+}
+
+/// Waits until the journal of `dest` records at least one finished page.
+pub fn wait_for_a_finished_page(dest: &Path) {
+    wait_for("the journal to record a finished page", || {
+        journal_of(dest).is_some_and(|j| j["pages_done"].as_u64() > Some(0))
+    });
+}
+
 /// Waits (bounded) for a condition that another process brings about.
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..3000 {

@@ -435,38 +435,25 @@ fn checksum_flag_for_a_single_url() {
     );
     let t = tempfile::tempdir().unwrap();
     let (ok_dir, bad_dir) = (t.path().join("ok"), t.path().join("bad"));
-    let split = ["--split", "4", "--split-size", "1M"];
-    let o = bulkget(
-        &[
-            &[
-                "get",
-                url.as_str(),
-                "-o",
-                ok_dir.to_str().unwrap(),
-                "--checksum",
-                &good,
-            ],
-            &split[..],
-        ]
-        .concat(),
-    );
+    let run = |dir: &Path, sum: &str| {
+        let d = dir.to_str().unwrap();
+        bulkget(&[
+            "get",
+            url.as_str(),
+            "-o",
+            d,
+            "--checksum",
+            sum,
+            "--split",
+            "4",
+            "--split-size",
+            "1M",
+        ])
+    };
+    let o = run(&ok_dir, &good);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_file(&ok_dir.join("f000000000"), "f000000000", size);
-    let bad = format!("sha256={}", "1".repeat(64));
-    let o = bulkget(
-        &[
-            &[
-                "get",
-                url.as_str(),
-                "-o",
-                bad_dir.to_str().unwrap(),
-                "--checksum",
-                &bad,
-            ],
-            &split[..],
-        ]
-        .concat(),
-    );
+    let o = run(&bad_dir, &format!("sha256={}", "1".repeat(64)));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("sha256 mismatch"), "{}", stderr(&o));
     assert!(!bad_dir.join("f000000000").exists());

@@ -11,7 +11,7 @@ use bulkget::server::faults::Faults;
 use crate::common::*;
 
 pub fn journal(dest: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dest.join(".bulkget/journal.json")).unwrap()).unwrap()
+    journal_of(dest).expect("a saved journal")
 }
 
 pub fn failures(dest: &Path) -> Vec<serde_json::Value> {

@@ -33,12 +33,7 @@ fn kill_9_then_rerun_completes_with_few_refetches() {
     let (conns, window) = (4u64, 16u64);
     let args = ["mirror", &s.url(), d, "-q", "-c", "4", "--pipeline", "16"];
     let mut child = spawn_bulkget(&args);
-    wait_for("the journal to record a finished page", || {
-        std::fs::read(t.path().join(".bulkget/journal.json"))
-            .ok()
-            .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
-            .is_some_and(|j| j["pages_done"].as_u64() > Some(0))
-    });
+    wait_for_a_finished_page(t.path());
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let first = s.counts.gets.load(Ordering::Relaxed);
@@ -155,10 +150,7 @@ fn a_rejected_saved_cursor_relists_from_the_start_and_skips_what_is_there() {
     ];
     let mut child = spawn_bulkget(&args);
     wait_for("some pages done", || {
-        std::fs::read(dest.join(".bulkget/journal.json"))
-            .ok()
-            .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
-            .is_some_and(|j| j["marker"].is_string())
+        journal_of(&dest).is_some_and(|j| j["marker"].is_string())
     });
     child.kill().unwrap();
     child.wait().unwrap();

@@ -118,18 +118,11 @@ fn kill_9_then_rerun_gives_every_file_in_the_shards() {
         "tar",
     ];
     let mut child = spawn_bulkget(&args);
-    wait_for("the journal to record a finished page", || {
-        std::fs::read(dest.join(".bulkget/journal.json"))
-            .ok()
-            .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
-            .is_some_and(|j| j["pages_done"].as_u64() > Some(0))
-    });
+    wait_for_a_finished_page(&dest);
     child.kill().unwrap();
     child.wait().unwrap();
     let first = s.counts.gets.load(Ordering::Relaxed);
-    let journal: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dest.join(".bulkget/journal.json")).unwrap())
-            .unwrap();
+    let journal = journal_of(&dest).expect("a saved journal");
     let pages_done = journal["pages_done"].as_u64().unwrap();
     let o = bulkget(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
