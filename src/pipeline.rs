@@ -81,6 +81,19 @@ pub struct Shared<P: Plan> {
     pub window: u32,
 }
 
+/// Runs `tasks` workers on per-core runtimes until the input is drained (or
+/// the run stops), then closes the input so a feeder still sending gives up.
+pub fn run_workers<P: Plan>(
+    sh: &Arc<Shared<P>>,
+    threads: usize,
+    tasks: usize,
+) -> std::io::Result<()> {
+    let w = sh.clone();
+    let r = crate::fetch::run_per_core(threads, tasks, move |id| Worker::new(w.clone(), id).run());
+    sh.rx.close();
+    r
+}
+
 #[derive(Clone, Copy)]
 struct Item {
     slot: u32,

@@ -33,7 +33,7 @@ use crate::error::{FetchError, RunError};
 use crate::fetch::http1::{self, Conn, Head};
 use crate::fetch::{RetryPolicy, land, split_url};
 use crate::journal::{self, Ledger};
-use crate::pipeline::{Admit, Batch, Landed, Plan, Shared, Worker};
+use crate::pipeline::{self, Admit, Batch, Landed, Plan, Shared};
 use crate::progress::{Counters, Display, Local, Outcome, Reporter};
 use crate::sink::{DirSink, Sink, SinkFile};
 use input::Job;
@@ -340,12 +340,10 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             .spawn(move || read_jobs(&sh, urls, checksum, list, tx))
             .map_err(|e| RunError::Other(e.to_string()))?
     };
-    let w = sh.clone();
-    crate::fetch::run_per_core(cfg.threads, connections, move |id| {
-        Worker::new(w.clone(), id).run()
-    })
-    .map_err(|e| RunError::Other(e.to_string()))?;
-    sh.rx.close();
+    // Per-core runtimes, each driving its share of the connections; then
+    // the input closes, so a feeder still waiting to send stops.
+    pipeline::run_workers(&sh, cfg.threads, connections)
+        .map_err(|e| RunError::Other(e.to_string()))?;
     let read = reader
         .join()
         .unwrap_or_else(|_| Err(RunError::Other("the list reader panicked".into())));

@@ -30,7 +30,7 @@ use crate::fetch::{Endpoint, RetryPolicy, land};
 use crate::journal::{self, Ledger, Tracker};
 use crate::listing::{Batch, Listed, Lister};
 use crate::names;
-use crate::pipeline::{Admit, Landed, Plan, Shared, Worker};
+use crate::pipeline::{self, Admit, Landed, Plan, Shared};
 use crate::progress::{Counters, Display, Outcome, Reporter};
 use crate::sink::{DirSink, NullSink, Sink, TarSink};
 
@@ -313,14 +313,10 @@ fn run_with<S: Sink>(
         })
     };
 
-    // Per-core runtimes, each driving its share of the connections.
-    let w = sh.clone();
-    crate::fetch::run_per_core(cfg.threads, connections, move |id| {
-        Worker::new(w.clone(), id).run()
-    })
-    .map_err(|e| RunError::Other(e.to_string()))?;
-    // Workers are gone: a lister still waiting to send must stop.
-    sh.rx.close();
+    // Per-core runtimes, each driving its share of the connections; then
+    // the input closes, so a feeder still waiting to send stops.
+    pipeline::run_workers(&sh, cfg.threads, connections)
+        .map_err(|e| RunError::Other(e.to_string()))?;
     let listed = lister
         .join()
         .unwrap_or_else(|_| Err(RunError::Other("the lister panicked".into())));
