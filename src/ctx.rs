@@ -8,37 +8,44 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::FetchError;
+use crate::fetch::net::Net;
 use crate::fetch::{RetryPolicy, Throttle};
 use crate::journal::{Failure, Ledger};
 use crate::progress::{Counters, Local};
 
 pub struct RunCtx {
+    /// Makes every connection of the run (DNS cache, proxies, TLS).
+    pub net: Net,
+    /// Redirects followed for one file before it fails.
+    pub max_redirs: u32,
     pub ledger: Ledger,
     pub counters: Arc<Counters>,
     pub throttle: Throttle,
     pub policy: RetryPolicy,
-    pub timeout: Duration,
     pub stop: Arc<AtomicBool>,
     pub quiet: bool,
     fatal: Mutex<Option<String>>,
 }
 
 impl RunCtx {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        net: Net,
+        max_redirs: u32,
         ledger: Ledger,
         counters: Arc<Counters>,
         window: u32,
         policy: RetryPolicy,
-        timeout: Duration,
         stop: Arc<AtomicBool>,
         quiet: bool,
     ) -> RunCtx {
         RunCtx {
+            net,
+            max_redirs,
             ledger,
             counters,
             throttle: Throttle::new(window.max(1)),
             policy,
-            timeout,
             stop,
             quiet,
             fatal: Mutex::new(None),

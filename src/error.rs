@@ -55,6 +55,14 @@ pub enum FetchError {
     Input(String),
     #[error("another input of this run already wrote this file (outputs collide)")]
     Collision,
+    #[error("TLS with {origin}: {reason}")]
+    Tls { origin: String, reason: String },
+    #[error("{why}")]
+    Proxy { why: String, retryable: bool },
+    #[error("HTTP/2: {0}")]
+    Http2(String),
+    #[error("redirect: {0}")]
+    Redirect(String),
 }
 
 impl FetchError {
@@ -66,12 +74,16 @@ impl FetchError {
             | FetchError::Timeout(_)
             | FetchError::Closed
             | FetchError::Truncated { .. }
-            | FetchError::Protocol(_) => true,
+            | FetchError::Protocol(_)
+            | FetchError::Http2(_) => true,
+            FetchError::Proxy { retryable, .. } => *retryable,
             FetchError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
             FetchError::Name(_)
             | FetchError::Checksum { .. }
             | FetchError::Input(_)
-            | FetchError::Collision => false,
+            | FetchError::Collision
+            | FetchError::Tls { .. }
+            | FetchError::Redirect(_) => false,
             FetchError::Sink(e) => is_transient(e),
         }
     }
@@ -110,6 +122,7 @@ impl FetchError {
                 | FetchError::Checksum { .. }
                 | FetchError::Input(_)
                 | FetchError::Collision
+                | FetchError::Redirect(_)
         )
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{FetchError, RunError};
-use crate::fetch::http1::Conn;
-use crate::fetch::{Endpoint, RetryPolicy};
+use crate::fetch::net::Net;
+use crate::fetch::{Conn, Endpoint, RetryPolicy};
 use crate::journal::{FailureNames, Tracker};
 use crate::progress::Counters;
 
@@ -36,7 +36,7 @@ const MAX_PAGE: u64 = 256 << 20;
 
 pub struct Lister<'a> {
     pub ep: &'a Endpoint,
-    pub timeout: Duration,
+    pub net: &'a Net,
     pub policy: &'a RetryPolicy,
     pub batch: usize,
     pub tx: async_channel::Sender<Batch>,
@@ -172,7 +172,8 @@ impl Lister<'_> {
     }
 
     fn page_url(&self, marker: Option<&str>) -> String {
-        format!("http://{}{}", self.ep.host, self.path(marker))
+        let path = self.path(marker);
+        self.ep.url_of(&path[self.ep.base_path.len()..])
     }
 
     /// One page, with retries.
@@ -237,14 +238,14 @@ impl Lister<'_> {
         path: &str,
     ) -> Result<(u16, Vec<u8>), FetchError> {
         if conn.is_none() {
-            *conn = Some(Conn::connect(self.ep.addr, self.timeout).await?);
+            *conn = Some(self.net.connect(self.ep.key.borrow()).await?);
         }
         let c = conn.as_mut().expect("connected");
-        c.queue_get(
-            &self.ep.host,
-            path.as_bytes(),
-            "Accept: application/json\r\n",
-        );
+        c.get(
+            &self.ep.key.authority,
+            |o| o.extend_from_slice(path.as_bytes()),
+            None,
+        )?;
         c.flush().await?;
         let head = c.read_head().await?;
         if head.content_length.is_some_and(|n| n > MAX_PAGE) {
@@ -263,8 +264,15 @@ impl Lister<'_> {
             Ok(())
         })
         .await?;
-        if head.close || head.content_length.is_none() && !head.chunked {
+        if !crate::fetch::land::reusable(&head) {
             *conn = None;
+        }
+        if (300..400).contains(&head.status) {
+            let to = head.location.as_deref().unwrap_or("nowhere");
+            return Err(FetchError::Redirect(format!(
+                "the list endpoint answers HTTP {} to {to:?}; give bulkget that base URL",
+                head.status
+            )));
         }
         if head.status == 429 || head.status == 503 {
             return Err(FetchError::Status {

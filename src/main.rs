@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use bulkget::fetch::RetryPolicy;
+use bulkget::fetch::net::NetConfig;
+use bulkget::fetch::tls::TlsOptions;
 use bulkget::get::{self, GetConfig};
 use bulkget::mirror::{self, MirrorConfig, SinkKind};
 use bulkget::progress::{Display, Outcome};
@@ -101,7 +103,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Args)]
 struct MirrorArgs {
-    /// Base URL of the server (http://HOST:PORT[/PATH]).
+    /// Base URL of the server (http(s)://HOST[:PORT][/PATH]).
     url: String,
     /// Destination directory (created if needed; DEST/.bulkget holds the journal).
     dest: PathBuf,
@@ -127,9 +129,30 @@ struct FetchArgs {
     /// Attempts after the first for connection errors, timeouts, 408, 429 and 5xx.
     #[arg(long, default_value_t = 8)]
     retries: u32,
-    /// Seconds without an answer before a connection counts as failed.
+    /// Seconds without a byte on an open connection before it counts as failed (a stalled large download resumes where it stopped).
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Seconds to set up a connection (DNS, TCP, proxy, TLS) before the attempt fails.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Also trust the CA certificates in this PEM file (repeatable); the platform's stay trusted.
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// Do not check server certificates (prints a warning).
+    #[arg(long, short = 'k')]
+    insecure: bool,
+    /// Use this http:// proxy for every URL (overrides http_proxy, https_proxy, all_proxy; "" = none).
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Speak HTTP/2 to http:// servers without asking (h2c).
+    #[arg(long)]
+    http2_prior_knowledge: bool,
+    /// Offer only HTTP/1.1 to https:// servers (no HTTP/2 by ALPN).
+    #[arg(long = "http1.1")]
+    http1_1: bool,
+    /// Redirects followed for one file before it fails.
+    #[arg(long, default_value_t = 10)]
+    max_redirs: u32,
     /// No progress and no per-file error lines (the summary is still printed).
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -148,7 +171,7 @@ struct FetchArgs {
 struct Common {
     connections: Option<usize>,
     policy: RetryPolicy,
-    timeout: Duration,
+    net: NetConfig,
     display: Display,
     threads: usize,
 }
@@ -158,8 +181,16 @@ impl FetchArgs {
         if self.connections == Some(0) {
             bail!("--connections must be at least 1");
         }
-        if self.timeout.is_nan() || self.timeout <= 0.0 {
-            bail!("--timeout must be a positive number of seconds");
+        for (flag, v) in [
+            ("--timeout", self.timeout),
+            ("--connect-timeout", self.connect_timeout),
+        ] {
+            if v.is_nan() || v <= 0.0 || v > 1e9 {
+                bail!("{flag} must be a positive number of seconds");
+            }
+        }
+        if self.http2_prior_knowledge && self.http1_1 {
+            bail!("--http2-prior-knowledge and --http1.1 contradict each other");
         }
         Ok(Common {
             connections: self.connections,
@@ -167,7 +198,17 @@ impl FetchArgs {
                 retries: self.retries,
                 ..RetryPolicy::default()
             },
-            timeout: Duration::from_secs_f64(self.timeout),
+            net: NetConfig {
+                connect_timeout: Duration::from_secs_f64(self.connect_timeout),
+                timeout: Duration::from_secs_f64(self.timeout),
+                tls: TlsOptions {
+                    cacert: self.cacert.clone(),
+                    insecure: self.insecure,
+                    http1_only: self.http1_1,
+                },
+                proxy: self.proxy.clone(),
+                h2_prior_knowledge: self.http2_prior_knowledge,
+            },
             display: if self.quiet {
                 Display::Quiet
             } else {
@@ -203,8 +244,8 @@ fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = MirrorConfig::new(&a.url, &a.dest);
     let c = a.fetch.common()?;
     cfg.connections = c.connections.unwrap_or(cfg.connections);
-    (cfg.policy, cfg.timeout, cfg.display, cfg.threads) =
-        (c.policy, c.timeout, c.display, c.threads);
+    (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
+    cfg.max_redirs = a.fetch.max_redirs;
     cfg.window = a.pipeline;
     cfg.sink = sink_kind(&a.sink, a.shard_size);
     cfg.state_dir = a.fetch.state_dir.clone();
@@ -214,7 +255,7 @@ fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Args)]
 struct GetArgs {
-    /// URLs to download (http://…); each lands under its last path segment.
+    /// URLs to download (http:// or https://); each lands under its last path segment.
     urls: Vec<String>,
     /// Read URLs from FILE ('-' = standard input): lines of URL [NAME] [sha256=HEX]; '#' comments.
     #[arg(long = "input-file", short = 'i', value_name = "FILE")]
@@ -250,8 +291,8 @@ fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = GetConfig::new(&a.dir);
     let c = a.fetch.common()?;
     cfg.connections = c.connections.unwrap_or(cfg.connections);
-    (cfg.policy, cfg.timeout, cfg.display, cfg.threads) =
-        (c.policy, c.timeout, c.display, c.threads);
+    (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
+    cfg.max_redirs = a.fetch.max_redirs;
     cfg.urls = a.urls.clone();
     cfg.list = a.input.clone();
     cfg.split = a.split as usize;

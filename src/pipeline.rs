@@ -1,15 +1,16 @@
-//! The hot loop shared by `mirror` and `get`: one long-lived pipelined
-//! HTTP/1.1 connection per task. A worker takes batches of entries, keeps up
-//! to `window` GETs in flight, hands each answer to the command's [`Plan`],
-//! and schedules failures for another attempt with backoff in its own timer
-//! heap, so one slow retry never idles the connection (it pulls the next
-//! batch meanwhile). No task, message or lock per file; counts are kept
+//! The hot loop shared by `mirror` and `get`: one long-lived connection per
+//! task (pipelined HTTP/1.1 or HTTP/2 streams). A worker takes batches of
+//! entries, keeps up to `window` GETs in flight, hands each answer to the
+//! command's [`Plan`], and schedules failures for another attempt with
+//! backoff in its own timer heap, so one slow retry never idles the
+//! connection (it pulls the next batch meanwhile). Redirects are followed
+//! here, for every plan: the entry keeps its output name and goes back in
+//! line for the new URL. No task, message or lock per file; counts are kept
 //! locally and published in bunches.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
@@ -17,7 +18,9 @@ use tokio::time::Instant;
 
 use crate::ctx::RunCtx;
 use crate::error::FetchError;
-use crate::fetch::http1::{Conn, Head};
+use crate::fetch::Conn;
+use crate::fetch::http1::Head;
+use crate::fetch::url::{self, OriginKey, OwnedKey, Url};
 use crate::journal::Tracker;
 use crate::progress::Local;
 
@@ -55,19 +58,22 @@ pub trait Plan: Send + Sync + Sized + 'static {
     /// The full URL (for messages and the ledger).
     fn url(&self, e: &Self::Entry) -> String;
     fn admit(&self, e: &Self::Entry) -> Admit;
-    /// `host[:port]` the entry is fetched from.
-    fn host<'e>(&'e self, e: &'e Self::Entry) -> &'e str;
-    fn resolve(&self, host: &str) -> Result<SocketAddr, FetchError>;
-    /// Appends the request for `e` to `out`.
-    fn request(&self, out: &mut Vec<u8>, e: &Self::Entry);
+    /// The origin (scheme, `host[:port]`) the entry is fetched from.
+    fn origin<'e>(&'e self, e: &'e Self::Entry) -> OriginKey<'e>;
+    /// Appends the entry's encoded request path (with query).
+    fn path(&self, out: &mut Vec<u8>, e: &Self::Entry);
+    /// The byte range to ask for, if any.
+    fn range(&self, e: &Self::Entry) -> Option<(u64, u64)>;
     /// Takes the answer whose head was just read; the body is still unread.
-    /// Ok and Err both carry whether the connection can carry on.
+    /// `at` is the URL it answers when a redirect led there. Ok and Err both
+    /// carry whether the connection can carry on.
     fn answer(
         &self,
         sh: &Arc<Shared<Self>>,
         c: &mut Conn,
         head: &Head,
         e: &Self::Entry,
+        at: Option<&str>,
         handed: &mut JoinSet<()>,
     ) -> impl Future<Output = Result<(Landed, bool), (FetchError, bool)>>;
 }
@@ -94,11 +100,28 @@ pub fn run_workers<P: Plan>(
     r
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Item {
     slot: u32,
     idx: u32,
     attempts: u32,
+    /// 1 + index in `Worker::hops` when a redirect moved it, else 0.
+    hop: u32,
+}
+
+/// The URLs a redirected entry went through; the last is where it is now.
+struct Hops(Vec<String>);
+
+/// What came of reading one answer.
+enum Answered {
+    Done(Landed, bool),
+    Failed(FetchError, bool),
+    /// Go to this URL instead (already checked); the bool as above.
+    Redirect(String, bool),
+}
+
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
 }
 
 struct Open<E> {
@@ -113,7 +136,8 @@ pub struct Worker<P: Plan> {
     open: Vec<Option<Open<P::Entry>>>,
     n_open: usize,
     ready: VecDeque<Item>,
-    delayed: BinaryHeap<Reverse<(Instant, u32, u32, u32)>>,
+    delayed: BinaryHeap<Reverse<(Instant, Item)>>,
+    hops: Vec<Option<Hops>>,
     inflight: VecDeque<Item>,
     local: Local,
     input_closed: bool,
@@ -131,6 +155,7 @@ impl<P: Plan> Worker<P> {
             n_open: 0,
             ready: VecDeque::new(),
             delayed: BinaryHeap::new(),
+            hops: Vec::new(),
             inflight: VecDeque::new(),
             local: Local::default(),
             input_closed: false,
@@ -171,6 +196,7 @@ impl<P: Plan> Worker<P> {
                 slot: slot as u32,
                 idx,
                 attempts: 0,
+                hop: 0,
             };
             match self.sh.plan.admit(self.entry(it)) {
                 Admit::Fetch => self.ready.push_back(it),
@@ -195,8 +221,88 @@ impl<P: Plan> Worker<P> {
         }
     }
 
+    /// Where a redirect moved the item, if one did.
+    fn moved(&self, it: Item) -> Option<&str> {
+        let h = self.hops.get((it.hop as usize).checked_sub(1)?)?.as_ref()?;
+        h.0.last().map(String::as_str)
+    }
+
+    /// The origin the item's next request goes to.
+    fn origin(&self, it: Item) -> OriginKey<'_> {
+        match self.moved(it) {
+            Some(u) => Url::parse(u).expect("checked when followed").origin_key(),
+            None => self.sh.plan.origin(self.entry(it)),
+        }
+    }
+
+    /// Queues the item's request on `c`.
+    fn request(&self, c: &mut Conn, it: Item) -> Result<(), FetchError> {
+        let e = self.entry(it);
+        let range = self.sh.plan.range(e);
+        match self.moved(it) {
+            Some(u) => {
+                let u = Url::parse(u).expect("checked when followed");
+                c.get(u.authority, |o| u.push_path(o), range)
+            }
+            None => {
+                let key = self.sh.plan.origin(e);
+                c.get(key.authority, |o| self.sh.plan.path(o, e), range)
+            }
+        }
+    }
+
+    /// The answer to `it` sent it to `to`: check the chain and put it back
+    /// in line (not an attempt: its retry count stays).
+    fn redirect(&mut self, mut it: Item, to: String) -> Result<Item, FetchError> {
+        let max = self.sh.ctx.max_redirs as usize;
+        let chain: Vec<String> = match self.moved(it) {
+            Some(_) => self.hops[it.hop as usize - 1].take().expect("hop").0,
+            None => vec![self.sh.plan.url(self.entry(it))],
+        };
+        let show = |chain: &[String], to: &str| {
+            let mut s = chain.join(" -> ");
+            s.push_str(" -> ");
+            s.push_str(to);
+            s
+        };
+        let fail = |why: String| FetchError::Redirect(why);
+        if chain.contains(&to) {
+            self.free_hop(&mut it);
+            return Err(fail(format!("a loop: {}", show(&chain, &to))));
+        }
+        if chain.len() > max {
+            self.free_hop(&mut it);
+            return Err(fail(format!(
+                "more than {max} redirects: {}",
+                show(&chain, &to)
+            )));
+        }
+        let mut chain = chain;
+        chain.push(to);
+        if it.hop == 0 {
+            let i = match self.hops.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    self.hops.push(None);
+                    self.hops.len() - 1
+                }
+            };
+            it.hop = i as u32 + 1;
+        }
+        self.hops[it.hop as usize - 1] = Some(Hops(chain));
+        Ok(it)
+    }
+
+    fn free_hop(&mut self, it: &mut Item) {
+        if it.hop > 0 {
+            self.hops[it.hop as usize - 1] = None;
+            it.hop = 0;
+        }
+    }
+
     /// An item is done for this run (landed, skipped, handed on, or failed for good).
-    fn finish(&mut self, it: Item) {
+    fn finish(&mut self, mut it: Item) {
+        self.free_hop(&mut it);
         let o = self.open[it.slot as usize].as_mut().expect("open batch");
         o.left -= 1;
         if o.left == 0 {
@@ -235,12 +341,7 @@ impl<P: Plan> Worker<P> {
             .ctx
             .retry_after(err, it.attempts, salt, &mut self.local)
         {
-            Some(wait) => self.delayed.push(Reverse((
-                Instant::now() + wait,
-                it.slot,
-                it.idx,
-                it.attempts,
-            ))),
+            Some(wait) => self.delayed.push(Reverse((Instant::now() + wait, it))),
             None => self.fail_for_good(it, err),
         }
     }
@@ -260,7 +361,7 @@ impl<P: Plan> Worker<P> {
     }
 
     pub async fn run(mut self) {
-        let mut conn: Option<(String, Conn)> = None;
+        let mut conn: Option<(OwnedKey, Conn)> = None;
         loop {
             // Take in work while there is room and nothing ready to send.
             while self.ready.is_empty()
@@ -284,16 +385,12 @@ impl<P: Plan> Worker<P> {
                 }
             }
             let now = Instant::now();
-            while let Some(Reverse((at, slot, idx, attempts))) = self.delayed.peek().copied() {
+            while let Some(Reverse((at, it))) = self.delayed.peek().copied() {
                 if at > now {
                     break;
                 }
                 self.delayed.pop();
-                self.ready.push_back(Item {
-                    slot,
-                    idx,
-                    attempts,
-                });
+                self.ready.push_back(it);
             }
             let stopping = self.stopping();
             if self.inflight.is_empty() {
@@ -328,21 +425,18 @@ impl<P: Plan> Worker<P> {
                 }
             }
             // Top the pipeline up in bunches (half a window at least) so one
-            // write carries many requests; all to the connection's host.
+            // write carries many requests; all to the connection's origin.
             let window = self.sh.ctx.throttle.window().min(self.sh.window) as usize;
             if !stopping && !self.ready.is_empty() && self.inflight.len() <= window / 2 {
-                let host = self.sh.plan.host(self.entry(self.ready[0]));
-                if conn.as_ref().is_some_and(|(h, _)| h != host) && self.inflight.is_empty() {
+                let key = self.origin(self.ready[0]);
+                if conn.as_ref().is_some_and(|(k, _)| k.borrow() != key) && self.inflight.is_empty()
+                {
                     conn = None;
                 }
                 if conn.is_none() {
-                    let host = host.to_string();
-                    let c = match self.sh.plan.resolve(&host) {
-                        Ok(addr) => Conn::connect(addr, self.sh.ctx.timeout).await,
-                        Err(e) => Err(e),
-                    };
-                    match c {
-                        Ok(c) => conn = Some((host, c)),
+                    let key = key.to_owned();
+                    match self.sh.ctx.net.connect(key.borrow()).await {
+                        Ok(c) => conn = Some((key, c)),
                         Err(e) => {
                             let it = self.ready.pop_front().expect("ready item");
                             self.failed(it, &e);
@@ -350,18 +444,17 @@ impl<P: Plan> Worker<P> {
                         }
                     }
                 }
-                let (h, c) = conn.as_mut().expect("connected");
+                let (k, c) = conn.as_mut().expect("connected");
                 while self.inflight.len() < window {
                     let Some(&it) = self.ready.front() else { break };
-                    let e = &self.open[it.slot as usize]
-                        .as_ref()
-                        .expect("open batch")
-                        .entries[it.idx as usize];
-                    if self.sh.plan.host(e) != h.as_str() {
-                        break; // another host: after this connection's answers are in
+                    if self.origin(it) != k.borrow() {
+                        break; // another origin: after this connection's answers are in
                     }
-                    self.sh.plan.request(c.out(), e);
                     self.ready.pop_front();
+                    if let Err(e) = self.request(c, it) {
+                        self.failed(it, &e);
+                        continue;
+                    }
                     self.inflight.push_back(it);
                 }
                 if let Err(e) = c.flush().await {
@@ -377,23 +470,29 @@ impl<P: Plan> Worker<P> {
                 .as_mut()
                 .expect("connected while requests are in flight");
             let it = *self.inflight.front().expect("in flight");
-            match self.answer(c, it).await {
-                Ok((l, keep)) => {
-                    self.inflight.pop_front();
+            let answered = self.answer(c, it).await;
+            let h2_alive = c.survives_stream_error();
+            self.inflight.pop_front();
+            let keep = match answered {
+                Answered::Done(l, keep) => {
                     self.landed(it, l);
-                    if !keep {
-                        conn = None;
-                        self.requeue_inflight();
-                    }
+                    keep
                 }
-                Err((e, keep)) => {
-                    self.inflight.pop_front();
+                Answered::Failed(e, keep) => {
                     self.failed(it, &e);
-                    if !keep {
-                        conn = None;
-                        self.requeue_inflight();
-                    }
+                    keep || h2_alive
                 }
+                Answered::Redirect(to, keep) => {
+                    match self.redirect(it, to) {
+                        Ok(it) => self.ready.push_back(it),
+                        Err(e) => self.failed(it, &e),
+                    }
+                    keep
+                }
+            };
+            if !keep {
+                conn = None;
+                self.requeue_inflight();
             }
         }
         while self.handed.join_next().await.is_some() {}
@@ -414,21 +513,48 @@ impl<P: Plan> Worker<P> {
         }
     }
 
-    /// Reads one answer and gives it to the plan; Ok and Err both say whether
-    /// the connection can carry on.
-    async fn answer(
-        &mut self,
-        c: &mut Conn,
-        it: Item,
-    ) -> Result<(Landed, bool), (FetchError, bool)> {
-        let head = c.read_head().await.map_err(|e| (e, false))?;
+    /// Reads one answer: a redirect is drained and its target checked here,
+    /// anything else goes to the plan.
+    async fn answer(&mut self, c: &mut Conn, it: Item) -> Answered {
+        let head = match c.read_head().await {
+            Ok(h) => h,
+            Err(e) => return Answered::Failed(e, false),
+        };
+        if is_redirect(head.status)
+            && let Some(loc) = head.location.as_deref()
+        {
+            let base = match self.moved(it) {
+                Some(u) => u.to_string(),
+                None => self.sh.plan.url(self.entry(it)),
+            };
+            let (err, keep) = crate::fetch::land::refuse(c, &head).await;
+            if !err.keeps_connection() {
+                return Answered::Failed(err, false);
+            }
+            return match url::join(&base, loc) {
+                Ok(to) => Answered::Redirect(to, keep),
+                Err(why) => Answered::Failed(
+                    FetchError::Redirect(format!(
+                        "HTTP {} to {loc:?}, which cannot be followed: {why}",
+                        head.status
+                    )),
+                    keep,
+                ),
+            };
+        }
+        let at = self.moved(it).map(str::to_string);
         let e = &self.open[it.slot as usize]
             .as_ref()
             .expect("open batch")
             .entries[it.idx as usize];
-        self.sh
+        match self
+            .sh
             .plan
-            .answer(&self.sh, c, &head, e, &mut self.handed)
+            .answer(&self.sh, c, &head, e, at.as_deref(), &mut self.handed)
             .await
+        {
+            Ok((l, keep)) => Answered::Done(l, keep),
+            Err((e, keep)) => Answered::Failed(e, keep),
+        }
     }
 }

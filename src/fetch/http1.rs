@@ -7,13 +7,11 @@
 //! Answers are parsed with `httparse`; bodies framed by `Content-Length`,
 //! `chunked`, or the end of the connection are all handled.
 
-use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::conn::Stream;
 use crate::error::FetchError;
 
 /// Largest response head accepted.
@@ -35,13 +33,27 @@ pub struct Head {
     pub accept_ranges: bool,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// `Location` (of a redirect).
+    pub location: Option<String>,
+    /// Framed by the protocol (an HTTP/2 stream): the connection carries on
+    /// whatever the headers say.
+    pub multiplexed: bool,
 }
 
-/// Appends one `GET` request: `path` writes the (encoded) request path,
-/// `extra` is header lines each ending in CRLF. The one place requests are
-/// spelled, for every caller.
-pub fn write_get(out: &mut Vec<u8>, host: &str, path: impl FnOnce(&mut Vec<u8>), extra: &[u8]) {
+/// Appends one `GET` request. `target` is the request target's prefix
+/// (`http://host` when talking to a proxy, else empty), `path` writes the
+/// (encoded) path, `range` asks for bytes a..=b, `extra` is header lines each
+/// ending in CRLF. The one place HTTP/1.1 requests are spelled.
+pub fn write_get(
+    out: &mut Vec<u8>,
+    target: &str,
+    host: &str,
+    path: impl FnOnce(&mut Vec<u8>),
+    range: Option<(u64, u64)>,
+    extra: &[u8],
+) {
     out.extend_from_slice(b"GET ");
+    out.extend_from_slice(target.as_bytes());
     path(out);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(host.as_bytes());
@@ -53,6 +65,10 @@ pub fn write_get(out: &mut Vec<u8>, host: &str, path: impl FnOnce(&mut Vec<u8>),
         )
         .as_bytes(),
     );
+    if let Some((a, b)) = range {
+        use std::io::Write;
+        let _ = write!(out, "Range: bytes={a}-{b}\r\n");
+    }
     out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
 }
@@ -64,31 +80,24 @@ enum Framing {
     UntilClose,
 }
 
-/// One keep-alive connection.
-pub struct Conn {
-    stream: TcpStream,
+/// One keep-alive HTTP/1.1 connection (plain, TLS, or to a proxy).
+pub struct H1 {
+    stream: Stream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
     out: Vec<u8>,
     timeout: Duration,
     eof: bool,
+    /// `http://host` before every path: requests go to a proxy.
+    target: String,
+    /// Header lines sent with every request (`Proxy-Authorization`).
+    extra: Vec<u8>,
 }
 
-impl Conn {
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, FetchError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(FetchError::Connect(e)),
-            Err(_) => {
-                return Err(FetchError::Connect(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connect timed out",
-                )));
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(Conn {
+impl H1 {
+    pub fn new(stream: Stream, timeout: Duration, target: String, extra: Vec<u8>) -> H1 {
+        H1 {
             stream,
             buf: vec![0; 64 * 1024],
             start: 0,
@@ -96,30 +105,25 @@ impl Conn {
             out: Vec::with_capacity(8192),
             timeout,
             eof: false,
-        })
+            target,
+            extra,
+        }
     }
 
-    /// Queues `GET {path}` (already encoded) with optional extra header lines
-    /// (each ending in CRLF); sent by the next [`Conn::flush`].
-    pub fn queue_get(&mut self, host: &str, path: &[u8], extra: &str) {
-        write_get(
-            &mut self.out,
-            host,
-            |o| o.extend_from_slice(path),
-            extra.as_bytes(),
-        );
-    }
-
-    /// Mutable access to the outgoing buffer, for callers that build request paths in place.
-    pub fn out(&mut self) -> &mut Vec<u8> {
-        &mut self.out
+    /// Queues a `GET`; sent by the next [`H1::flush`].
+    pub fn get(&mut self, host: &str, path: impl FnOnce(&mut Vec<u8>), range: Option<(u64, u64)>) {
+        write_get(&mut self.out, &self.target, host, path, range, &self.extra);
     }
 
     pub async fn flush(&mut self) -> Result<(), FetchError> {
         if self.out.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(self.timeout, self.stream.write_all(&self.out)).await {
+        let send = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, send).await {
             Ok(r) => r?,
             Err(_) => return Err(FetchError::Timeout(self.timeout)),
         }
@@ -294,8 +298,16 @@ fn interpret(resp: &httparse::Response<'_, '_>) -> Result<Head, FetchError> {
         ..Head::default()
     };
     for hd in resp.headers.iter() {
-        let v = std::str::from_utf8(hd.value).unwrap_or("").trim();
-        let name = hd.name;
+        h.header(hd.name, hd.value)?;
+    }
+    Ok(h)
+}
+
+impl Head {
+    /// Takes in one header line of an answer.
+    pub fn header(&mut self, name: &str, value: &[u8]) -> Result<(), FetchError> {
+        let h = self;
+        let v = std::str::from_utf8(value).unwrap_or("").trim();
         if name.eq_ignore_ascii_case("content-length") {
             let n = v
                 .parse()
@@ -331,9 +343,11 @@ fn interpret(resp: &httparse::Response<'_, '_>) -> Result<Head, FetchError> {
             h.etag = Some(v.to_string());
         } else if name.eq_ignore_ascii_case("last-modified") {
             h.last_modified = Some(v.to_string());
+        } else if name.eq_ignore_ascii_case("location") {
+            h.location = Some(v.to_string());
         }
+        Ok(())
     }
-    Ok(h)
 }
 
 /// `Retry-After` in seconds or as an HTTP date.

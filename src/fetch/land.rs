@@ -2,13 +2,14 @@
 //! `mirror` and `get` share. Errors carry whether the connection can carry on
 //! (the body was read to its end and the server keeps the connection open).
 
-use super::http1::{Conn, Head};
+use super::Conn;
+use super::http1::Head;
 use crate::error::FetchError;
 use crate::sink::{Sink, SinkFile};
 
 /// Whether the connection can carry another answer after this one.
 pub fn reusable(head: &Head) -> bool {
-    (head.content_length.is_some() || head.chunked) && !head.close
+    head.multiplexed || (head.content_length.is_some() || head.chunked) && !head.close
 }
 
 /// Reads and drops the body of an answer that is not the file (an error

@@ -1,13 +1,22 @@
-//! Fetching: HTTP connections to the server and the policy for trying again.
+//! Fetching: HTTP connections and the policy for trying again.
 //!
-//! [`http1::Conn`] is one long-lived pipelined connection; [`Endpoint`] is a
-//! parsed base URL; [`RetryPolicy`] decides when a failed request is tried
+//! [`net::Net`] makes connections (DNS, Happy Eyeballs, proxies, TLS, ALPN);
+//! [`Conn`] is one long-lived connection, pipelined HTTP/1.1 ([`http1`]) or
+//! HTTP/2 ([`h2`]); [`url`] parses URLs and redirect targets; [`Endpoint`] is
+//! a parsed base URL; [`RetryPolicy`] decides when a failed request is tried
 //! again; [`Throttle`] slows the whole run when the server says 429/503.
 
+pub mod conn;
+pub mod h2;
 pub mod http1;
 pub mod land;
+pub mod net;
+pub mod proxy;
+pub mod tls;
+pub mod url;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+pub use conn::Conn;
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -62,74 +71,33 @@ where
 /// A base URL: where to connect and what to put before request paths.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
-    pub addr: SocketAddr,
-    /// The `Host` header.
-    pub host: String,
+    pub key: url::OwnedKey,
     /// Path prefix without a trailing `/` (often empty).
     pub base_path: String,
 }
 
 impl Endpoint {
-    /// Parses `http://host[:port][/path]` and resolves the host once.
-    pub fn parse(url: &str) -> Result<Endpoint, RunError> {
-        let bad = |why: &str| RunError::Url {
-            url: url.to_string(),
+    /// Parses `http(s)://host[:port][/path]` (nothing is resolved yet).
+    pub fn parse(text: &str) -> Result<Endpoint, RunError> {
+        let u = url::Url::parse(text).map_err(|why| RunError::Url {
+            url: text.to_string(),
             why: why.to_string(),
-        };
-        let (hostport, path) = split_url(url).map_err(bad)?;
-        let addr =
-            resolve(hostport).map_err(|e| bad(&format!("cannot resolve {hostport}: {e}")))?;
+        })?;
+        let path = u.path.split('?').next().unwrap_or("");
         Ok(Endpoint {
-            addr,
-            host: hostport.to_string(),
+            key: u.origin_key().to_owned(),
             base_path: path.trim_end_matches('/').to_string(),
         })
     }
 
     /// The full URL of a request path (for messages and the failure ledger).
     pub fn url_of(&self, path: &str) -> String {
-        format!("http://{}{}{}", self.host, self.base_path, path)
+        let scheme = if self.key.tls { "https" } else { "http" };
+        format!(
+            "{scheme}://{}{}{}",
+            self.key.authority, self.base_path, path
+        )
     }
-}
-
-/// Resolves `host[:port]` (port 80 when none is given; `[v6]:port` works).
-pub fn resolve(hostport: &str) -> std::io::Result<SocketAddr> {
-    let has_port = hostport
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        && !hostport.ends_with(']');
-    let with_port = if has_port {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
-    with_port.to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "host resolves to no address")
-    })
-}
-
-/// Splits `http://host[:port]/path?query` into `host[:port]` and the request
-/// path (`/` when empty), without resolving anything.
-pub fn split_url(url: &str) -> Result<(&str, &str), &'static str> {
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") {
-        return Err("https is not supported yet; use http://");
-    } else {
-        return Err("expected http://HOST[:PORT][/PATH]");
-    };
-    let rest = rest.split('#').next().unwrap_or("");
-    let (hostport, path) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if hostport.is_empty() {
-        return Err("no host");
-    }
-    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err("URL contains spaces or control characters");
-    }
-    Ok((hostport, path))
 }
 
 /// When to try a failed request again.
@@ -240,13 +208,15 @@ mod tests {
     #[test]
     fn endpoint_parsing() {
         let e = Endpoint::parse("http://127.0.0.1:8080/api/").unwrap();
-        assert_eq!(e.addr.port(), 8080);
+        assert_eq!(e.key.authority, "127.0.0.1:8080");
         assert_eq!(e.base_path, "/api");
         assert_eq!(e.url_of("/list"), "http://127.0.0.1:8080/api/list");
-        assert!(Endpoint::parse("https://x").is_err());
+        let e = Endpoint::parse("https://x").unwrap();
+        assert_eq!(
+            (e.key.tls, e.url_of("/list").as_str()),
+            (true, "https://x/list")
+        );
         assert!(Endpoint::parse("ftp://x").is_err());
-        assert_eq!(Endpoint::parse("http://127.0.0.1").unwrap().addr.port(), 80);
-        assert_eq!(Endpoint::parse("http://[::1]:9").unwrap().addr.port(), 9);
     }
 
     #[test]

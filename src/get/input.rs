@@ -7,7 +7,7 @@
 
 use percent_encoding::percent_decode_str;
 
-use crate::fetch::split_url;
+use crate::fetch::url::Url;
 use crate::names;
 
 /// One file to fetch.
@@ -19,6 +19,13 @@ pub struct Job {
     /// Relative output path.
     pub name: String,
     pub sha256: Option<[u8; 32]>,
+}
+
+impl Job {
+    /// The parsed URL (checked when the job was made).
+    pub fn target(&self) -> Url<'_> {
+        Url::parse(&self.url).expect("checked when the job was made")
+    }
 }
 
 /// Parses `sha256=HEX`.
@@ -39,7 +46,7 @@ pub fn parse_checksum(s: &str) -> Result<[u8; 32], String> {
 
 /// The output name for `url` when no NAME is given.
 pub fn name_from_url(url: &str) -> Result<String, String> {
-    let (_, path) = split_url(url)?;
+    let path = Url::parse(url)?.path;
     let path = path.split('?').next().unwrap_or("");
     let last = path.rsplit('/').next().unwrap_or("");
     let name = percent_decode_str(last)
@@ -58,7 +65,7 @@ pub fn name_from_url(url: &str) -> Result<String, String> {
 
 /// A job from its parts, with every check applied.
 pub fn job(line: u64, url: &str, name: Option<&str>, sum: Option<&str>) -> Result<Job, String> {
-    split_url(url).map_err(|e| format!("{url}: {e}"))?;
+    Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     let name = match name {
         Some(n) => n.to_string(),
         None => name_from_url(url)?,

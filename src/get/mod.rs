@@ -16,13 +16,11 @@
 pub mod input;
 mod split;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -30,8 +28,10 @@ use tokio::task::JoinSet;
 
 use crate::ctx::RunCtx;
 use crate::error::{FetchError, RunError};
-use crate::fetch::http1::{self, Conn, Head};
-use crate::fetch::{RetryPolicy, land, split_url};
+use crate::fetch::http1::Head;
+use crate::fetch::net::{Net, NetConfig};
+use crate::fetch::url::OriginKey;
+use crate::fetch::{Conn, RetryPolicy, land};
 use crate::journal::{self, Ledger};
 use crate::pipeline::{self, Admit, Batch, Landed, Plan, Shared};
 use crate::progress::{Counters, Display, Local, Outcome, Reporter};
@@ -50,7 +50,9 @@ pub struct GetConfig {
     pub split: usize,
     /// Files larger than this are split; also the chunk size.
     pub split_size: u64,
-    pub timeout: Duration,
+    /// Connections: timeouts, TLS, proxies, HTTP/2.
+    pub net: NetConfig,
+    pub max_redirs: u32,
     pub policy: RetryPolicy,
     pub display: Display,
     pub threads: usize,
@@ -69,7 +71,8 @@ impl GetConfig {
             connections: 8 * cores,
             split: 4,
             split_size: 8 << 20,
-            timeout: Duration::from_secs(30),
+            net: NetConfig::default(),
+            max_redirs: 10,
             policy: RetryPolicy::default(),
             display: Display::Auto,
             threads: 0,
@@ -98,7 +101,6 @@ pub struct GetPlan {
     pub split: usize,
     pub split_size: u64,
     started: SystemTime,
-    addrs: Mutex<HashMap<String, SocketAddr>>,
 }
 
 impl GetPlan {
@@ -171,35 +173,16 @@ impl Plan for GetPlan {
         }
     }
 
-    fn host<'e>(&'e self, e: &'e Job) -> &'e str {
-        split_url(&e.url).map_or("", |(h, _)| h)
+    fn origin<'e>(&'e self, e: &'e Job) -> OriginKey<'e> {
+        e.target().origin_key()
     }
 
-    fn resolve(&self, host: &str) -> Result<SocketAddr, FetchError> {
-        if let Some(a) = self.addrs.lock().expect("addrs lock").get(host) {
-            return Ok(*a);
-        }
-        let addr = crate::fetch::resolve(host).map_err(FetchError::Connect)?;
-        self.addrs
-            .lock()
-            .expect("addrs lock")
-            .insert(host.to_string(), addr);
-        Ok(addr)
+    fn path(&self, out: &mut Vec<u8>, job: &Job) {
+        job.target().push_path(out);
     }
 
-    fn request(&self, out: &mut Vec<u8>, job: &Job) {
-        let (host, path) = split_url(&job.url).unwrap_or(("", "/"));
-        let path = if path.is_empty() { "/" } else { path };
-        let range = self
-            .probe_end(job)
-            .map(|end| format!("Range: bytes=0-{end}\r\n"))
-            .unwrap_or_default();
-        http1::write_get(
-            out,
-            host,
-            |o| o.extend_from_slice(path.as_bytes()),
-            range.as_bytes(),
-        );
+    fn range(&self, job: &Job) -> Option<(u64, u64)> {
+        self.probe_end(job).map(|end| (0, end))
     }
 
     async fn answer(
@@ -208,6 +191,7 @@ impl Plan for GetPlan {
         c: &mut Conn,
         head: &Head,
         job: &Job,
+        at: Option<&str>,
         handed: &mut JoinSet<()>,
     ) -> Result<(Landed, bool), (FetchError, bool)> {
         let keep = land::reusable(head);
@@ -231,8 +215,10 @@ impl Plan for GetPlan {
                     .map(|n| (Landed::Bytes(n), keep))
             }
             206 => {
+                let at = at.unwrap_or(&job.url);
                 let alive =
-                    split::Split::prepare(sh, job, c, head, probe_end.unwrap_or(0), handed).await?;
+                    split::Split::prepare(sh, job, at, c, head, probe_end.unwrap_or(0), handed)
+                        .await?;
                 Ok((Landed::Handed, keep && alive))
             }
             416 if probe_end.is_some() && head.unsatisfied_size == Some(0) => {
@@ -282,6 +268,7 @@ fn dest_err(p: &Path, e: io::Error) -> RunError {
 
 pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> {
     let started = Instant::now();
+    let net = Net::new(cfg.net.clone())?;
     let state_dir = cfg.state_dir();
     std::fs::create_dir_all(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
     let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
@@ -308,11 +295,12 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         .any(|e| e.file_name() != ".bulkget");
     let sh = Arc::new(Shared {
         ctx: RunCtx::new(
+            net,
+            cfg.max_redirs,
             Ledger::new(&state_dir),
             counters.clone(),
             32,
             cfg.policy.clone(),
-            cfg.timeout,
             stop,
             quiet,
         ),
@@ -324,7 +312,6 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             split: cfg.split.max(1),
             split_size: cfg.split_size.max(1),
             started: coarse_now(),
-            addrs: Mutex::new(HashMap::new()),
         },
         rx,
         tracker: None,

@@ -14,7 +14,6 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -30,11 +29,11 @@ use tokio::task::JoinSet;
 use super::GetPlan;
 use super::input::Job;
 use crate::error::FetchError;
-use crate::fetch::http1::{Conn, Head};
-use crate::fetch::land;
-use crate::fetch::split_url;
+use crate::fetch::http1::Head;
+use crate::fetch::url::Url;
+use crate::fetch::{Conn, land};
 use crate::journal::write_atomic;
-use crate::pipeline::{Plan, Shared};
+use crate::pipeline::Shared;
 use crate::progress::{Counters, Local};
 
 /// What the sidecar says.
@@ -140,7 +139,8 @@ pub struct Split {
     job: Job,
     st: Arc<State>,
     part: PathBuf,
-    addr: SocketAddr,
+    /// Where the chunks are fetched from (the URL after redirects).
+    at: Arc<str>,
 }
 
 impl Split {
@@ -151,6 +151,7 @@ impl Split {
     pub async fn prepare(
         sh: &Arc<Shared<GetPlan>>,
         job: &Job,
+        at: &str,
         c: &mut Conn,
         head: &Head,
         probe_end: u64,
@@ -171,9 +172,6 @@ impl Split {
             }
         };
         debug_assert_eq!(a, 0);
-        let addr = plan
-            .resolve(split_url(&job.url).map_or("", |(h, _)| h))
-            .map_err(|e| (e, false))?;
         let setup = || -> Result<(Arc<State>, PathBuf), FetchError> {
             let chunk = plan.split_size.max(1);
             let nchunks = total.div_ceil(chunk);
@@ -267,7 +265,7 @@ impl Split {
             job: job.clone(),
             st: st.clone(),
             part,
-            addr,
+            at: Arc::from(at),
         };
         handed.spawn_local(split.finish(probe_covers_0.then_some(rx)));
         let mut off = 0u64;
@@ -300,13 +298,10 @@ impl Split {
         let n = (sh.plan.split.max(1) as u64)
             .min(self.st.queue.lock().expect("lock").len() as u64)
             .max(1);
-        let (host, path) = split_url(&self.job.url)
-            .map(|(h, p)| (h.to_string(), p.to_string()))
-            .unwrap_or_default();
         let mut set = JoinSet::new();
         for k in 0..n {
-            let (st, sh, host, path) = (self.st.clone(), sh.clone(), host.clone(), path.clone());
-            set.spawn_local(chunk_task(st, sh, self.addr, host, path, k));
+            let (st, sh, at) = (self.st.clone(), sh.clone(), self.at.clone());
+            set.spawn_local(chunk_task(st, sh, at, k));
         }
         let mut local = Local::default();
         while let Some(r) = set.join_next().await {
@@ -321,8 +316,7 @@ impl Split {
         if !probe_ok && !sh.ctx.stopping() {
             // the probe did not bring chunk 0 after all
             self.st.queue.lock().expect("lock").push_back(0);
-            let (host, path) = (host.clone(), path.clone());
-            local.retries += chunk_task(self.st.clone(), sh.clone(), self.addr, host, path, n)
+            local.retries += chunk_task(self.st.clone(), sh.clone(), self.at.clone(), n)
                 .await
                 .retries;
         }
@@ -392,16 +386,12 @@ fn preallocate(f: &File, len: u64) {
 }
 
 /// One connection taking chunks until none are left or one fails for good.
-async fn chunk_task(
-    st: Arc<State>,
-    sh: Arc<Shared<GetPlan>>,
-    addr: SocketAddr,
-    host: String,
-    path: String,
-    salt: u64,
-) -> Local {
+/// A chunk that breaks off (a reset, a stall of `--timeout`) is asked for
+/// again from the byte where it stopped, not from its start.
+async fn chunk_task(st: Arc<State>, sh: Arc<Shared<GetPlan>>, at: Arc<str>, salt: u64) -> Local {
     let mut local = Local::default();
     let mut conn: Option<Conn> = None;
+    let url = Url::parse(&at).expect("checked before the split");
     loop {
         if sh.ctx.stopping() || st.failed.lock().expect("lock").is_some() {
             break;
@@ -410,9 +400,10 @@ async fn chunk_task(
             break;
         };
         let mut attempts = 0;
+        let mut from = st.range(i).0;
         loop {
             attempts += 1;
-            match fetch_chunk(&st, &sh, &mut conn, addr, &host, &path, i).await {
+            match fetch_chunk(&st, &sh, &mut conn, url, i, &mut from).await {
                 Ok(()) => {
                     st.mark_done(i);
                     break;
@@ -454,22 +445,22 @@ async fn chunk_task(
     local
 }
 
+/// Fetches chunk `i` from byte `*from` to its end; `*from` moves on with
+/// every byte written, so a failed attempt leaves it where to resume.
 async fn fetch_chunk(
     st: &State,
     sh: &Shared<GetPlan>,
     conn: &mut Option<Conn>,
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
+    url: Url<'_>,
     i: u64,
+    from: &mut u64,
 ) -> Result<(), FetchError> {
-    let (a, b) = st.range(i);
+    let (a, b) = (*from, st.range(i).1);
     if conn.is_none() {
-        *conn = Some(Conn::connect(addr, sh.ctx.timeout).await?);
+        *conn = Some(sh.ctx.net.connect(url.origin_key()).await?);
     }
     let c = conn.as_mut().expect("connected");
-    let path = if path.is_empty() { "/" } else { path };
-    c.queue_get(host, path.as_bytes(), &format!("Range: bytes={a}-{b}\r\n"));
+    c.get(url.authority, |o| url.push_path(o), Some((a, b)))?;
     c.flush().await?;
     let head = c.read_head().await?;
     if head.status != 206 {
@@ -493,12 +484,11 @@ async fn fetch_chunk(
         )));
     }
     let counters = &sh.ctx.counters;
-    let mut off = a;
-    c.read_body(&head, |piece| st.write_piece(counters, &mut off, piece))
+    c.read_body(&head, |piece| st.write_piece(counters, from, piece))
         .await?;
-    if off != b + 1 {
+    if *from != b + 1 {
         return Err(FetchError::Truncated {
-            got: off - a,
+            got: *from - a,
             want: b + 1 - a,
         });
     }

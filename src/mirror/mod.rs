@@ -19,14 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use std::net::SocketAddr;
-
 use tokio::task::JoinSet;
 
 use crate::ctx::RunCtx;
 use crate::error::{FetchError, RunError};
-use crate::fetch::http1::{self, Conn, Head};
-use crate::fetch::{Endpoint, RetryPolicy, land};
+use crate::fetch::http1::Head;
+use crate::fetch::net::{Net, NetConfig};
+use crate::fetch::url::OriginKey;
+use crate::fetch::{Conn, Endpoint, RetryPolicy, land};
 use crate::journal::{self, Ledger, Tracker};
 use crate::listing::{Batch, Listed, Lister};
 use crate::names;
@@ -51,7 +51,9 @@ pub struct MirrorConfig {
     pub connections: usize,
     /// Requests in flight per connection.
     pub window: u32,
-    pub timeout: Duration,
+    /// Connections: timeouts, TLS, proxies, HTTP/2.
+    pub net: NetConfig,
+    pub max_redirs: u32,
     pub policy: RetryPolicy,
     pub sink: SinkKind,
     pub display: Display,
@@ -71,7 +73,8 @@ impl MirrorConfig {
             dest: dest.to_path_buf(),
             connections: 4 * cores,
             window: 32,
-            timeout: Duration::from_secs(30),
+            net: NetConfig::default(),
+            max_redirs: 10,
             policy: RetryPolicy::default(),
             sink: SinkKind::Dir,
             display: Display::Auto,
@@ -128,21 +131,18 @@ impl<S: Sink> Plan for MirrorPlan<S> {
         }
     }
 
-    fn host<'e>(&'e self, _: &'e String) -> &'e str {
-        &self.ep.host
+    fn origin<'e>(&'e self, _: &'e String) -> OriginKey<'e> {
+        self.ep.key.borrow()
     }
 
-    fn resolve(&self, _: &str) -> Result<SocketAddr, FetchError> {
-        Ok(self.ep.addr)
+    fn path(&self, o: &mut Vec<u8>, e: &String) {
+        o.extend_from_slice(self.ep.base_path.as_bytes());
+        o.extend_from_slice(b"/get/");
+        names::push_url_path(o, e);
     }
 
-    fn request(&self, out: &mut Vec<u8>, e: &String) {
-        let path = |o: &mut Vec<u8>| {
-            o.extend_from_slice(self.ep.base_path.as_bytes());
-            o.extend_from_slice(b"/get/");
-            names::push_url_path(o, e);
-        };
-        http1::write_get(out, &self.ep.host, path, b"");
+    fn range(&self, _: &String) -> Option<(u64, u64)> {
+        None
     }
 
     async fn answer(
@@ -151,6 +151,7 @@ impl<S: Sink> Plan for MirrorPlan<S> {
         c: &mut Conn,
         head: &Head,
         e: &String,
+        _: Option<&str>,
         _: &mut JoinSet<()>,
     ) -> Result<(Landed, bool), (FetchError, bool)> {
         if head.status != 200 {
@@ -176,25 +177,27 @@ fn dest_err(dest: &Path, e: io::Error) -> RunError {
 /// answers in flight are landed, the journal is saved.
 pub fn run(cfg: &MirrorConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> {
     let ep = Endpoint::parse(&cfg.url)?;
+    let net = Net::new(cfg.net.clone())?;
     std::fs::create_dir_all(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
     let state = cfg.state_dir();
     std::fs::create_dir_all(&state).map_err(|e| dest_err(&state, e))?;
     match cfg.sink {
         SinkKind::Dir => {
             let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
-            run_with(cfg, ep, sink, stop)
+            run_with(cfg, ep, net, sink, stop)
         }
         SinkKind::Tar(shard) => {
             let sink = TarSink::new(&cfg.dest, shard).map_err(|e| dest_err(&cfg.dest, e))?;
-            run_with(cfg, ep, sink, stop)
+            run_with(cfg, ep, net, sink, stop)
         }
-        SinkKind::Null => run_with(cfg, ep, NullSink, stop),
+        SinkKind::Null => run_with(cfg, ep, net, NullSink, stop),
     }
 }
 
 fn run_with<S: Sink>(
     cfg: &MirrorConfig,
     ep: Endpoint,
+    net: Net,
     sink: S,
     stop: Arc<AtomicBool>,
 ) -> Result<Outcome, RunError> {
@@ -254,11 +257,12 @@ fn run_with<S: Sink>(
         },
         tracker: Some(Tracker::new(&cfg.url, start.clone(), pages_done)),
         ctx: RunCtx::new(
+            net,
+            cfg.max_redirs,
             Ledger::new(&state_dir),
             counters.clone(),
             cfg.window,
             cfg.policy.clone(),
-            cfg.timeout,
             stop.clone(),
             quiet,
         ),
@@ -281,7 +285,7 @@ fn run_with<S: Sink>(
                     .map_err(|e| RunError::Other(e.to_string()))?;
                 let l = Lister {
                     ep: &sh.plan.ep,
-                    timeout: cfg.timeout,
+                    net: &sh.ctx.net,
                     policy: &cfg.policy,
                     batch: cfg.batch.max(1),
                     tx,

@@ -1,0 +1,127 @@
+//! One connection to an origin, whatever it speaks: pipelined HTTP/1.1
+//! ([`H1`], plain, over TLS, or through a proxy) or multiplexed HTTP/2
+//! ([`H2`]). Both look the same to the hot loop: requests are queued in
+//! order, and answers are read back in that order, head then body.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::h2::H2;
+use super::http1::{H1, Head};
+use crate::error::FetchError;
+
+/// The byte stream under an HTTP connection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP connection to one origin.
+pub enum Conn {
+    H1(H1),
+    H2(H2),
+}
+
+impl Conn {
+    /// Queues `GET` of the encoded path `path` writes, with `Range: bytes=a-b`
+    /// if asked; `authority` is the `Host`. HTTP/1.1 sends it at the next
+    /// [`Conn::flush`], HTTP/2 at once.
+    pub fn get(
+        &mut self,
+        authority: &str,
+        path: impl FnOnce(&mut Vec<u8>),
+        range: Option<(u64, u64)>,
+    ) -> Result<(), FetchError> {
+        match self {
+            Conn::H1(c) => {
+                c.get(authority, path, range);
+                Ok(())
+            }
+            Conn::H2(c) => c.get(authority, path, range),
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<(), FetchError> {
+        match self {
+            Conn::H1(c) => c.flush().await,
+            Conn::H2(_) => Ok(()),
+        }
+    }
+
+    /// The head of the oldest answer not read yet.
+    pub async fn read_head(&mut self) -> Result<Head, FetchError> {
+        match self {
+            Conn::H1(c) => c.read_head().await,
+            Conn::H2(c) => c.read_head().await,
+        }
+    }
+
+    /// Streams the body of the answer whose head was just read to `f`; a body
+    /// cut short is [`FetchError::Truncated`].
+    pub async fn read_body<F>(&mut self, head: &Head, f: F) -> Result<u64, FetchError>
+    where
+        F: FnMut(&[u8]) -> Result<(), FetchError>,
+    {
+        match self {
+            Conn::H1(c) => c.read_body(head, f).await,
+            Conn::H2(c) => c.read_body(head, f).await,
+        }
+    }
+
+    /// After an error on one answer, whether the others in flight can still
+    /// come in on this connection (an HTTP/2 stream fails alone).
+    pub fn survives_stream_error(&self) -> bool {
+        match self {
+            Conn::H1(_) => false,
+            Conn::H2(c) => c.is_open(),
+        }
+    }
+
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Conn::H2(_))
+    }
+}
