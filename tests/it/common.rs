@@ -143,17 +143,34 @@ pub fn url_path(name: &str) -> String {
     String::from_utf8(v).unwrap()
 }
 
+/// The command, with no proxy from the environment of whoever runs the tests.
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    for v in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
 pub fn bulkget(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
+    command(args)
         .stdin(Stdio::null())
         .output()
         .expect("run bulkget")
 }
 
 pub fn spawn_bulkget(args: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(args)
+    command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -282,7 +282,7 @@ fn names_bad_lines_collisions_checksums_and_stdin() {
         "0".repeat(64)
     );
     let t = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = crate::common::command(&[])
         .args([
             "get",
             "-i",

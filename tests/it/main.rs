@@ -4,6 +4,8 @@
 mod common;
 mod get;
 mod mirror;
+mod net;
+mod peers;
 mod resume;
 mod serve;
 mod tar;
