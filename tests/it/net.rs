@@ -338,9 +338,11 @@ fn proxies_from_the_environment_and_the_flag() {
         format!("http://{plain}/d/f0"),
         format!("https://{tls}/d/f1"),
     ];
-    let out = t.path().join("out");
-    let o = run(
-        &[
+    // Both URLs into a fresh DEST, with `args` and exactly the `env` given;
+    // succeeds only if both landed.
+    let both = |dest: &str, args: &[&str], env: &[(&str, String)]| {
+        let out = t.path().join(dest);
+        let mut a = vec![
             "get",
             &urls[0],
             &urls[1],
@@ -348,15 +350,21 @@ fn proxies_from_the_environment_and_the_flag() {
             out.to_str().unwrap(),
             "--cacert",
             ca,
-        ],
+        ];
+        a.extend_from_slice(args);
+        let o = run(&a, env);
+        assert!(o.status.success(), "{dest}: {}\n{}", stderr(&o), tp.log());
+        assert_landed(&out, "f0", 0, 100);
+        assert_landed(&out, "f1", 1, 101);
+    };
+    both(
+        "out",
+        &[],
         &[
             ("http_proxy", proxy.clone()),
             ("HTTPS_PROXY", proxy.clone()),
         ],
     );
-    assert!(o.status.success(), "{}\n{}", stderr(&o), tp.log());
-    assert_landed(&out, "f0", 0, 100);
-    assert_landed(&out, "f1", 1, 101);
     let log = tp.log();
     assert!(
         log.contains(&format!("GET http://{plain}/d/f0 HTTP/1.1")),
@@ -367,40 +375,16 @@ fn proxies_from_the_environment_and_the_flag() {
     // --proxy overrides the environment; no_proxy bypasses; HTTP_PROXY in
     // upper case is ignored, as curl ignores it.
     let dead = "http://127.0.0.1:1".to_string();
-    let out = t.path().join("out2");
-    let o = run(
-        &[
-            "get",
-            &urls[0],
-            &urls[1],
-            "-o",
-            out.to_str().unwrap(),
-            "--cacert",
-            ca,
-            "--proxy",
-            &proxy,
-        ],
-        &[("all_proxy", dead.clone())],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = t.path().join("out3");
-    let o = run(
-        &[
-            "get",
-            &urls[0],
-            &urls[1],
-            "-o",
-            out.to_str().unwrap(),
-            "--cacert",
-            ca,
-        ],
+    both("out2", &["--proxy", &proxy], &[("all_proxy", dead.clone())]);
+    both(
+        "out3",
+        &[],
         &[
             ("HTTP_PROXY", dead.clone()),
             ("https_proxy", dead.clone()),
             ("NO_PROXY", "localhost,127.0.0.1".into()),
         ],
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     // A dead proxy is a clear, retried error naming the proxy.
     let out = t.path().join("out4");
     let o = run(
@@ -424,8 +408,14 @@ fn proxies_from_the_environment_and_the_flag() {
     );
 }
 
-/// Relays to `to`; the first connection's answer is cut after `cut` bytes.
-fn cutting_relay(to: std::net::SocketAddr, cut: usize) -> std::net::SocketAddr {
+/// Relays to `to`; the answer on connection number `nth` (from 0) is cut
+/// after `cut` bytes (closed, or held open in silence if `stall`).
+fn cutting_relay(
+    to: std::net::SocketAddr,
+    nth: usize,
+    cut: usize,
+    stall: bool,
+) -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -440,7 +430,7 @@ fn cutting_relay(to: std::net::SocketAddr, cut: usize) -> std::net::SocketAddr {
             });
             std::thread::spawn(move || {
                 let (mut server, mut client) = (server, client);
-                let mut left = if n == 0 { cut } else { usize::MAX };
+                let mut left = if n == nth { cut } else { usize::MAX };
                 let mut buf = [0u8; 16384];
                 while left > 0 {
                     let k = match server.read(&mut buf) {
@@ -451,6 +441,12 @@ fn cutting_relay(to: std::net::SocketAddr, cut: usize) -> std::net::SocketAddr {
                         break;
                     }
                     left -= k;
+                }
+                if stall && left == 0 {
+                    // silence, connection open: only the client's timeout ends it
+                    let mut sink = [0u8; 16384];
+                    while matches!(server.read(&mut sink), Ok(k) if k > 0) {}
+                    std::thread::sleep(Duration::from_secs(30));
                 }
                 let _ = client.shutdown(std::net::Shutdown::Both);
                 let _ = server.shutdown(std::net::Shutdown::Both);
@@ -467,7 +463,7 @@ fn a_tls_stream_cut_short_is_retried_and_never_landed_short() {
     let cert = pki.leaf("srv", &["127.0.0.1"], 2020, 2090);
     www(t.path(), 1, 2 << 20);
     let ng = Nginx::start(t.path(), 1, &tls_server("P0", &cert, false, ""));
-    let relay = cutting_relay(ng.addrs[0], 300_000);
+    let relay = cutting_relay(ng.addrs[0], 0, 300_000, false);
     let out = t.path().join("out");
     let stats = t.path().join("stats.json");
     let url = format!("https://{relay}/d/big");
@@ -491,6 +487,53 @@ fn a_tls_stream_cut_short_is_retried_and_never_landed_short() {
     assert_landed(&out, "big", 7, 2 << 20);
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert!(s["retries"].as_u64().unwrap() >= 1, "{s}");
+}
+
+#[test]
+fn a_stalled_chunk_resumes_from_the_byte_where_it_stopped() {
+    let t = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&t.path().join("pki"), "ca");
+    let cert = pki.leaf("srv", &["127.0.0.1"], 2020, 2090);
+    let mib = 1 << 20;
+    www(t.path(), 1, 3 * mib);
+    let ng = Nginx::start(t.path(), 1, &tls_server("P0", &cert, false, ""));
+    // Connection 0 is the probe (chunk 0); connection 1 takes a later chunk
+    // and goes silent after ~200 kB.
+    let relay = cutting_relay(ng.addrs[0], 1, 200_000, true);
+    let out = t.path().join("out");
+    let url = format!("https://{relay}/d/big");
+    let ca = pki.ca_file("ca");
+    let started = Instant::now();
+    let o = run(
+        &[
+            "get",
+            &url,
+            "-o",
+            out.to_str().unwrap(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--split",
+            "2",
+            "--split-size",
+            "1M",
+            "--timeout",
+            "1",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_landed(&out, "big", 7, 3 * mib);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Some request asked for a range that starts inside a chunk: the resume.
+    let log = ng.access_log();
+    let starts: Vec<usize> = log
+        .lines()
+        .filter_map(|l| l.split("bytes=").nth(1)?.split('-').next()?.parse().ok())
+        .collect();
+    assert!(
+        starts.iter().any(|s| s % mib != 0),
+        "no mid-chunk resume in:\n{log}"
+    );
 }
 
 #[test]
