@@ -614,3 +614,82 @@ fn localhost_by_name_connects_fast() {
         100
     );
 }
+
+#[test]
+fn http2_goaway_and_a_small_stream_limit_lose_nothing() {
+    // nginx ends an HTTP/2 connection with GOAWAY after 40 requests and
+    // allows 4 streams at once, while bulkget keeps 32 requests in flight.
+    let t = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&t.path().join("pki"), "ca");
+    let cert = pki.leaf("srv", &["127.0.0.1"], 2020, 2090);
+    www(t.path(), 400, 10);
+    let extra = "keepalive_requests 40; http2_max_concurrent_streams 4;";
+    let ng = Nginx::start(t.path(), 1, &tls_server("P0", &cert, true, extra));
+    let d = t.path().join("m");
+    let url = format!("https://{}", ng.addrs[0]);
+    let ca = pki.ca_file("ca");
+    let o = run(
+        &[
+            "mirror",
+            &url,
+            d.to_str().unwrap(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-q",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for i in 0..400 {
+        assert_landed(&d, &format!("f{i}"), i, 100 + i);
+    }
+    let log = ng.access_log();
+    assert!(log.contains("HTTP/2.0 /get/f399 200"), "{log}");
+    // 401 requests at most 40 a connection: GOAWAY came at least 10 times.
+    let conns: std::collections::HashSet<&str> =
+        log.lines().filter_map(|l| l.rsplit(' ').next()).collect();
+    assert!(conns.len() >= 11, "{} connections:\n{log}", conns.len());
+}
+
+#[test]
+fn http2_prior_knowledge_to_a_cleartext_server() {
+    // bulkget's own server speaks h2c on its http port.
+    let s = crate::common::synthetic(500, 100, 100, Default::default());
+    let t = tempfile::tempdir().unwrap();
+    let o = run(
+        &[
+            "mirror",
+            &s.url(),
+            t.path().to_str().unwrap(),
+            "--http2-prior-knowledge",
+            "-q",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    crate::common::assert_synthetic_tree(t.path(), 500, 100);
+    // An HTTP/1.1-only server refuses the preface: a clear, per-file error.
+    let ng_dir = tempfile::tempdir().unwrap();
+    www(ng_dir.path(), 1, 10);
+    let ng = Nginx::start(
+        ng_dir.path(),
+        1,
+        "server { listen 127.0.0.1:{P0}; root {DIR}/www; }\n",
+    );
+    let out = t.path().join("x");
+    let url = format!("http://{}/d/f0", ng.addrs[0]);
+    let o = run(
+        &[
+            "get",
+            &url,
+            "-o",
+            out.to_str().unwrap(),
+            "--http2-prior-knowledge",
+            "--retries",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("HTTP/2"), "{}", stderr(&o));
+}
