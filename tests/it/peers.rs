@@ -14,6 +14,17 @@ use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
+/// The path of a program from Debian's packages, also where PATH lacks the
+/// sbin directories.
+fn program(name: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed (.ci/run installs it)"))
+}
+
 /// A CA and the certificates it signs, written as PEM files under `dir`.
 pub struct Pki {
     pub dir: PathBuf,
@@ -98,7 +109,7 @@ impl Nginx {
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
         let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
         let inherit: String = fds.iter().map(|f| format!("{f};")).collect();
-        let mut cmd = Command::new("nginx");
+        let mut cmd = Command::new(program("nginx"));
         cmd.arg("-p")
             .arg(dir)
             .arg("-c")
@@ -169,7 +180,7 @@ impl Tinyproxy {
             format!("Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 64\nLogLevel Info\n"),
         )
         .unwrap();
-        let mut child = Command::new("tinyproxy")
+        let mut child = Command::new(program("tinyproxy"))
             .arg("-d")
             .arg("-c")
             .arg(&conf)
