@@ -121,6 +121,8 @@ fn https_over_http2_and_http11_get_and_mirror() {
     assert!(log.contains(&format!("{p0} HTTP/2.0 /d/f0 206")), "{log}");
     assert!(log.contains(&format!("{p1} HTTP/1.1 /d/f1 206")), "{log}");
     assert!(log.contains(&format!("{p0} HTTP/2.0 /d/big 206")), "{log}");
+    // The connections after the first to a host resumed its TLS session.
+    assert!(log.contains(" tlsr c"), "no resumed TLS session:\n{log}");
 
     // mirror over HTTP/2, then over HTTP/1.1 by --http1.1.
     for (dest, flag, proto) in [("m2", "-q", "HTTP/2.0"), ("m1", "--http1.1", "HTTP/1.1")] {
