@@ -112,6 +112,22 @@ impl FetchError {
         matches!(self, FetchError::Sink(e) if is_disk_full(e))
     }
 
+    /// The peer ended the connection (closed or reset it), as opposed to
+    /// sending something wrong or nothing at all.
+    pub fn is_connection_end(&self) -> bool {
+        match self {
+            FetchError::Closed => true,
+            FetchError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the connection it happened on can carry on.
     pub fn keeps_connection(&self) -> bool {
         matches!(

@@ -116,6 +116,8 @@ struct Hops(Vec<String>);
 enum Answered {
     Done(Landed, bool),
     Failed(FetchError, bool),
+    /// No answer came at all: the connection ended before its head.
+    Lost(FetchError),
     /// Go to this URL instead (already checked); the bool as above.
     Redirect(String, bool),
 }
@@ -362,6 +364,8 @@ impl<P: Plan> Worker<P> {
 
     pub async fn run(mut self) {
         let mut conn: Option<(OwnedKey, Conn)> = None;
+        // Answers read on `conn`, and how many it may have in flight.
+        let (mut served, mut depth) = (0u32, usize::MAX);
         loop {
             // Take in work while there is room and nothing ready to send.
             while self.ready.is_empty()
@@ -426,7 +430,7 @@ impl<P: Plan> Worker<P> {
             }
             // Top the pipeline up in bunches (half a window at least) so one
             // write carries many requests; all to the connection's origin.
-            let window = self.sh.ctx.throttle.window().min(self.sh.window) as usize;
+            let window = (self.sh.ctx.throttle.window().min(self.sh.window) as usize).min(depth);
             if !stopping && !self.ready.is_empty() && self.inflight.len() <= window / 2 {
                 let key = self.origin(self.ready[0]);
                 if conn.as_ref().is_some_and(|(k, _)| k.borrow() != key) && self.inflight.is_empty()
@@ -436,7 +440,14 @@ impl<P: Plan> Worker<P> {
                 if conn.is_none() {
                     let key = key.to_owned();
                     match self.sh.ctx.net.connect(key.borrow()).await {
-                        Ok(c) => conn = Some((key, c)),
+                        Ok(c) => {
+                            served = 0;
+                            depth = match (&c, self.sh.ctx.net.depth(key.borrow())) {
+                                (Conn::H1(_), Some(d)) => d as usize,
+                                _ => usize::MAX,
+                            };
+                            conn = Some((key, c));
+                        }
                         Err(e) => {
                             let it = self.ready.pop_front().expect("ready item");
                             self.failed(it, &e);
@@ -459,14 +470,18 @@ impl<P: Plan> Worker<P> {
                 }
                 if let Err(e) = c.flush().await {
                     conn = None;
-                    self.connection_lost(e);
+                    if served > 0 && e.is_connection_end() {
+                        self.requeue_inflight(); // it served us, then closed: no blame
+                    } else {
+                        self.connection_lost(e);
+                    }
                     continue;
                 }
             }
             if self.inflight.is_empty() {
                 continue;
             }
-            let (_, c) = conn
+            let (k, c) = conn
                 .as_mut()
                 .expect("connected while requests are in flight");
             let it = *self.inflight.front().expect("in flight");
@@ -475,8 +490,31 @@ impl<P: Plan> Worker<P> {
             self.inflight.pop_front();
             let keep = match answered {
                 Answered::Done(l, keep) => {
+                    served += 1;
                     self.landed(it, l);
                     keep
+                }
+                Answered::Lost(e) if served > 0 && !c.is_h2() && e.is_connection_end() => {
+                    // The server answered and then closed with this request
+                    // unanswered: not the file's fault. A server that does
+                    // not pipeline gets one request at a time from now on.
+                    if depth > 1 {
+                        depth = 1;
+                        if self.sh.ctx.net.stop_pipelining(k.borrow()) && !self.sh.ctx.quiet {
+                            let scheme = if k.tls { "https" } else { "http" };
+                            eprintln!(
+                                "bulkget: {scheme}://{} closed a connection with {} requests unanswered; sending it one request at a time",
+                                k.authority,
+                                self.inflight.len() + 1
+                            );
+                        }
+                    }
+                    self.ready.push_front(it);
+                    false
+                }
+                Answered::Lost(e) => {
+                    self.failed(it, &e);
+                    h2_alive
                 }
                 Answered::Failed(e, keep) => {
                     self.failed(it, &e);
@@ -518,7 +556,7 @@ impl<P: Plan> Worker<P> {
     async fn answer(&mut self, c: &mut Conn, it: Item) -> Answered {
         let head = match c.read_head().await {
             Ok(h) => h,
-            Err(e) => return Answered::Failed(e, false),
+            Err(e) => return Answered::Lost(e),
         };
         if is_redirect(head.status)
             && let Some(loc) = head.location.as_deref()

@@ -68,6 +68,9 @@ pub struct Net {
     dns: Mutex<HashMap<String, Resolved>>,
     /// Origins whose TLS handshake failed for good, and why.
     broken: Mutex<HashMap<OwnedKey, String>>,
+    /// Origins that closed connections with pipelined requests unanswered:
+    /// one request at a time to them.
+    unpipelined: Mutex<std::collections::HashSet<OwnedKey>>,
 }
 
 impl Net {
@@ -85,6 +88,7 @@ impl Net {
             tls: OnceLock::new(),
             dns: Mutex::new(HashMap::new()),
             broken: Mutex::new(HashMap::new()),
+            unpipelined: Mutex::new(Default::default()),
         };
         if net.cfg.tls.insecure {
             eprintln!(
@@ -105,6 +109,22 @@ impl Net {
         self.tls
             .get_or_init(|| tls::client_config(&self.cfg.tls).map_err(|e| e.to_string()))
             .clone()
+    }
+
+    /// Requests in flight allowed on one HTTP/1.1 connection to `key`
+    /// (`None`: as many as the run's window).
+    pub fn depth(&self, key: OriginKey<'_>) -> Option<u32> {
+        let set = self.unpipelined.lock().expect("pipelining lock");
+        set.contains(&key.to_owned()).then_some(1)
+    }
+
+    /// `key` closed a connection with requests it had not answered: from now
+    /// on one at a time. True the first time (to say so once).
+    pub fn stop_pipelining(&self, key: OriginKey<'_>) -> bool {
+        self.unpipelined
+            .lock()
+            .expect("pipelining lock")
+            .insert(key.to_owned())
     }
 
     /// A ready connection to `key`'s origin.

@@ -693,3 +693,67 @@ fn http2_prior_knowledge_to_a_cleartext_server() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("HTTP/2"), "{}", stderr(&o));
 }
+
+/// A server that answers the first request of each connection and closes
+/// it without a word, whatever else was asked (it does not pipeline).
+fn one_answer_a_connection() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&got);
+                let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+                let body = format!("body of {path}");
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_does_not_pipeline_costs_no_file() {
+    let addr = one_answer_a_connection();
+    let t = tempfile::tempdir().unwrap();
+    let list: String = (0..300).map(|i| format!("http://{addr}/x{i}\n")).collect();
+    let lf = t.path().join("urls.txt");
+    std::fs::write(&lf, list).unwrap();
+    let out = t.path().join("out");
+    let o = run(
+        &[
+            "get",
+            "-i",
+            lf.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--retries",
+            "1",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sending it one request at a time"),
+        "{}",
+        stderr(&o)
+    );
+    // every answer went to the file that asked for it
+    for i in 0..300 {
+        let got = std::fs::read_to_string(out.join(format!("x{i}"))).unwrap();
+        assert_eq!(got, format!("body of /x{i}"));
+    }
+}
