@@ -9,3 +9,4 @@ mod peers;
 mod resume;
 mod serve;
 mod tar;
+mod tls;

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -228,4 +228,63 @@ impl Drop for Tinyproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// Fixtures shared by the transport tests (`net`, `tls`).
+
+/// Runs bulkget with exactly the proxy variables given.
+pub fn run(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut c = crate::common::command(args);
+    c.stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run bulkget")
+}
+
+pub fn content(i: usize, size: usize) -> Vec<u8> {
+    (0..size).map(|j| (i * 31 + j * 7 % 251) as u8).collect()
+}
+
+/// `www/d/f{i}` for i < n (and the same under `www/get/` with a `/list`
+/// page for mirror), plus `www/d/big` of `big` bytes.
+pub fn www(dir: &Path, n: usize, big: usize) -> PathBuf {
+    let www = dir.join("www");
+    std::fs::create_dir_all(www.join("d")).unwrap();
+    std::fs::create_dir_all(www.join("get")).unwrap();
+    let mut names = Vec::new();
+    for i in 0..n {
+        std::fs::write(www.join(format!("d/f{i}")), content(i, 100 + i)).unwrap();
+        std::fs::write(www.join(format!("get/f{i}")), content(i, 100 + i)).unwrap();
+        names.push(format!("f{i}"));
+    }
+    std::fs::write(
+        www.join("list"),
+        serde_json::json!({ "FileNames": names }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(www.join("d/big"), content(7, big)).unwrap();
+    www
+}
+
+pub fn tls_server(port: &str, cert: &(PathBuf, PathBuf), h2: bool, extra: &str) -> String {
+    format!(
+        "server {{ listen 127.0.0.1:{{{port}}} ssl{}; ssl_certificate {}; ssl_certificate_key {}; root {{DIR}}/www; location = /list {{ default_type application/json; }} {extra} }}\n",
+        if h2 { " http2" } else { "" },
+        cert.0.display(),
+        cert.1.display()
+    )
+}
+
+pub fn assert_landed(out: &Path, name: &str, i: usize, size: usize) {
+    let got = std::fs::read(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(got == content(i, size), "{name}: wrong content");
+}
+
+pub fn failures(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join(".bulkget/failures.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
