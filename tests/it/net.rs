@@ -8,7 +8,9 @@ use std::net::{IpAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::common::stderr;
-use crate::peers::{Nginx, Pki, Tinyproxy, assert_landed, failures, run, tls_server, www};
+use crate::peers::{
+    Nginx, Pki, Tinyproxy, assert_landed, failures, get_list, run, tls_server, www,
+};
 
 #[test]
 fn redirects_across_schemes_with_loops_and_limits() {
@@ -33,17 +35,11 @@ fn redirects_across_schemes_with_loops_and_limits() {
     let list = format!(
         "http://{h}/r/a one\nhttp://{h}/r/rel two\nhttp://{h}/loop/1 looped\nhttp://{h}/c/1 chained\nhttp://{h}/r/big\n"
     );
-    let lf = t.path().join("urls.txt");
-    std::fs::write(&lf, list).unwrap();
-    let out = t.path().join("out");
     let ca = pki.ca_file("ca");
-    let o = run(
+    let (o, out) = get_list(
+        t.path(),
+        &list,
         &[
-            "get",
-            "-i",
-            lf.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
             "--cacert",
             ca.to_str().unwrap(),
             "--max-redirs",
@@ -51,7 +47,6 @@ fn redirects_across_schemes_with_loops_and_limits() {
             "--split-size",
             "1M",
         ],
-        &[],
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_landed(&out, "one", 1, 101);
@@ -286,21 +281,7 @@ fn a_server_that_does_not_pipeline_costs_no_file() {
     let addr = one_answer_a_connection();
     let t = tempfile::tempdir().unwrap();
     let list: String = (0..300).map(|i| format!("http://{addr}/x{i}\n")).collect();
-    let lf = t.path().join("urls.txt");
-    std::fs::write(&lf, list).unwrap();
-    let out = t.path().join("out");
-    let o = run(
-        &[
-            "get",
-            "-i",
-            lf.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--retries",
-            "1",
-        ],
-        &[],
-    );
+    let (o, out) = get_list(t.path(), &list, &["--retries", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("sending it one request at a time"),

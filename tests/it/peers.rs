@@ -288,3 +288,20 @@ pub fn failures(out: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Writes `list` to DIR/urls.txt and runs `bulkget get -i it -o DIR/out
+/// ARGS` (no proxy); the output and DIR/out.
+pub fn get_list(dir: &Path, list: &str, args: &[&str]) -> (Output, PathBuf) {
+    let lf = dir.join("urls.txt");
+    std::fs::write(&lf, list).unwrap();
+    let out = dir.join("out");
+    let mut a = vec![
+        "get",
+        "-i",
+        lf.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    a.extend_from_slice(args);
+    (run(&a, &[]), out)
+}

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::common::stderr;
-use crate::peers::{Nginx, Pki, assert_landed, failures, run, tls_server, www};
+use crate::peers::{Nginx, Pki, assert_landed, failures, get_list, run, tls_server, www};
 
 #[test]
 fn https_over_http2_and_http11_get_and_mirror() {
@@ -28,23 +28,10 @@ fn https_over_http2_and_http11_get_and_mirror() {
         list.push_str(&format!("https://127.0.0.1:{port}/d/f{i}\n"));
     }
     list.push_str(&format!("https://localhost:{p0}/d/big\n"));
-    let lf = t.path().join("urls.txt");
-    std::fs::write(&lf, list).unwrap();
-    let out = t.path().join("out");
-    let o = run(
-        &[
-            "get",
-            "-i",
-            lf.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--cacert",
-            ca,
-            "--split-size",
-            "1M",
-            "-q",
-        ],
-        &[],
+    let (o, out) = get_list(
+        t.path(),
+        &list,
+        &["--cacert", ca, "--split-size", "1M", "-q"],
     );
     assert!(
         o.status.success(),
@@ -104,25 +91,18 @@ fn bad_certificates_fail_at_once_and_alone() {
             list.push_str(&format!("https://{a}/d/f{i} s{k}/f{i}\n"));
         }
     }
-    let lf = t.path().join("urls.txt");
-    std::fs::write(&lf, list).unwrap();
-    let out = t.path().join("out");
     let stats = t.path().join("stats.json");
     let ca = pki.ca_file("ca");
     let started = Instant::now();
-    let o = run(
+    let (o, out) = get_list(
+        t.path(),
+        &list,
         &[
-            "get",
-            "-i",
-            lf.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
             "--cacert",
             ca.to_str().unwrap(),
             "--stats-json",
             stats.to_str().unwrap(),
         ],
-        &[],
     );
     let took = started.elapsed();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
