@@ -322,6 +322,12 @@ struct ServeArgs {
     /// Worker threads [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     threads: Option<u64>,
+    /// Serve https with this certificate chain (PEM); HTTP/2 and HTTP/1.1 by ALPN.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -396,7 +402,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => bail!("give a DIR to serve, or --synthetic N"),
     };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some(server::tls::server_config(c, k).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
     let cfg = ServeConfig {
+        tls,
         page_size: a.page_size as usize,
         faults: a.faults.faults()?,
         threads: a.threads.unwrap_or(0) as usize,

@@ -13,6 +13,7 @@ pub mod body;
 pub mod dirstore;
 pub mod faults;
 pub mod store;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::io::{self, Write};
@@ -40,6 +41,8 @@ use store::{Store, Tokens};
 pub struct ServeConfig {
     pub page_size: usize,
     pub faults: Faults,
+    /// Serve https (ALPN h2 and http/1.1) with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Worker threads (0 = one per available core).
     pub threads: usize,
 }
@@ -49,6 +52,7 @@ impl Default for ServeConfig {
         ServeConfig {
             page_size: 1000,
             faults: Faults::default(),
+            tls: None,
             threads: 0,
         }
     }
@@ -429,7 +433,8 @@ pub fn serve_forever(addr: &str, store: Arc<dyn Store>, cfg: ServeConfig) -> io:
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
         let mut out = io::stdout().lock();
-        writeln!(out, "listening on http://{}", listener.local_addr()?)?;
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        writeln!(out, "listening on {scheme}://{}", listener.local_addr()?)?;
         out.flush()?;
         drop(out);
         let (tx, rx) = watch::channel(false);
@@ -478,8 +483,9 @@ pub async fn run(
             pacer: (cfg.faults.rate_limit > 0).then(|| Arc::new(Pacer::new(cfg.faults.rate_limit))),
         });
         let app = app.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         let alive = alive_tx.clone();
+        let tls = cfg.tls.clone();
         tokio::spawn(async move {
             let _alive = alive;
             let svc = hyper::service::service_fn(move |req| {
@@ -487,21 +493,45 @@ pub async fn run(
                 let conn = conn.clone();
                 async move { Ok::<_, Infallible>(app.handle(conn, req).await) }
             });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().pipeline_flush(true).max_buf_size(1 << 20);
-            let c = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(c);
-            tokio::select! {
-                _ = c.as_mut() => {}
-                _ = stop.changed() => {
-                    c.as_mut().graceful_shutdown();
-                    let _ = c.await;
+            match tls {
+                None => serve_one(TokioIo::new(stream), svc, stop).await,
+                Some(tls) => {
+                    if let Ok(s) = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
+                        serve_one(TokioIo::new(s), svc, stop).await;
+                    }
                 }
             }
         });
     }
     drop(alive_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), alive_rx.recv()).await;
+}
+
+/// Serves one connection (HTTP/1.1 pipelined or HTTP/2) until it ends or
+/// `stop` turns true.
+async fn serve_one<I, S>(io: TokioIo<I>, svc: S, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<RespBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().pipeline_flush(true).max_buf_size(1 << 20);
+    let c = builder.serve_connection(io, svc);
+    tokio::pin!(c);
+    tokio::select! {
+        _ = c.as_mut() => {}
+        _ = stop.changed() => {
+            c.as_mut().graceful_shutdown();
+            let _ = c.await;
+        }
+    }
 }
 
 #[cfg(test)]

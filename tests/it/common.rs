@@ -21,6 +21,7 @@ pub fn synthetic(n: u64, size: u64, page_size: usize, faults: Faults) -> Server 
         "127.0.0.1:0",
         Arc::new(SyntheticStore::new(n, size)),
         ServeConfig {
+            tls: None,
             page_size,
             faults,
             threads: 2,
@@ -34,6 +35,7 @@ pub fn dir_server(dir: &Path, page_size: usize) -> Server {
         "127.0.0.1:0",
         Arc::new(DirStore::new(dir).expect("dir store")),
         ServeConfig {
+            tls: None,
             page_size,
             faults: Faults::default(),
             threads: 2,

@@ -170,6 +170,7 @@ fn kill_9_mid_download_then_rerun_fetches_only_what_is_missing() {
 fn a_changed_remote_starts_over_and_says_so() {
     let store = |size| Arc::new(SyntheticStore::new(1, size));
     let cfg = || ServeConfig {
+        tls: None,
         page_size: 10,
         faults: Faults {
             rate_limit: 4 * MIB,
@@ -203,6 +204,7 @@ fn a_changed_remote_starts_over_and_says_so() {
         &addr,
         store(20 * MIB),
         ServeConfig {
+            tls: None,
             faults: Faults::default(),
             ..cfg()
         },

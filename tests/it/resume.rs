@@ -127,6 +127,7 @@ fn a_rejected_saved_cursor_relists_from_the_start_and_skips_what_is_there() {
         }
     }
     let slow = || ServeConfig {
+        tls: None,
         page_size: 100,
         faults: Faults {
             latency: Duration::from_millis(1),
@@ -159,6 +160,7 @@ fn a_rejected_saved_cursor_relists_from_the_start_and_skips_what_is_there() {
         &addr,
         store(&b),
         ServeConfig {
+            tls: None,
             faults: Faults::default(),
             ..slow()
         },

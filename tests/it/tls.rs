@@ -373,3 +373,51 @@ fn http2_prior_knowledge_to_a_cleartext_server() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("HTTP/2"), "{}", stderr(&o));
 }
+
+#[test]
+fn bulkget_serve_over_https_with_both_protocols() {
+    let t = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&t.path().join("pki"), "ca");
+    let (cert, key) = pki.leaf("srv", &["127.0.0.1"], 2020, 2090);
+    let s = bulkget::server::Server::start(
+        "127.0.0.1:0",
+        std::sync::Arc::new(bulkget::server::store::SyntheticStore::new(2000, 100)),
+        bulkget::server::ServeConfig {
+            tls: Some(bulkget::server::tls::server_config(&cert, &key).unwrap()),
+            page_size: 300,
+            faults: Default::default(),
+            threads: 2,
+        },
+    )
+    .unwrap();
+    let url = format!("https://{}", s.addr);
+    let ca = pki.ca_file("ca");
+    for (dest, flag) in [("h2", "-q"), ("h1", "--http1.1")] {
+        let d = t.path().join(dest);
+        let o = run(
+            &[
+                "mirror",
+                &url,
+                d.to_str().unwrap(),
+                "--cacert",
+                ca.to_str().unwrap(),
+                flag,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{dest}: {}", stderr(&o));
+        crate::common::assert_synthetic_tree(&d, 2000, 100);
+    }
+    // plain http to the https port is refused, clearly and at once
+    let o = run(
+        &[
+            "mirror",
+            &format!("http://{}", s.addr),
+            t.path().join("x").to_str().unwrap(),
+            "--retries",
+            "0",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
