@@ -24,6 +24,9 @@ use crate::fetch::url::{self, OriginKey, OwnedKey, Url};
 use crate::journal::Tracker;
 use crate::progress::Local;
 
+mod redirects;
+use redirects::Redirects;
+
 /// Batches one worker holds at once (one being sent, others waiting on retries).
 const MAX_OPEN: usize = 4;
 
@@ -105,12 +108,9 @@ struct Item {
     slot: u32,
     idx: u32,
     attempts: u32,
-    /// 1 + index in `Worker::hops` when a redirect moved it, else 0.
+    /// Its chain in `Worker::redirects` (0: not redirected).
     hop: u32,
 }
-
-/// The URLs a redirected entry went through; the last is where it is now.
-struct Hops(Vec<String>);
 
 /// What came of reading one answer.
 enum Answered {
@@ -139,7 +139,7 @@ pub struct Worker<P: Plan> {
     n_open: usize,
     ready: VecDeque<Item>,
     delayed: BinaryHeap<Reverse<(Instant, Item)>>,
-    hops: Vec<Option<Hops>>,
+    redirects: Redirects,
     inflight: VecDeque<Item>,
     local: Local,
     input_closed: bool,
@@ -157,7 +157,7 @@ impl<P: Plan> Worker<P> {
             n_open: 0,
             ready: VecDeque::new(),
             delayed: BinaryHeap::new(),
-            hops: Vec::new(),
+            redirects: Redirects::default(),
             inflight: VecDeque::new(),
             local: Local::default(),
             input_closed: false,
@@ -225,8 +225,7 @@ impl<P: Plan> Worker<P> {
 
     /// Where a redirect moved the item, if one did.
     fn moved(&self, it: Item) -> Option<&str> {
-        let h = self.hops.get((it.hop as usize).checked_sub(1)?)?.as_ref()?;
-        h.0.last().map(String::as_str)
+        self.redirects.current(it.hop)
     }
 
     /// The origin the item's next request goes to.
@@ -256,55 +255,19 @@ impl<P: Plan> Worker<P> {
     /// The answer to `it` sent it to `to`: check the chain and put it back
     /// in line (not an attempt: its retry count stays).
     fn redirect(&mut self, mut it: Item, to: String) -> Result<Item, FetchError> {
-        let max = self.sh.ctx.max_redirs as usize;
-        let chain: Vec<String> = match self.moved(it) {
-            Some(_) => self.hops[it.hop as usize - 1].take().expect("hop").0,
-            None => vec![self.sh.plan.url(self.entry(it))],
-        };
-        let show = |chain: &[String], to: &str| {
-            let mut s = chain.join(" -> ");
-            s.push_str(" -> ");
-            s.push_str(to);
-            s
-        };
-        let fail = |why: String| FetchError::Redirect(why);
-        if chain.contains(&to) {
-            self.free_hop(&mut it);
-            return Err(fail(format!("a loop: {}", show(&chain, &to))));
-        }
-        if chain.len() > max {
-            self.free_hop(&mut it);
-            return Err(fail(format!(
-                "more than {max} redirects: {}",
-                show(&chain, &to)
-            )));
-        }
-        let mut chain = chain;
-        chain.push(to);
-        if it.hop == 0 {
-            let i = match self.hops.iter().position(Option::is_none) {
-                Some(i) => i,
-                None => {
-                    self.hops.push(None);
-                    self.hops.len() - 1
-                }
-            };
-            it.hop = i as u32 + 1;
-        }
-        self.hops[it.hop as usize - 1] = Some(Hops(chain));
+        let plan = &self.sh.plan;
+        let entry = &self.open[it.slot as usize]
+            .as_ref()
+            .expect("open batch")
+            .entries[it.idx as usize];
+        let max = self.sh.ctx.max_redirs;
+        it.hop = self.redirects.follow(it.hop, || plan.url(entry), to, max)?;
         Ok(it)
     }
 
-    fn free_hop(&mut self, it: &mut Item) {
-        if it.hop > 0 {
-            self.hops[it.hop as usize - 1] = None;
-            it.hop = 0;
-        }
-    }
-
     /// An item is done for this run (landed, skipped, handed on, or failed for good).
-    fn finish(&mut self, mut it: Item) {
-        self.free_hop(&mut it);
+    fn finish(&mut self, it: Item) {
+        self.redirects.free(it.hop);
         let o = self.open[it.slot as usize].as_mut().expect("open batch");
         o.left -= 1;
         if o.left == 0 {
