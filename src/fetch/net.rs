@@ -25,7 +25,7 @@ use super::h2::H2;
 use super::http1::H1;
 use super::proxy::{Proxies, Proxy};
 use super::tls::{self, TlsOptions};
-use super::url::{Origin, OriginKey, OwnedKey, host_port};
+use super::url::{Origin, OriginKey, OwnedKey};
 use crate::error::{FetchError, RunError};
 
 /// How long a resolved name is used before it is looked up again.
@@ -101,10 +101,6 @@ impl Net {
         Ok(net)
     }
 
-    pub fn config(&self) -> &NetConfig {
-        &self.cfg
-    }
-
     fn tls_config(&self) -> Result<Arc<ClientConfig>, String> {
         self.tls
             .get_or_init(|| tls::client_config(&self.cfg.tls).map_err(|e| e.to_string()))
@@ -129,13 +125,9 @@ impl Net {
 
     /// A ready connection to `key`'s origin.
     pub async fn connect(&self, key: OriginKey<'_>) -> Result<Conn, FetchError> {
-        let (host, port) = host_port(key.authority, key.tls)
+        let origin = key
+            .origin()
             .ok_or_else(|| FetchError::Input(format!("bad host {:?}", key.authority)))?;
-        let origin = Origin {
-            tls: key.tls,
-            host: host.to_string(),
-            port,
-        };
         if let Some(why) = self
             .broken
             .lock()

@@ -66,12 +66,7 @@ impl<'a> Url<'a> {
     }
 
     pub fn origin(&self) -> Origin {
-        let (host, port) = host_port(self.authority, self.tls).expect("checked by parse");
-        Origin {
-            tls: self.tls,
-            host: host.to_string(),
-            port,
-        }
+        self.origin_key().origin().expect("checked by parse")
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -110,6 +105,16 @@ pub struct OriginKey<'a> {
 }
 
 impl OriginKey<'_> {
+    /// Where to connect (`None` if the authority is not `host[:port]`).
+    pub fn origin(self) -> Option<Origin> {
+        let (host, port) = host_port(self.authority, self.tls)?;
+        Some(Origin {
+            tls: self.tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+
     pub fn to_owned(self) -> OwnedKey {
         OwnedKey {
             tls: self.tls,
