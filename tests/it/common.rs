@@ -332,3 +332,12 @@ pub fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
     unsafe { kill(child.id() as i32, sig) };
 }
+
+/// The lines of DEST's failure ledger.
+pub fn failures(dest: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dest.join(".bulkget/failures.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

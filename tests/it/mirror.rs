@@ -14,14 +14,6 @@ pub fn journal(dest: &Path) -> serde_json::Value {
     journal_of(dest).expect("a saved journal")
 }
 
-pub fn failures(dest: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dest.join(".bulkget/failures.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn mirrors_a_synthetic_store_and_a_rerun_fetches_nothing() {
     let s = synthetic(2500, 100, 100, Faults::default());

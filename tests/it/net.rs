@@ -7,10 +7,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::stderr;
-use crate::peers::{
-    Nginx, Pki, Tinyproxy, assert_landed, failures, get_list, run, tls_server, www,
-};
+use crate::common::{failures, stderr};
+use crate::peers::{Nginx, Pki, Tinyproxy, assert_landed, get_list, run, tls_server, www};
 
 #[test]
 fn redirects_across_schemes_with_loops_and_limits() {

@@ -281,14 +281,6 @@ pub fn assert_landed(out: &Path, name: &str, i: usize, size: usize) {
     assert!(got == content(i, size), "{name}: wrong content");
 }
 
-pub fn failures(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join(".bulkget/failures.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Writes `list` to DIR/urls.txt and runs `bulkget get -i it -o DIR/out
 /// ARGS` (no proxy); the output and DIR/out.
 pub fn get_list(dir: &Path, list: &str, args: &[&str]) -> (Output, PathBuf) {

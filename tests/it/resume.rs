@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bulkget::server::faults::Faults;
 
+use crate::common::failures;
 use crate::common::*;
-use crate::mirror::{failures, journal};
+use crate::mirror::journal;
 
 /// A synthetic server slow enough (300 µs a request) to stop mid-run.
 fn slow_synthetic(n: u64) -> bulkget::server::Server {

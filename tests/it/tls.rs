@@ -4,10 +4,12 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::common::stderr;
-use crate::peers::{Nginx, Pki, assert_landed, failures, get_list, run, tls_server, www};
+use crate::common::{failures, stderr};
+use crate::peers::{Nginx, Pki, assert_landed, get_list, run, tls_server, www};
 
 #[test]
 fn https_over_http2_and_http11_get_and_mirror() {
@@ -215,33 +217,41 @@ fn cutting_relay(
     addr
 }
 
+/// nginx over TLS (HTTP/1.1) serving `d/big` of `size` bytes behind
+/// [`cutting_relay`]`(nth, cut, stall)`, and `bulkget get` of it with `args`:
+/// the output, where it went, and nginx (for its log).
+fn get_big_through_relay(
+    dir: &Path,
+    size: usize,
+    (nth, cut, stall): (usize, usize, bool),
+    args: &[&str],
+) -> (Output, PathBuf, Nginx) {
+    let pki = Pki::new(&dir.join("pki"), "ca");
+    let cert = pki.leaf("srv", &["127.0.0.1"], 2020, 2090);
+    www(dir, 1, size);
+    let ng = Nginx::start(dir, 1, &tls_server("P0", &cert, false, ""));
+    let relay = cutting_relay(ng.addrs[0], nth, cut, stall);
+    let out = dir.join("out");
+    let url = format!("https://{relay}/d/big");
+    let ca = pki.ca_file("ca");
+    let mut a = vec![
+        "get",
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--cacert",
+        ca.to_str().unwrap(),
+    ];
+    a.extend_from_slice(args);
+    (run(&a, &[]), out, ng)
+}
+
 #[test]
 fn a_tls_stream_cut_short_is_retried_and_never_landed_short() {
     let t = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&t.path().join("pki"), "ca");
-    let cert = pki.leaf("srv", &["127.0.0.1"], 2020, 2090);
-    www(t.path(), 1, 2 << 20);
-    let ng = Nginx::start(t.path(), 1, &tls_server("P0", &cert, false, ""));
-    let relay = cutting_relay(ng.addrs[0], 0, 300_000, false);
-    let out = t.path().join("out");
     let stats = t.path().join("stats.json");
-    let url = format!("https://{relay}/d/big");
-    let ca = pki.ca_file("ca");
-    let o = run(
-        &[
-            "get",
-            &url,
-            "-o",
-            out.to_str().unwrap(),
-            "--cacert",
-            ca.to_str().unwrap(),
-            "--split",
-            "1",
-            "--stats-json",
-            stats.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let args = ["--split", "1", "--stats-json", stats.to_str().unwrap()];
+    let (o, out, _ng) = get_big_through_relay(t.path(), 2 << 20, (0, 300_000, false), &args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_landed(&out, "big", 7, 2 << 20);
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
@@ -251,35 +261,12 @@ fn a_tls_stream_cut_short_is_retried_and_never_landed_short() {
 #[test]
 fn a_stalled_chunk_resumes_from_the_byte_where_it_stopped() {
     let t = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&t.path().join("pki"), "ca");
-    let cert = pki.leaf("srv", &["127.0.0.1"], 2020, 2090);
     let mib = 1 << 20;
-    www(t.path(), 1, 3 * mib);
-    let ng = Nginx::start(t.path(), 1, &tls_server("P0", &cert, false, ""));
     // Connection 0 is the probe (chunk 0); connection 1 takes a later chunk
     // and goes silent after ~200 kB.
-    let relay = cutting_relay(ng.addrs[0], 1, 200_000, true);
-    let out = t.path().join("out");
-    let url = format!("https://{relay}/d/big");
-    let ca = pki.ca_file("ca");
     let started = Instant::now();
-    let o = run(
-        &[
-            "get",
-            &url,
-            "-o",
-            out.to_str().unwrap(),
-            "--cacert",
-            ca.to_str().unwrap(),
-            "--split",
-            "2",
-            "--split-size",
-            "1M",
-            "--timeout",
-            "1",
-        ],
-        &[],
-    );
+    let args = ["--split", "2", "--split-size", "1M", "--timeout", "1"];
+    let (o, out, ng) = get_big_through_relay(t.path(), 3 * mib, (1, 200_000, true), &args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_landed(&out, "big", 7, 3 * mib);
     assert!(started.elapsed() < Duration::from_secs(20));
