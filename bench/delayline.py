@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""delayline.py LISTEN_PORT TARGET_PORT ONE_WAY_MS
+"""delayline.py LISTEN_PORT TARGET_PORT ONE_WAY_MS [COUNT]
 
 A TCP relay on 127.0.0.1 that holds every chunk ONE_WAY_MS before passing it
 on, in each direction: a round trip of about 2 x ONE_WAY_MS through it. This
 kernel has no netem; this stands in for a distant server in benchmarks.
-Order within a connection is kept; bandwidth is not limited.
+Order within a connection is kept; bandwidth is not limited. With COUNT,
+ports LISTEN_PORT .. LISTEN_PORT+COUNT-1 all lead to TARGET_PORT (many
+"hosts" behind one server).
 """
 import asyncio
 import sys
@@ -59,10 +61,13 @@ async def main():
         cw.close()
         sw.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", listen, backlog=4096)
-    print(f"delay line 127.0.0.1:{listen} -> 127.0.0.1:{target}, {ms} ms each way", flush=True)
-    async with server:
-        await server.serve_forever()
+    count = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    servers = [
+        await asyncio.start_server(handle, "127.0.0.1", listen + i, backlog=4096)
+        for i in range(count)
+    ]
+    print(f"delay line 127.0.0.1:{listen}+{count} -> 127.0.0.1:{target}, {ms} ms each way", flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 if __name__ == "__main__":

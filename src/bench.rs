@@ -29,10 +29,8 @@ pub struct BenchConfig {
     /// Keep the downloaded tree.
     pub keep: bool,
     pub display: Display,
-    /// Connections (None: the mirror's default).
-    pub connections: Option<usize>,
-    /// Requests in flight per connection.
-    pub window: u32,
+    /// Ceilings for the connections (the mirror's defaults unless changed).
+    pub limits: crate::pipeline::Limits,
 }
 
 /// What a bench run measured.
@@ -214,10 +212,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(BenchReport, Outcome), RunError> {
     let mut mc = MirrorConfig::new(&url, &dest);
     mc.sink = cfg.sink;
     mc.display = cfg.display;
-    if let Some(c) = cfg.connections {
-        mc.connections = c.max(1);
-    }
-    mc.window = cfg.window.max(1);
+    mc.limits = cfg.limits;
     let (u0, s0, _) = usage();
     let out = mirror::run(&mc, Arc::new(AtomicBool::new(false)))?;
     let (u1, s1, rss) = usage();

@@ -13,6 +13,7 @@ use bulkget::fetch::net::NetConfig;
 use bulkget::fetch::tls::TlsOptions;
 use bulkget::get::{self, GetConfig};
 use bulkget::mirror::{self, MirrorConfig, SinkKind};
+use bulkget::pipeline::Limits;
 use bulkget::progress::{Display, Outcome};
 use bulkget::server::dirstore::DirStore;
 use bulkget::server::faults::Faults;
@@ -54,11 +55,11 @@ struct BenchArgs {
     /// dir: write and verify every file; tar: the same into tar shards; null: fetch and check lengths only.
     #[arg(long, default_value = "dir", value_parser = ["dir", "tar", "null"])]
     sink: String,
-    /// Connections in all [default: 4 per core].
+    /// At most this many connections in all [default: 4096, or a quarter of the open-file limit].
     #[arg(long, short = 'c')]
-    connections: Option<usize>,
-    /// Requests in flight per connection.
-    #[arg(long, default_value_t = 32)]
+    connections: Option<u32>,
+    /// At most this many requests in flight per connection.
+    #[arg(long, default_value_t = bulkget::pipeline::DEFAULT_DEPTH)]
     pipeline: u32,
     /// Parent of the fresh download directory [default: the system temp dir].
     #[arg(long, value_name = "DIR")]
@@ -86,8 +87,14 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         } else {
             Display::Auto
         },
-        connections: a.connections,
-        window: a.pipeline,
+        limits: Limits {
+            conns: a
+                .connections
+                .unwrap_or_else(bulkget::pipeline::default_max_conns)
+                .max(1),
+            depth: a.pipeline.max(1),
+            ..Limits::default()
+        },
     };
     let (report, out) = bulkget::bench::run(&cfg)?;
     if let Some(e) = &out.error {
@@ -107,9 +114,6 @@ struct MirrorArgs {
     url: String,
     /// Destination directory (created if needed; DEST/.bulkget holds the journal).
     dest: PathBuf,
-    /// Requests in flight per connection (HTTP/1.1 pipelining; 1 turns it off).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pipeline: u32,
     /// Where files go: dir (a tree in DEST), tar (shards in DEST, no inode per file) or null (fetch and check lengths, keep nothing).
     #[arg(long, default_value = "dir", value_parser = ["dir", "tar", "null"])]
     sink: String,
@@ -123,9 +127,15 @@ struct MirrorArgs {
 /// How to fetch (mirror and get).
 #[derive(Args)]
 struct FetchArgs {
-    /// Connections in all, spread over the cores [default: mirror 4 per core, get 8 per core].
+    /// At most this many connections in all; how many are used is found as the run goes [default: 4096, or a quarter of the open-file limit].
     #[arg(long, short = 'c')]
-    connections: Option<usize>,
+    connections: Option<u32>,
+    /// At most this many connections to one host (scheme, host, port).
+    #[arg(long, default_value_t = bulkget::pipeline::DEFAULT_PER_HOST, value_parser = clap::value_parser!(u32).range(1..))]
+    max_per_host: u32,
+    /// At most this many requests in flight per connection (HTTP/1.1 pipelining or HTTP/2 streams; 1 turns pipelining off).
+    #[arg(long, default_value_t = bulkget::pipeline::DEFAULT_DEPTH, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pipeline: u32,
     /// Attempts after the first for connection errors, timeouts, 408, 429 and 5xx.
     #[arg(long, default_value_t = 8)]
     retries: u32,
@@ -169,7 +179,7 @@ struct FetchArgs {
 
 /// The settings both fetching commands share.
 struct Common {
-    connections: Option<usize>,
+    limits: Limits,
     policy: RetryPolicy,
     net: NetConfig,
     display: Display,
@@ -193,7 +203,13 @@ impl FetchArgs {
             bail!("--http2-prior-knowledge and --http1.1 contradict each other");
         }
         Ok(Common {
-            connections: self.connections,
+            limits: Limits {
+                conns: self
+                    .connections
+                    .unwrap_or_else(bulkget::pipeline::default_max_conns),
+                per_host: self.max_per_host,
+                depth: self.pipeline,
+            },
             policy: RetryPolicy {
                 retries: self.retries,
                 ..RetryPolicy::default()
@@ -243,10 +259,9 @@ fn sink_kind(name: &str, shard_size: u64) -> SinkKind {
 fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = MirrorConfig::new(&a.url, &a.dest);
     let c = a.fetch.common()?;
-    cfg.connections = c.connections.unwrap_or(cfg.connections);
+    cfg.limits = c.limits;
     (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
     cfg.max_redirs = a.fetch.max_redirs;
-    cfg.window = a.pipeline;
     cfg.sink = sink_kind(&a.sink, a.shard_size);
     cfg.state_dir = a.fetch.state_dir.clone();
     let out = mirror::run(&cfg, mirror::stop_on_signals())?;
@@ -290,7 +305,7 @@ fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     }
     let mut cfg = GetConfig::new(&a.dir);
     let c = a.fetch.common()?;
-    cfg.connections = c.connections.unwrap_or(cfg.connections);
+    cfg.limits = c.limits;
     (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
     cfg.max_redirs = a.fetch.max_redirs;
     cfg.urls = a.urls.clone();
@@ -418,6 +433,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    bulkget::pipeline::raise_fd_limit();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Serve(a) => serve(a),

@@ -3,10 +3,11 @@
 //! shows them: a live line on a terminal, a plain status line every few
 //! seconds otherwise, nothing with `--quiet`.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -25,6 +26,105 @@ pub struct Counters {
     /// Size of the large (split) files in flight, and how much of them is done.
     pub big_total: AtomicU64,
     pub big_done: AtomicU64,
+    /// What each origin's controller settled on (written at its decisions).
+    pub origins: Mutex<Board>,
+}
+
+/// Origins the board keeps figures for; later ones count only in the totals.
+const BOARD_MAX: usize = 4096;
+
+/// One origin's figures on one core.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seat {
+    pub conns: u32,
+    pub depth: u32,
+    pub files: u64,
+    pub busy: bool,
+}
+
+/// Per-origin figures from every core's controllers, for the live line and
+/// `--stats-json`: written when a controller decides, not per file.
+#[derive(Default)]
+pub struct Board {
+    seats: HashMap<String, Vec<Seat>>,
+}
+
+/// What `--stats-json` shows of one origin.
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginStats {
+    pub origin: String,
+    /// Connections it settled on (last figure while it was busy), all cores.
+    pub connections: u32,
+    /// Requests in flight per connection it settled on.
+    pub depth: u32,
+    pub files: u64,
+}
+
+impl Board {
+    /// Core `core`'s figures for `origin`.
+    pub fn set(&mut self, origin: &str, core: usize, seat: Seat) {
+        let len = self.seats.len();
+        let v = match self.seats.get_mut(origin) {
+            Some(v) => v,
+            None if len < BOARD_MAX => self.seats.entry(origin.to_string()).or_default(),
+            None => return,
+        };
+        if v.len() <= core {
+            v.resize(core + 1, Seat::default());
+        }
+        v[core] = seat;
+    }
+
+    fn sum(v: &[Seat]) -> (u32, u32, u64, bool) {
+        v.iter().fold((0, 0, 0, false), |(c, d, f, b), s| {
+            (c + s.conns, d.max(s.depth), f + s.files, b || s.busy)
+        })
+    }
+
+    /// The `n` origins that fetched most, busiest first.
+    pub fn top(&self, n: usize) -> Vec<OriginStats> {
+        let mut all: Vec<OriginStats> = self
+            .seats
+            .iter()
+            .map(|(k, v)| {
+                let (connections, depth, files, _) = Self::sum(v);
+                OriginStats {
+                    origin: k.clone(),
+                    connections,
+                    depth,
+                    files,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| b.files.cmp(&a.files).then(a.origin.cmp(&b.origin)));
+        all.truncate(n);
+        all
+    }
+
+    /// For the live line: busy origins, their connections in all, and the
+    /// busiest one's figures.
+    pub fn live(&self) -> Option<String> {
+        let mut busy = 0;
+        let mut conns = 0;
+        let mut top: Option<(&str, u32, u32, u64)> = None;
+        for (k, v) in &self.seats {
+            let (c, d, f, b) = Self::sum(v);
+            if !b {
+                continue;
+            }
+            busy += 1;
+            conns += c;
+            if top.is_none_or(|t| c > t.1 || (c == t.1 && f > t.3)) {
+                top = Some((k, c, d, f));
+            }
+        }
+        let (k, c, d, _) = top?;
+        Some(if busy == 1 {
+            format!("{k}: {c} conns × {d} deep")
+        } else {
+            format!("{busy} hosts busy, {conns} conns; most: {k} {c} × {d}")
+        })
+    }
 }
 
 /// A worker's unpublished counts.
@@ -76,6 +176,8 @@ pub struct Stats {
     pub seconds: f64,
     pub files_per_sec: f64,
     pub bytes_per_sec: f64,
+    /// The origins that fetched most, with the connections and depth each settled on.
+    pub origins: Vec<OriginStats>,
 }
 
 impl Counters {
@@ -93,6 +195,7 @@ impl Counters {
             seconds: secs,
             files_per_sec: files as f64 / secs,
             bytes_per_sec: bytes as f64 / secs,
+            origins: self.origins.lock().map(|b| b.top(20)).unwrap_or_default(),
         }
     }
 }
@@ -160,6 +263,9 @@ impl Reporter {
                         counters.big_total.load(Ordering::Relaxed),
                         counters.big_done.load(Ordering::Relaxed),
                     );
+                    if let Some(o) = counters.origins.lock().ok().and_then(|b| b.live()) {
+                        line += &format!(" · {o}");
+                    }
                     if total > 0 {
                         let left = total.saturating_sub(done) as f64;
                         line += &format!(

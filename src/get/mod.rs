@@ -33,7 +33,7 @@ use crate::fetch::net::{Net, NetConfig};
 use crate::fetch::url::OriginKey;
 use crate::fetch::{Conn, RetryPolicy, land};
 use crate::journal::{self, Ledger};
-use crate::pipeline::{self, Admit, Batch, Landed, Plan, Shared};
+use crate::pipeline::{self, Admit, Batch, Landed, Limits, Plan, Shared};
 use crate::progress::{Counters, Display, Local, Outcome, Reporter};
 use crate::sink::{DirSink, Sink, SinkFile};
 use input::Job;
@@ -45,7 +45,8 @@ pub struct GetConfig {
     /// A list file (`-` = standard input).
     pub list: Option<PathBuf>,
     pub dest: PathBuf,
-    pub connections: usize,
+    /// Ceilings for the connections the run finds it needs.
+    pub limits: Limits,
     /// Connections for one large file.
     pub split: usize,
     /// Files larger than this are split; also the chunk size.
@@ -63,12 +64,11 @@ pub struct GetConfig {
 
 impl GetConfig {
     pub fn new(dest: &Path) -> GetConfig {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         GetConfig {
             urls: Vec::new(),
             list: None,
             dest: dest.to_path_buf(),
-            connections: 8 * cores,
+            limits: Limits::default(),
             split: 4,
             split_size: 8 << 20,
             net: NetConfig::default(),
@@ -284,8 +284,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             RunError::Other(format!("cannot read the list {}: {e}", p.display()))
         })?))),
     };
-    let connections = cfg.connections.max(1);
-    let (tx, rx) = async_channel::bounded::<Batch<Job>>(2 * connections);
+    let (tx, rx) = async_channel::bounded::<Batch<Job>>(64);
     let counters = Arc::new(Counters::default());
     let quiet = cfg.display == Display::Quiet;
     let parts_dir = cfg.dest.join(".bulkget").join("parts");
@@ -299,7 +298,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             cfg.max_redirs,
             Ledger::new(&state_dir),
             counters.clone(),
-            32,
+            cfg.limits.depth,
             cfg.policy.clone(),
             stop,
             quiet,
@@ -315,7 +314,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         },
         rx,
         tracker: None,
-        window: 32,
+        limits: cfg.limits,
     });
     let reporter = Reporter::start(counters.clone(), started, cfg.display);
     let reader = {
@@ -329,8 +328,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     };
     // Per-core runtimes, each driving its share of the connections; then
     // the input closes, so a feeder still waiting to send stops.
-    pipeline::run_workers(&sh, cfg.threads, connections)
-        .map_err(|e| RunError::Other(e.to_string()))?;
+    pipeline::run_workers(&sh, cfg.threads).map_err(|e| RunError::Other(e.to_string()))?;
     let read = reader
         .join()
         .unwrap_or_else(|_| Err(RunError::Other("the list reader panicked".into())));
@@ -359,7 +357,10 @@ fn read_jobs(
     list: Option<Box<dyn BufRead + Send>>,
     tx: async_channel::Sender<Batch<Job>>,
 ) -> Result<bool, RunError> {
+    // Batches start small, so that a short list still reaches every core,
+    // and grow to BATCH, so that a long one costs few hand-overs.
     const BATCH: usize = 64;
+    let mut size = 4;
     let mut local = Local::default();
     let mut batch = Vec::with_capacity(BATCH);
     let send = |batch: &mut Vec<Job>| -> bool {
@@ -410,9 +411,12 @@ fn read_jobs(
                 Ok(None) => {}
                 Err(why) => bad(format!("list line {n}"), line.trim(), why, &mut local),
             }
-            if batch.len() >= BATCH && !send(&mut batch) {
-                complete = false;
-                break;
+            if batch.len() >= size {
+                size = (size * 2).min(BATCH);
+                if !send(&mut batch) {
+                    complete = false;
+                    break;
+                }
             }
         }
     }

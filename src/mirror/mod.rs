@@ -30,7 +30,7 @@ use crate::fetch::{Conn, Endpoint, RetryPolicy, land};
 use crate::journal::{self, Ledger, Tracker};
 use crate::listing::{Batch, Listed, Lister};
 use crate::names;
-use crate::pipeline::{self, Admit, Landed, Plan, Shared};
+use crate::pipeline::{self, Admit, Landed, Limits, Plan, Shared};
 use crate::progress::{Counters, Display, Outcome, Reporter};
 use crate::sink::{DirSink, NullSink, Sink, TarSink};
 
@@ -47,10 +47,8 @@ pub enum SinkKind {
 pub struct MirrorConfig {
     pub url: String,
     pub dest: PathBuf,
-    /// Connections in all (spread over the cores).
-    pub connections: usize,
-    /// Requests in flight per connection.
-    pub window: u32,
+    /// Ceilings for the connections the run finds it needs.
+    pub limits: Limits,
     /// Connections: timeouts, TLS, proxies, HTTP/2.
     pub net: NetConfig,
     pub max_redirs: u32,
@@ -67,12 +65,10 @@ pub struct MirrorConfig {
 
 impl MirrorConfig {
     pub fn new(url: &str, dest: &Path) -> MirrorConfig {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         MirrorConfig {
             url: url.trim_end_matches('/').to_string(),
             dest: dest.to_path_buf(),
-            connections: 4 * cores,
-            window: 32,
+            limits: Limits::default(),
             net: NetConfig::default(),
             max_redirs: 10,
             policy: RetryPolicy::default(),
@@ -246,8 +242,7 @@ fn run_with<S: Sink>(
     }
     let retry_file =
         journal::take_failures_for_retry(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
-    let connections = cfg.connections.max(1);
-    let (tx, rx) = async_channel::bounded::<Batch>(2 * connections);
+    let (tx, rx) = async_channel::bounded::<Batch>(8);
     let counters = Arc::new(Counters::default());
     let sh = Arc::new(Shared {
         plan: MirrorPlan {
@@ -261,13 +256,13 @@ fn run_with<S: Sink>(
             cfg.max_redirs,
             Ledger::new(&state_dir),
             counters.clone(),
-            cfg.window,
+            cfg.limits.depth,
             cfg.policy.clone(),
             stop.clone(),
             quiet,
         ),
         rx,
-        window: cfg.window.max(1),
+        limits: cfg.limits,
     });
     let reporter = Reporter::start(counters.clone(), started, cfg.display);
 
@@ -319,8 +314,7 @@ fn run_with<S: Sink>(
 
     // Per-core runtimes, each driving its share of the connections; then
     // the input closes, so a feeder still waiting to send stops.
-    pipeline::run_workers(&sh, cfg.threads, connections)
-        .map_err(|e| RunError::Other(e.to_string()))?;
+    pipeline::run_workers(&sh, cfg.threads).map_err(|e| RunError::Other(e.to_string()))?;
     let listed = lister
         .join()
         .unwrap_or_else(|_| Err(RunError::Other("the lister panicked".into())));

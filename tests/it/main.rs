@@ -7,6 +7,7 @@ mod mirror;
 mod net;
 mod peers;
 mod resume;
+mod sched;
 mod serve;
 mod tar;
 mod tls;

@@ -1,0 +1,545 @@
+//! One core's share of a run: a scheduler task and the connection tasks
+//! ([`super::lane`]) it starts, all on that core's current-thread runtime,
+//! sharing a [`State`] through a `RefCell` (never borrowed across an
+//! `await`), so nothing here takes a lock.
+//!
+//! The scheduler pulls batches from the run's input while its frontier has
+//! room, and puts each entry in its origin's queue. An origin (scheme,
+//! host, port) has its own connections, as many as its [`Ctl`] wants and
+//! the core's cap allows; origins past the cap wait in line for a slot,
+//! which a connection gives up as soon as its own origin has no work. A
+//! failed request waits in the core's timer heap and goes back to its
+//! origin's queue when due. A slow or dead origin holds at most its share of
+//! the frontier ([`ORIGIN_SHARE`]); past that its entries wait in a spill
+//! file on disk (when the plan can write them down), so the input goes on
+//! being read for the others.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasher;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::ctl::Ctl;
+use super::redirects::Redirects;
+use super::{Admit, Batch, Plan, Shared};
+use crate::error::FetchError;
+use crate::fetch::url::{OriginKey, OwnedKey, Url};
+use crate::progress::{Local, Seat};
+
+/// Entries one core holds at most (queued, in flight, waiting to retry).
+pub const FRONTIER: usize = 32 * 1024;
+/// The most of the frontier one origin may hold while others wait.
+pub const ORIGIN_SHARE: usize = FRONTIER / 4;
+
+/// An entry on its way: where its batch is accounted, its attempts so far,
+/// its redirect chain (0: none).
+pub struct Held<E> {
+    pub e: E,
+    pub slot: u32,
+    pub attempts: u32,
+    pub hop: u32,
+}
+
+pub struct Origin<E> {
+    pub key: OwnedKey,
+    hash: u64,
+    pub queue: VecDeque<Held<E>>,
+    /// Connection tasks alive, and how many of them wait for work.
+    pub conns: u32,
+    pub idle: u32,
+    /// Connections on their way out (the controller wants fewer).
+    pub leaving: u32,
+    /// Entries of this origin in the timer heap.
+    delayed: u32,
+    pub ctl: Ctl,
+    pub notify: Rc<Notify>,
+    waiting_slot: bool,
+    pub files: u64,
+}
+
+impl<E> Origin<E> {
+    pub fn show(&self) -> String {
+        let scheme = if self.key.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.key.authority)
+    }
+}
+
+struct Page {
+    page: Option<u64>,
+    left: u32,
+}
+
+struct Timed<E> {
+    at: Instant,
+    seq: u64,
+    oid: u32,
+    item: Held<E>,
+}
+
+impl<E> PartialEq for Timed<E> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl<E> Eq for Timed<E> {}
+impl<E> PartialOrd for Timed<E> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<E> Ord for Timed<E> {
+    /// Reversed: the heap's top is the earliest.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+pub struct State<E> {
+    pub origins: Vec<Option<Origin<E>>>,
+    free_origins: Vec<u32>,
+    index: hashbrown::HashTable<u32>,
+    hasher: std::collections::hash_map::RandomState,
+    pages: Vec<Option<Page>>,
+    free_pages: Vec<u32>,
+    /// Entries held: queued, in flight or waiting to retry.
+    pub held: usize,
+    delayed: BinaryHeap<Timed<E>>,
+    seq: u64,
+    pub redirects: Redirects,
+    /// Connection tasks alive on this core.
+    pub conns: u32,
+    wanting: VecDeque<u32>,
+    pub input_closed: bool,
+    pub local: Local,
+    successes: u32,
+}
+
+pub struct Core<P: Plan> {
+    pub sh: Arc<Shared<P>>,
+    pub id: usize,
+    pub st: RefCell<State<P::Entry>>,
+    /// Wakes the scheduler: a connection ended, a retry was scheduled.
+    pub wake: Notify,
+    max_conns: u32,
+    per_host: u32,
+}
+
+impl<P: Plan> Core<P> {
+    pub fn new(sh: Arc<Shared<P>>, id: usize, cores: usize) -> Core<P> {
+        let per = |n: u32| n.div_ceil(cores as u32).max(1);
+        let (max_conns, per_host) = (per(sh.limits.conns), per(sh.limits.per_host));
+        Core {
+            sh,
+            id,
+            st: RefCell::new(State {
+                origins: Vec::new(),
+                free_origins: Vec::new(),
+                index: hashbrown::HashTable::new(),
+                hasher: Default::default(),
+                pages: Vec::new(),
+                free_pages: Vec::new(),
+                held: 0,
+                delayed: BinaryHeap::new(),
+                seq: 0,
+                redirects: Redirects::default(),
+                conns: 0,
+                wanting: VecDeque::new(),
+                input_closed: false,
+                local: Local::default(),
+                successes: 0,
+            }),
+            wake: Notify::new(),
+            max_conns,
+            per_host,
+        }
+    }
+
+    /// The scheduler: feeds origins from the input, releases due retries,
+    /// and ends when everything taken in is done (or the run stops).
+    pub async fn run(self: Rc<Self>) {
+        let tick = std::time::Duration::from_millis(100);
+        loop {
+            let stopping = self.sh.ctx.stopping();
+            while !stopping && self.wants_input() {
+                match self.sh.rx.try_recv() {
+                    Ok(b) => self.admit(b),
+                    Err(async_channel::TryRecvError::Empty) => break,
+                    Err(async_channel::TryRecvError::Closed) => {
+                        self.st.borrow_mut().input_closed = true
+                    }
+                }
+            }
+            self.release_due();
+            let (next_due, done) = {
+                let st = self.st.borrow();
+                let done = st.conns == 0 && (stopping || (st.input_closed && st.held == 0));
+                (st.delayed.peek().map(|t| t.at), done)
+            };
+            if done {
+                break;
+            }
+            let recv = !stopping && self.wants_input();
+            let due = next_due.unwrap_or_else(|| Instant::now() + tick);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(due.min(Instant::now() + tick)) => {}
+                r = self.sh.rx.recv(), if recv => match r {
+                    Ok(b) => self.admit(b),
+                    Err(_) => self.st.borrow_mut().input_closed = true,
+                },
+            }
+        }
+        let mut st = self.st.borrow_mut();
+        st.local.publish(&self.sh.ctx.counters);
+        for o in st.origins.iter().flatten() {
+            self.board(o, false);
+        }
+    }
+
+    fn wants_input(&self) -> bool {
+        let st = self.st.borrow();
+        !st.input_closed && st.held < FRONTIER
+    }
+
+    /// Takes a batch in: refused entries fail at once, present ones are
+    /// skipped, the rest go to their origins.
+    fn admit(self: &Rc<Self>, b: Batch<P::Entry>) {
+        let st = &mut *self.st.borrow_mut();
+        let n = b.entries.len() as u32;
+        let page = Page {
+            page: b.page,
+            left: n,
+        };
+        let slot = match st.free_pages.pop() {
+            Some(s) => {
+                st.pages[s as usize] = Some(page);
+                s
+            }
+            None => {
+                st.pages.push(Some(page));
+                st.pages.len() as u32 - 1
+            }
+        };
+        if n == 0 {
+            self.close_page(st, slot);
+        }
+        for e in b.entries {
+            match self.sh.plan.admit(&e) {
+                Admit::Fetch => {
+                    st.held += 1;
+                    let h = Held {
+                        e,
+                        slot,
+                        attempts: 0,
+                        hop: 0,
+                    };
+                    self.push(st, h, false);
+                }
+                Admit::Skip => {
+                    st.local.skipped += 1;
+                    st.local.tick(&self.sh.ctx.counters);
+                    self.page_done(st, slot);
+                }
+                Admit::Fail(err) => {
+                    let (name, url) = (self.sh.plan.name(&e), self.sh.plan.url(&e));
+                    self.sh.ctx.give_up(name, &url, &err, 0, &mut st.local);
+                    self.page_done(st, slot);
+                }
+            }
+        }
+    }
+
+    fn close_page(&self, st: &mut State<P::Entry>, slot: u32) {
+        let p = st.pages[slot as usize].take().expect("open page");
+        st.free_pages.push(slot);
+        if let (Some(t), Some(p)) = (&self.sh.tracker, p.page) {
+            t.part_done(p);
+        }
+    }
+
+    fn page_done(&self, st: &mut State<P::Entry>, slot: u32) {
+        let p = st.pages[slot as usize].as_mut().expect("open page");
+        p.left -= 1;
+        if p.left == 0 {
+            self.close_page(st, slot);
+        }
+    }
+
+    /// The origin an entry's next request goes to.
+    pub fn origin_key<'a>(
+        &'a self,
+        st: &'a State<P::Entry>,
+        h: &'a Held<P::Entry>,
+    ) -> OriginKey<'a> {
+        match st.redirects.current(h.hop) {
+            Some(u) => Url::parse(u).expect("checked when followed").origin_key(),
+            None => self.sh.plan.origin(&h.e),
+        }
+    }
+
+    fn find_or_add(&self, st: &mut State<P::Entry>, key: OriginKey<'_>) -> u32 {
+        let hash = st.hasher.hash_one((key.tls, key.authority));
+        let origins = &st.origins;
+        let same = |&id: &u32| {
+            let o = origins[id as usize].as_ref().expect("indexed origin");
+            o.key.tls == key.tls && o.key.authority == key.authority
+        };
+        if let Some(&id) = st.index.find(hash, same) {
+            return id;
+        }
+        let max_depth = match self.sh.ctx.net.depth(key) {
+            Some(d) => d.min(self.sh.limits.depth),
+            None => self.sh.limits.depth,
+        };
+        let o = Origin {
+            key: key.to_owned(),
+            hash,
+            queue: VecDeque::new(),
+            conns: 0,
+            idle: 0,
+            leaving: 0,
+            delayed: 0,
+            ctl: Ctl::new(self.per_host, max_depth, std::time::Instant::now()),
+            notify: Rc::new(Notify::new()),
+            waiting_slot: false,
+            files: 0,
+        };
+        let id = match st.free_origins.pop() {
+            Some(id) => {
+                st.origins[id as usize] = Some(o);
+                id
+            }
+            None => {
+                st.origins.push(Some(o));
+                st.origins.len() as u32 - 1
+            }
+        };
+        let origins = &st.origins;
+        st.index.insert_unique(hash, id, |&i| {
+            origins[i as usize].as_ref().expect("indexed origin").hash
+        });
+        id
+    }
+
+    /// Puts an entry in its origin's queue (at the front to go next), and
+    /// sees that the origin has connections for it.
+    pub fn push(self: &Rc<Self>, st: &mut State<P::Entry>, h: Held<P::Entry>, front: bool) {
+        let key = self.origin_key(st, &h);
+        // Borrow dance: the key borrows `st`, so copy what finding needs.
+        let (tls, auth) = (key.tls, key.authority.to_string());
+        let oid = self.find_or_add(
+            st,
+            OriginKey {
+                tls,
+                authority: &auth,
+            },
+        );
+        self.push_to(st, oid, h, front);
+    }
+
+    pub fn push_to(
+        self: &Rc<Self>,
+        st: &mut State<P::Entry>,
+        oid: u32,
+        h: Held<P::Entry>,
+        front: bool,
+    ) {
+        let o = st.origins[oid as usize].as_mut().expect("live origin");
+        if front {
+            o.queue.push_front(h);
+        } else {
+            o.queue.push_back(h);
+        }
+        if o.idle > 0 {
+            o.notify.notify_one();
+        }
+        self.ensure_conns(st, oid);
+    }
+
+    /// Starts connections for `oid` while its controller wants more and its
+    /// queue holds more than those it has can take.
+    pub fn ensure_conns(self: &Rc<Self>, st: &mut State<P::Entry>, oid: u32) {
+        if self.sh.ctx.stopping() {
+            return;
+        }
+        loop {
+            let o = st.origins[oid as usize].as_mut().expect("live origin");
+            let busy = o.conns as usize * o.ctl.depth as usize;
+            if o.queue.is_empty()
+                || o.conns >= o.ctl.conns
+                || (o.conns > 0 && o.queue.len() <= busy)
+            {
+                return;
+            }
+            if st.conns >= self.max_conns {
+                if !o.waiting_slot {
+                    o.waiting_slot = true;
+                    st.wanting.push_back(oid);
+                }
+                return;
+            }
+            o.conns += 1;
+            st.conns += 1;
+            tokio::task::spawn_local(super::lane::run(self.clone(), oid));
+        }
+    }
+
+    /// True while other origins wait for a connection slot on this core.
+    pub fn slots_wanted(st: &State<P::Entry>) -> bool {
+        !st.wanting.is_empty()
+    }
+
+    /// A connection of `oid` ended: its slot goes to an origin waiting for one.
+    pub fn lane_ended(self: &Rc<Self>, st: &mut State<P::Entry>, oid: u32) {
+        let o = st.origins[oid as usize].as_mut().expect("live origin");
+        o.conns -= 1;
+        st.conns -= 1;
+        // Its own queue first (a connection that was retired or failed).
+        self.ensure_conns(st, oid);
+        while st.conns < self.max_conns {
+            let Some(w) = st.wanting.pop_front() else {
+                break;
+            };
+            if let Some(o) = st.origins[w as usize].as_mut() {
+                o.waiting_slot = false;
+                self.ensure_conns(st, w);
+            }
+        }
+        self.maybe_drop(st, oid);
+        self.wake.notify_one();
+    }
+
+    /// Forgets an origin with nothing left to do on this core.
+    fn maybe_drop(&self, st: &mut State<P::Entry>, oid: u32) {
+        let o = st.origins[oid as usize].as_ref().expect("live origin");
+        if o.conns > 0 || !o.queue.is_empty() || o.delayed > 0 || o.waiting_slot {
+            return;
+        }
+        self.board(o, false);
+        let hash = o.hash;
+        if let Ok(e) = st.index.find_entry(hash, |&i| i == oid) {
+            e.remove();
+        }
+        st.origins[oid as usize] = None;
+        st.free_origins.push(oid);
+    }
+
+    /// Publishes an origin's figures for the live line and the stats.
+    pub fn board(&self, o: &Origin<P::Entry>, busy: bool) {
+        let seat = Seat {
+            conns: o.ctl.conns,
+            depth: o.ctl.depth,
+            files: o.files,
+            busy,
+        };
+        if let Ok(mut b) = self.sh.ctx.counters.origins.lock() {
+            b.set(&o.show(), self.id, seat);
+        }
+    }
+
+    /// Moves retries that are due back to their origins.
+    fn release_due(self: &Rc<Self>) {
+        let now = Instant::now();
+        let st = &mut *self.st.borrow_mut();
+        while st.delayed.peek().is_some_and(|t| t.at <= now) {
+            let t = st.delayed.pop().expect("peeked");
+            st.origins[t.oid as usize]
+                .as_mut()
+                .expect("live origin")
+                .delayed -= 1;
+            self.push_to(st, t.oid, t.item, false);
+        }
+    }
+
+    /// An entry is done for this run (landed, handed on, or failed for good).
+    pub fn finish(&self, st: &mut State<P::Entry>, h: Held<P::Entry>) {
+        st.redirects.free(h.hop);
+        st.held -= 1;
+        self.page_done(st, h.slot);
+    }
+
+    pub fn landed(
+        &self,
+        st: &mut State<P::Entry>,
+        oid: u32,
+        h: Held<P::Entry>,
+        bytes: Option<u64>,
+    ) {
+        if let Some(bytes) = bytes {
+            st.local.done += 1;
+            st.local.bytes += bytes;
+            st.local.tick(&self.sh.ctx.counters);
+        }
+        if let Some(o) = st.origins[oid as usize].as_mut() {
+            o.files += 1;
+        }
+        st.successes += 1;
+        if st.successes >= 64 {
+            st.successes = 0;
+            self.sh.ctx.throttle.succeeded();
+        }
+        self.finish(st, h);
+    }
+
+    pub fn fail_for_good(&self, st: &mut State<P::Entry>, h: Held<P::Entry>, err: &FetchError) {
+        let (name, url) = (self.sh.plan.name(&h.e), self.sh.plan.url(&h.e));
+        self.sh
+            .ctx
+            .give_up(name, &url, err, h.attempts, &mut st.local);
+        self.finish(st, h);
+    }
+
+    /// This attempt of `h` (sent to `oid`) failed: another later, or give up.
+    pub fn failed(
+        self: &Rc<Self>,
+        st: &mut State<P::Entry>,
+        oid: u32,
+        mut h: Held<P::Entry>,
+        err: &FetchError,
+    ) {
+        if err.is_fatal() {
+            // Not this file's fault (the disk is full): stop the run and leave
+            // the file unfinished, so its page stays open for the rerun.
+            let name = self.sh.plan.name(&h.e);
+            self.sh.ctx.fatal(format!("writing {name:?}: {err}"));
+            return;
+        }
+        if err.is_pushback() {
+            let o = st.origins[oid as usize].as_mut().expect("live origin");
+            if o.ctl.congested(std::time::Instant::now()) {
+                self.board(o, true);
+            }
+        }
+        h.attempts += 1;
+        st.seq += 1;
+        let salt = (self.id as u64)
+            .wrapping_mul(0x9E37_79B9)
+            .wrapping_add(st.seq);
+        match self
+            .sh
+            .ctx
+            .retry_after(err, h.attempts, salt, &mut st.local)
+        {
+            Some(wait) => {
+                st.origins[oid as usize]
+                    .as_mut()
+                    .expect("live origin")
+                    .delayed += 1;
+                let seq = st.seq;
+                st.delayed.push(Timed {
+                    at: Instant::now() + wait,
+                    seq,
+                    oid,
+                    item: h,
+                });
+                self.wake.notify_one();
+            }
+            None => self.fail_for_good(st, h, err),
+        }
+    }
+}

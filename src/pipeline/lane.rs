@@ -1,0 +1,342 @@
+//! One connection task: a long-lived connection to one origin that takes
+//! entries from its origin's queue in bunches (up to the depth the origin's
+//! controller allows), keeps them in flight (pipelined HTTP/1.1 or HTTP/2
+//! streams), and hands each answer to the plan. It tells the controller
+//! how long each answer took, and leaves when the controller wants fewer
+//! connections, when its origin has no work and another origin wants the
+//! slot, or after idling a while.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::core::{Core, Held, State};
+use super::{Landed, Plan};
+use crate::error::FetchError;
+use crate::fetch::Conn;
+use crate::fetch::url::{self, Url};
+
+/// How long a connection with nothing to do waits for more.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What came of reading one answer.
+enum Answered {
+    Done(Landed, bool),
+    Failed(FetchError, bool),
+    /// No answer came at all: the connection ended before its head.
+    Lost(FetchError),
+    /// Go to this URL instead (already joined); the bool as above.
+    Redirect(String, bool),
+}
+
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+enum Next {
+    Work,
+    Idle,
+    Leave,
+}
+
+pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
+    let sh = core.sh.clone();
+    let (key, notify) = {
+        let st = core.st.borrow();
+        let o = st.origins[oid as usize].as_ref().expect("live origin");
+        (o.key.clone(), o.notify.clone())
+    };
+    let mut conn: Option<Conn> = None;
+    let mut inflight: VecDeque<(Held<P::Entry>, Instant)> = VecDeque::new();
+    let mut handed = JoinSet::new();
+    let mut served = 0u32;
+    let mut idle_since: Option<Instant> = None;
+    // Set when the controller wants fewer connections and this one goes:
+    // it sends nothing more, and leaves once its answers are in.
+    let mut leaving = false;
+    loop {
+        let stopping = sh.ctx.stopping();
+        if inflight.is_empty() {
+            if stopping {
+                break;
+            }
+            if let Some(wait) = sh.ctx.throttle.pause_left() {
+                tokio::time::sleep(wait).await;
+            }
+            // One handed-on file at a time per connection: wait for it first.
+            if !handed.is_empty() {
+                let _ = handed.join_next().await;
+            }
+            let next = {
+                let st = core.st.borrow();
+                let o = st.origins[oid as usize].as_ref().expect("live origin");
+                if leaving {
+                    Next::Leave
+                } else if !o.queue.is_empty() {
+                    Next::Work
+                } else if Core::<P>::slots_wanted(&st) || (st.input_closed && st.held == 0) {
+                    Next::Leave
+                } else {
+                    Next::Idle
+                }
+            };
+            match next {
+                Next::Leave => break,
+                Next::Work => idle_since = None,
+                Next::Idle => {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= LINGER {
+                        break;
+                    }
+                    origin(&mut core.st.borrow_mut(), oid).idle += 1;
+                    tokio::select! {
+                        _ = notify.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                    origin(&mut core.st.borrow_mut(), oid).idle -= 1;
+                    continue;
+                }
+            }
+        }
+        // Top the pipeline up in bunches (half a window at least) so one
+        // write carries many requests.
+        let window = {
+            let mut st = core.st.borrow_mut();
+            let o = origin(&mut st, oid);
+            if !leaving && o.conns - o.leaving > o.ctl.conns {
+                leaving = true;
+                o.leaving += 1;
+            }
+            (o.ctl.depth.min(sh.ctx.throttle.window()) as usize).max(1)
+        };
+        if !stopping && !leaving && inflight.len() <= window / 2 {
+            if conn.is_none() {
+                match sh.ctx.net.connect(key.borrow()).await {
+                    Ok(c) => {
+                        served = 0;
+                        conn = Some(c);
+                    }
+                    Err(e) => {
+                        // The next entry takes the blame; with none left, leave.
+                        let st = &mut *core.st.borrow_mut();
+                        match origin(st, oid).queue.pop_front() {
+                            Some(h) => core.failed(st, oid, h, &e),
+                            None => break,
+                        }
+                        continue;
+                    }
+                }
+            }
+            let c = conn.as_mut().expect("connected");
+            let sent = {
+                let st = &mut *core.st.borrow_mut();
+                let mut sent = 0;
+                while inflight.len() < window {
+                    let Some(h) = origin(st, oid).queue.pop_front() else {
+                        break;
+                    };
+                    match request(&core, st, c, &h) {
+                        Ok(()) => {
+                            inflight.push_back((h, Instant::now()));
+                            sent += 1;
+                        }
+                        Err(e) => core.failed(st, oid, h, &e),
+                    }
+                }
+                sent
+            };
+            if sent > 0 {
+                if let Err(e) = c.flush().await {
+                    conn = None;
+                    let st = &mut *core.st.borrow_mut();
+                    if !(served > 0 && e.is_connection_end()) {
+                        // The head request takes the blame, the rest go again.
+                        if let Some((h, _)) = inflight.pop_front() {
+                            core.failed(st, oid, h, &e);
+                        }
+                    }
+                    requeue(&core, st, oid, &mut inflight);
+                    continue;
+                }
+                // The clock starts when the bunch is on its way.
+                let now = Instant::now();
+                for (_, t) in inflight.iter_mut().rev().take(sent) {
+                    *t = now;
+                }
+            }
+        }
+        if inflight.is_empty() {
+            continue;
+        }
+        let c = conn
+            .as_mut()
+            .expect("connected while requests are in flight");
+        let answered = answer(&core, c, &inflight[0].0, &mut handed).await;
+        let h2_alive = c.survives_stream_error();
+        let is_h2 = c.is_h2();
+        let (h, sent_at) = inflight.pop_front().expect("in flight");
+        let now = Instant::now();
+        let st = &mut *core.st.borrow_mut();
+        let judge = |st: &mut State<P::Entry>| {
+            let o = origin(st, oid);
+            if o.ctl.answered(now.into_std(), now - sent_at) {
+                core.board(o, true);
+                core.ensure_conns(st, oid);
+            }
+        };
+        let keep = match answered {
+            Answered::Done(l, keep) => {
+                served += 1;
+                judge(st);
+                let bytes = match l {
+                    Landed::Bytes(b) => Some(b),
+                    Landed::Handed => None,
+                };
+                core.landed(st, oid, h, bytes);
+                keep
+            }
+            Answered::Lost(e) if served > 0 && !is_h2 && e.is_connection_end() => {
+                // The server answered and then closed with this request
+                // unanswered: not the file's fault. A server that does not
+                // pipeline gets one request at a time from now on.
+                let o = origin(st, oid);
+                if o.ctl.depth > 1 {
+                    o.ctl.cap_depth(1);
+                    core.board(o, true);
+                    if sh.ctx.net.stop_pipelining(key.borrow()) && !sh.ctx.quiet {
+                        let scheme = if key.tls { "https" } else { "http" };
+                        eprintln!(
+                            "bulkget: {scheme}://{} closed a connection with {} requests unanswered; sending it one request at a time",
+                            key.authority,
+                            inflight.len() + 1
+                        );
+                    }
+                }
+                core.push_to(st, oid, h, true);
+                false
+            }
+            Answered::Lost(e) => {
+                core.failed(st, oid, h, &e);
+                h2_alive
+            }
+            Answered::Failed(e, keep) => {
+                if !e.is_pushback() {
+                    judge(st);
+                }
+                core.failed(st, oid, h, &e);
+                keep || h2_alive
+            }
+            Answered::Redirect(to, keep) => {
+                judge(st);
+                let max = sh.ctx.max_redirs;
+                let plan = &sh.plan;
+                match st.redirects.follow(h.hop, || plan.url(&h.e), to, max) {
+                    Ok(hop) => core.push(st, Held { hop, ..h }, false),
+                    Err(e) => core.failed(st, oid, h, &e),
+                }
+                keep
+            }
+        };
+        if !keep {
+            conn = None;
+            requeue(&core, st, oid, &mut inflight);
+        }
+    }
+    drop(conn);
+    while handed.join_next().await.is_some() {}
+    let st = &mut *core.st.borrow_mut();
+    requeue(&core, st, oid, &mut inflight);
+    if leaving {
+        origin(st, oid).leaving -= 1;
+    }
+    core.lane_ended(st, oid);
+}
+
+fn origin<E>(st: &mut State<E>, oid: u32) -> &mut super::core::Origin<E> {
+    st.origins[oid as usize].as_mut().expect("live origin")
+}
+
+/// Puts requests that were in flight back at the front of their origin's
+/// queue, in their order.
+fn requeue<P: Plan>(
+    core: &Rc<Core<P>>,
+    st: &mut State<P::Entry>,
+    oid: u32,
+    inflight: &mut VecDeque<(Held<P::Entry>, Instant)>,
+) {
+    while let Some((h, _)) = inflight.pop_back() {
+        core.push_to(st, oid, h, true);
+    }
+}
+
+/// Queues the entry's request on `c`.
+fn request<P: Plan>(
+    core: &Core<P>,
+    st: &State<P::Entry>,
+    c: &mut Conn,
+    h: &Held<P::Entry>,
+) -> Result<(), FetchError> {
+    let plan = &core.sh.plan;
+    let range = plan.range(&h.e);
+    match st.redirects.current(h.hop) {
+        Some(u) => {
+            let u = Url::parse(u).expect("checked when followed");
+            c.get(u.authority, |o| u.push_path(o), range)
+        }
+        None => {
+            let key = plan.origin(&h.e);
+            c.get(key.authority, |o| plan.path(o, &h.e), range)
+        }
+    }
+}
+
+/// Reads one answer: a redirect is drained and its target joined here,
+/// anything else goes to the plan.
+async fn answer<P: Plan>(
+    core: &Rc<Core<P>>,
+    c: &mut Conn,
+    h: &Held<P::Entry>,
+    handed: &mut JoinSet<()>,
+) -> Answered {
+    let head = match c.read_head().await {
+        Ok(h) => h,
+        Err(e) => return Answered::Lost(e),
+    };
+    let sh = &core.sh;
+    let at = core
+        .st
+        .borrow()
+        .redirects
+        .current(h.hop)
+        .map(str::to_string);
+    if is_redirect(head.status)
+        && let Some(loc) = head.location.as_deref()
+    {
+        let base = at.unwrap_or_else(|| sh.plan.url(&h.e));
+        let (err, keep) = crate::fetch::land::refuse(c, &head).await;
+        if !err.keeps_connection() {
+            return Answered::Failed(err, false);
+        }
+        return match url::join(&base, loc) {
+            Ok(to) => Answered::Redirect(to, keep),
+            Err(why) => Answered::Failed(
+                FetchError::Redirect(format!(
+                    "HTTP {} to {loc:?}, which cannot be followed: {why}",
+                    head.status
+                )),
+                keep,
+            ),
+        };
+    }
+    match sh
+        .plan
+        .answer(sh, c, &head, &h.e, at.as_deref(), handed)
+        .await
+    {
+        Ok((l, keep)) => Answered::Done(l, keep),
+        Err((e, keep)) => Answered::Failed(e, keep),
+    }
+}

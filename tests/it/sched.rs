@@ -1,0 +1,153 @@
+//! The scheduler: connections per origin found by measuring, lists that
+//! interleave many hosts, and hosts that are dead or push back.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use bulkget::server::faults::Faults;
+
+use crate::common::*;
+use crate::peers::{Nginx, assert_landed, get_list, www};
+
+fn stats(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn assert_synthetic(path: &Path, name: &str) {
+    let got = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        got == bulkget::synthetic::content(name.as_bytes(), 100),
+        "{}: bytes differ",
+        path.display()
+    );
+}
+
+#[test]
+fn an_interleaved_list_of_four_hosts_one_dead_one_slow() {
+    let slow = Faults {
+        latency: Duration::from_millis(20),
+        ..Faults::default()
+    };
+    let live = [
+        synthetic(300, 100, 1000, Faults::default()),
+        synthetic(300, 100, 1000, Faults::default()),
+        synthetic(300, 100, 1000, slow),
+    ];
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap(); // closed again: connections are refused
+    let mut list = String::new();
+    for i in 0..300 {
+        for (k, s) in live.iter().enumerate() {
+            list += &format!("{}/get/f{i:09} h{k}-{i}\n", s.url());
+        }
+        list += &format!("http://{dead}/get/x{i} dead-{i}\n");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let sj = t.path().join("stats.json");
+    let (o, out) = get_list(
+        t.path(),
+        &list,
+        &["-q", "--retries", "1", "--stats-json", sj.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for i in 0..300 {
+        for k in 0..3 {
+            assert_synthetic(&out.join(format!("h{k}-{i}")), &format!("f{i:09}"));
+        }
+        assert!(!out.join(format!("dead-{i}")).exists());
+    }
+    let f = failures(&out);
+    assert_eq!(f.len(), 300, "only the dead host's files fail");
+    for r in &f {
+        assert!(r["name"].as_str().unwrap().starts_with("dead-"), "{r}");
+        assert_eq!(r["attempts"], 2, "{r}");
+        assert!(r["error"].as_str().unwrap().contains("connect"), "{r}");
+    }
+    // Each live host shows in the stats with its files and connections.
+    let st = stats(&sj);
+    for s in &live {
+        let o = st["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["origin"] == s.url())
+            .unwrap_or_else(|| panic!("{} missing from {st}", s.url()));
+        assert_eq!(o["files"], 300, "{o}");
+        assert!(o["connections"].as_u64().unwrap() >= 1, "{o}");
+    }
+}
+
+#[test]
+fn a_server_that_answers_one_request_at_a_time_gets_more_connections_not_depth() {
+    // Each request costs the server 10 ms and a connection's requests are
+    // answered one after another: only more connections help.
+    let s = synthetic(
+        2000,
+        100,
+        1000,
+        Faults {
+            latency: Duration::from_millis(10),
+            ..Faults::default()
+        },
+    );
+    // No disk in the way (creating files here can be slower than the server).
+    let t = tempfile::tempdir().unwrap();
+    let sj = t.path().join("stats.json");
+    let o = bulkget(&[
+        "mirror",
+        &s.url(),
+        t.path().join("out").to_str().unwrap(),
+        "--sink",
+        "null",
+        "-q",
+        "--stats-json",
+        sj.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let st = stats(&sj);
+    let origin = &st["origins"][0];
+    assert_eq!(origin["files"], 2000, "{st}");
+    let (conns, depth) = (
+        origin["connections"].as_u64().unwrap(),
+        origin["depth"].as_u64().unwrap(),
+    );
+    // A run starts with 2 connections per core, 8 deep.
+    assert!(conns >= 16, "connections grew: {st}");
+    assert!(depth <= 8, "depth that did not pay was not kept: {origin}");
+}
+
+#[test]
+fn a_server_that_allows_two_connections_costs_retries_not_files() {
+    let t = tempfile::tempdir().unwrap();
+    www(t.path(), 0, 512 << 10);
+    // nginx counts a connection while it answers: slow answers (512 KiB at
+    // 8 MiB/s, about 60 ms each, more than a socket buffer holds) keep two
+    // busy, so a third is turned away with 503.
+    let ng = Nginx::start(
+        t.path(),
+        1,
+        "limit_conn_zone $server_port zone=perport:1m;\n\
+         server { listen 127.0.0.1:{P0}; root {DIR}/www; limit_conn perport 2; limit_rate 8m; }\n",
+    );
+    let list: String = (0..48)
+        .map(|i| format!("http://{}/d/big big-{i}\n", ng.addrs[0]))
+        .collect();
+    let sj = t.path().join("stats.json");
+    let (o, out) = get_list(
+        t.path(),
+        &list,
+        &["-q", "--threads", "2", "--stats-json", sj.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for i in 0..48 {
+        assert_landed(&out, &format!("big-{i}"), 7, 512 << 10);
+    }
+    // More than two connections were tried (a run starts with 2 per core),
+    // nginx refused some with 503, and those were retried.
+    let log = ng.access_log();
+    assert!(log.lines().any(|l| l.contains(" 503 ")), "{log}");
+    assert!(stats(&sj)["retries"].as_u64().unwrap() > 0);
+}
