@@ -10,9 +10,11 @@
 #   h1-20ms   nginx over https, HTTP/1.1 at 20 ms RTT
 #   limit8    nginx allowing 8 connections (limit_conn; the rest get 503)
 # and mirror for svc5 and rtt40. Needs nginx-light, curl, openssl, python3;
-# cargo build --release first.  ONLY="svc5 rtt40" runs some rows.
+# cargo build --release first.  ONLY="svc5 rtt40" runs some rows; SERVE=1
+# only starts the servers and waits.
 set -euo pipefail
 N=${1:-20000}
+PY=${PY:-python3}  # a python with uvloop makes the delay lines cheaper
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/target/release/bulkget
 W=/dev/shm/bulkget-realnet
@@ -58,10 +60,10 @@ http {
 CONF
 nginx -p "$W" -c "$W/nginx.conf"
 $B serve --synthetic "$N" --latency 5 --addr 127.0.0.1:18490 >/dev/null 2>&1 & S=$!
-python3 "$ROOT/bench/delayline.py" 18580 18480 20 >/dev/null & D1=$!
-python3 "$ROOT/bench/delayline.py" 18600 18480 10 100 >/dev/null & D2=$!
-python3 "$ROOT/bench/delayline.py" 18543 18443 10 >/dev/null & D3=$!
-python3 "$ROOT/bench/delayline.py" 18544 18444 10 >/dev/null & D4=$!
+$PY "$ROOT/bench/delayline.py" 18580 18480 20 >/dev/null & D1=$!
+$PY "$ROOT/bench/delayline.py" 18600 18480 10 100 >/dev/null & D2=$!
+$PY "$ROOT/bench/delayline.py" 18543 18443 10 >/dev/null & D3=$!
+$PY "$ROOT/bench/delayline.py" 18544 18444 10 >/dev/null & D4=$!
 trap 'kill $S $D1 $D2 $D3 $D4 2>/dev/null; kill $(cat $W/nginx.pid) 2>/dev/null' EXIT
 sleep 1.5
 # urls NAME SCHEME PORT: one URL per manifest name
@@ -73,6 +75,8 @@ for i in range($N): print(f'http://127.0.0.1:18490/get/f{i:09d}')" > urls-svc5.t
 # 100 hosts, interleaved: file i on port 18600 + i % 100
 awk '{ printf "http://127.0.0.1:%d/get/%s\n", 18600 + (NR-1) % 100, $0 }' www/manifest.txt > urls-hosts100.txt
 for f in urls-*.txt; do sed 's#.*#url = "&"#' "$f" > "${f%.txt}.cfg"; done
+# SERVE=1: set up and keep the servers running (for tracing by hand)
+if [ -n "${SERVE:-}" ]; then echo "serving from $W; ^C stops"; wait; fi
 # one timed run: label, then the command; prints files/s and client CPU per file
 timed() {
     local label=$1; shift

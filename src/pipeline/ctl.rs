@@ -9,19 +9,26 @@
 //!
 //! * **Latency against its floor** (TCP Vegas): the mean time from request
 //!   to answer head against the smallest seen lately. Close to the floor,
-//!   requests do not queue at the server, so deeper pipelines pay (a far
-//!   server); well above it, they only wait in line (a server that answers a
-//!   connection's requests one after another), so the depth halves.
-//! * **Files/s against the best seen**: while a change raised it by 10 %,
-//!   connections keep growing (doubling at first, like slow start, then by a
-//!   quarter); when it stops rising, they hold, and every few periods a
-//!   probe tries a quarter more, so a server that got faster is found.
+//!   requests do not queue, so more in flight may pay (a far server); well
+//!   above it, they only wait in line (a server that answers a connection's
+//!   requests one after another, or a saturated path), so depth halves.
+//! * **Files/s against the setting before**: every change is a trial,
+//!   judged against the figure measured at the setting it left (a paired
+//!   comparison, so a figure from another time or setting never decides):
+//!   files/s for more connections, depth / latency (what one connection
+//!   does, by Little's law) for more depth. A trial that raised its figure
+//!   by 10 % is kept and the same step tried again; one that did not is
+//!   undone. At first connections and depth quadruple, in turn (slow
+//!   start); after a figure's first undone trial, connections grow by a
+//!   quarter and depth doubles, one at a time, alternating after each
+//!   failure, and a probe every few periods finds a server that got faster.
 //!
-//! The period after a change is not judged (new connections are still
-//! being set up). 429/503, resets and timeouts halve both figures at once, at
-//! most once per period: the multiplicative decrease of AIMD, down to where
-//! a run starts (the run-wide [`crate::fetch::Throttle`] pauses and narrows
-//! every pipeline below that).
+//! A step up is judged by the period right after it; the period after a
+//! step down is not judged (the old queues drain). 429/503, resets and
+//! timeouts halve both figures at once, at most once per period: the
+//! multiplicative decrease of AIMD, down to where a run starts (the
+//! run-wide [`crate::fetch::Throttle`] pauses and narrows every pipeline
+//! below that).
 
 use std::time::{Duration, Instant};
 
@@ -31,10 +38,37 @@ pub const MIN_PERIOD: Duration = Duration::from_millis(5);
 pub const MAX_PERIOD: Duration = Duration::from_millis(1000);
 /// Queueing that does not count as inflated: below this, latency is noise.
 const SLACK: Duration = Duration::from_millis(1);
+/// Latency inflation never takes depth below this (a server that answers
+/// one request at a time still gets the next one while it sends an answer).
+const MIN_DEPTH: u32 = 2;
 /// Periods between probes once growth has stopped.
 const PROBE_EVERY: u32 = 8;
+/// Periods depth is left alone after cutting it cost files/s.
+const KEEP_DEPTH: u32 = 4 * PROBE_EVERY;
 /// Periods a latency floor is kept before it is measured afresh.
 const FLOOR_PERIODS: u32 = 32;
+
+/// Which figure a trial changed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Step {
+    /// More connections: four times as many in slow start (a step takes
+    /// two periods, so that is TCP's doubling per round trip), else a
+    /// quarter more.
+    Conns,
+    /// More depth: four times as deep in slow start, else twice.
+    Depth,
+    /// Half the depth (latency queues), kept unless files/s fell.
+    Shallower,
+}
+
+impl Step {
+    fn other(self) -> Step {
+        match self {
+            Step::Depth => Step::Conns,
+            _ => Step::Depth,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Ctl {
@@ -44,20 +78,30 @@ pub struct Ctl {
     pub depth: u32,
     max_conns: u32,
     max_depth: u32,
-    slow_start: bool,
+    /// Connections / depth still double at each step (slow start) until a
+    /// step of theirs fails to pay.
+    ss_conns: bool,
+    ss_depth: bool,
     start: Instant,
     n: u32,
     lat_sum: Duration,
     lat_min: Duration,
     floor: Option<Duration>,
     floor_age: u32,
-    best: f64,
-    settle: bool,
+    /// Files/s at the current setting (a moving average); none right after
+    /// a cut.
+    reference: Option<f64>,
+    /// Mean latency there, in seconds (likewise).
+    ref_lat: Option<f64>,
+    /// The change on trial and the setting to go back to.
+    trial: Option<(Step, u32, u32)>,
+    /// The step a probe tries next (after slow start).
+    next: Step,
+    /// Periods for which inflated latency does not cut depth (a cut was
+    /// just tried and cost files/s).
+    keep_depth: u32,
     holds: u32,
-    grown_from: Option<u32>,
-    best_per_conn: f64,
-    depth_from: Option<u32>,
-    depth_hold: bool,
+    settle: bool,
     cut_at: Option<Instant>,
     /// Files/s in the last judged period (for display).
     pub rate: f64,
@@ -71,7 +115,7 @@ fn trace() -> bool {
 
 /// Starting points: modest, and reached at once.
 pub const START_CONNS: u32 = 2;
-pub const START_DEPTH: u32 = 8;
+pub const START_DEPTH: u32 = 2;
 
 impl Ctl {
     pub fn new(max_conns: u32, max_depth: u32, now: Instant) -> Ctl {
@@ -81,20 +125,21 @@ impl Ctl {
             depth: START_DEPTH.min(max_depth),
             max_conns,
             max_depth,
-            slow_start: true,
+            ss_conns: true,
+            ss_depth: true,
             start: now,
             n: 0,
             lat_sum: Duration::ZERO,
             lat_min: Duration::MAX,
             floor: None,
             floor_age: 0,
-            best: 0.0,
-            settle: false,
+            reference: None,
+            ref_lat: None,
+            trial: None,
+            next: Step::Conns,
+            keep_depth: 0,
             holds: 0,
-            grown_from: None,
-            best_per_conn: 0.0,
-            depth_from: None,
-            depth_hold: false,
+            settle: false,
             cut_at: None,
             rate: 0.0,
         }
@@ -138,47 +183,104 @@ impl Ctl {
         self.rate = rate;
         let (conns, depth) = (self.conns, self.depth);
         let inflated = mean > floor * 2 + SLACK;
-        // Depth pays when each connection answers faster for it; a server
-        // that answers a connection's requests one after another (or holds
-        // its answers to send them together, which hides the queueing from
-        // the latency floor) does not.
-        let per_conn = rate / conns.max(1) as f64;
-        let paid = per_conn > self.best_per_conn * 1.1;
-        if let Some(d) = self.depth_from.take()
-            && !paid
-        {
-            self.depth = d;
-            self.depth_hold = true;
-        }
-        if paid {
-            self.best_per_conn = per_conn;
-        } else {
-            self.best_per_conn = (self.best_per_conn * 0.98).max(per_conn);
-        }
-        if inflated {
-            self.depth = (self.depth / 2).max(2).min(self.depth);
-        } else if !self.depth_hold && self.depth < self.max_depth {
-            self.depth_from = Some(self.depth);
-            self.depth = (self.depth * 2).min(self.max_depth);
-        }
-        if rate > self.best * 1.1 {
-            self.best = rate;
-            self.holds = 0;
-            self.grow();
-        } else {
-            // The last growth did not pay: back to where it was.
-            if let Some(c) = self.grown_from.take() {
-                self.conns = c;
-            }
-            self.slow_start = false;
-            // The best slowly fades to what is seen, so a server that got
-            // slower is not held to an old figure for ever.
-            self.best = (self.best * 0.98).max(rate);
-            self.holds += 1;
-            if self.holds >= PROBE_EVERY {
+        self.keep_depth = self.keep_depth.saturating_sub(1);
+        // Latency queues: fewer per connection is worth a trial, unless
+        // one lately showed depth pays even so (a client or server that
+        // does more per system call when given more at once).
+        let cut = inflated && self.depth > MIN_DEPTH && self.keep_depth == 0;
+        if let Some((step, c0, d0)) = self.trial.take() {
+            let base = self.reference.unwrap_or(0.0);
+            // 10 % more, or half of what the step added when a ceiling
+            // made it smaller than that.
+            let grown = (self.conns * self.depth) as f64 / (c0 * d0).max(1) as f64;
+            let need = ((grown - 1.0) / 2.0).clamp(0.01, 0.1);
+            // More connections are judged by files/s. Depth is judged by
+            // what one connection does, depth / latency (Little's law),
+            // which connections still being set up do not blur: it pays
+            // where the latency is the road, not a queue at the server.
+            let per_conn = |d: u32, lat: f64| d as f64 / lat.max(1e-9);
+            let now_per_conn = per_conn(self.depth, mean.as_secs_f64());
+            let paid = match step {
+                Step::Conns => rate > base * (1.0 + need),
+                Step::Depth => self
+                    .ref_lat
+                    .is_some_and(|l| now_per_conn > per_conn(d0, l) * (1.0 + need)),
+                // Shallower is kept unless it cost a tenth, of what one
+                // connection does or of files/s.
+                Step::Shallower => {
+                    rate >= base * 0.9
+                        && self
+                            .ref_lat
+                            .is_none_or(|l| now_per_conn >= per_conn(d0, l) * 0.9)
+                }
+            };
+            if paid {
+                self.reference = Some(rate);
+                self.ref_lat = Some(mean.as_secs_f64());
+                if step != Step::Conns {
+                    self.ss_depth = false;
+                }
+                if cut {
+                    self.try_step(Step::Shallower);
+                } else if inflated {
+                    // As shallow as it goes: only more connections may
+                    // still pay (and are undone if they do not).
+                    if self.ss_conns || step == Step::Conns {
+                        self.try_conns();
+                    }
+                } else if step != Step::Shallower {
+                    // Again (in slow start, the other figure while it
+                    // still grows fast).
+                    let other = step.other();
+                    let again = if self.in_slow_start(other) {
+                        other
+                    } else {
+                        step
+                    };
+                    self.try_step(again);
+                }
+            } else {
+                // It did not: back to where it was (whose figures are still
+                // the reference), and the other figure is tried next time.
+                self.conns = c0;
+                self.depth = d0;
+                match step {
+                    Step::Conns => self.ss_conns = false,
+                    Step::Depth => self.ss_depth = false,
+                    Step::Shallower => self.keep_depth = KEEP_DEPTH,
+                }
                 self.holds = 0;
-                self.depth_hold = false;
-                self.grow();
+                self.next = step.other();
+            }
+        } else {
+            self.reference = Some(match self.reference {
+                Some(r) => 0.7 * r + 0.3 * rate,
+                None => rate,
+            });
+            let m = mean.as_secs_f64();
+            self.ref_lat = Some(self.ref_lat.map_or(m, |l| 0.7 * l + 0.3 * m));
+            self.holds += 1;
+            if cut {
+                self.try_step(Step::Shallower);
+            } else if inflated {
+                // Latency inflated, and depth will not come off: only
+                // connections.
+                if self.ss_conns {
+                    self.try_conns();
+                } else if self.holds >= PROBE_EVERY {
+                    self.holds = 0;
+                    self.try_conns();
+                }
+            } else if self.ss_conns || self.ss_depth {
+                let step = if self.in_slow_start(self.next) {
+                    self.next
+                } else {
+                    self.next.other()
+                };
+                self.try_step(step);
+            } else if self.holds >= PROBE_EVERY {
+                self.holds = 0;
+                self.try_step(self.next);
             }
         }
         let changed = (conns, depth) != (self.conns, self.depth);
@@ -188,18 +290,62 @@ impl Ctl {
                 rate, mean, floor, self.conns, self.depth
             );
         }
-        self.settle = changed;
+        // A step up is judged at once: a period lasts until about as many
+        // answers as are now allowed in flight came in, so the new
+        // connections or depth have shown what they do by its end. After a
+        // step down, the queues of the old setting drain first.
+        self.settle = changed
+            && self
+                .trial
+                .is_none_or(|(step, _, _)| step == Step::Shallower);
         changed
     }
 
-    fn grow(&mut self) {
-        self.grown_from = Some(self.conns);
-        let more = if self.slow_start {
-            self.conns
+    fn in_slow_start(&self, step: Step) -> bool {
+        match step {
+            Step::Conns => self.ss_conns,
+            Step::Depth => self.ss_depth,
+            Step::Shallower => false,
+        }
+    }
+
+    /// Puts more connections on trial, unless they are at their ceiling.
+    fn try_conns(&mut self) {
+        if self.conns < self.max_conns {
+            self.try_step(Step::Conns);
         } else {
-            (self.conns / 4).max(1)
-        };
-        self.conns = (self.conns + more).min(self.max_conns);
+            self.ss_conns = false;
+        }
+    }
+
+    /// Puts a step on trial; when its figure is at its ceiling, the other.
+    fn try_step(&mut self, step: Step) {
+        let (c0, d0) = (self.conns, self.depth);
+        if step == Step::Shallower {
+            self.depth = (d0 / 2).max(MIN_DEPTH).min(d0);
+            if self.depth != d0 {
+                self.ss_depth = false;
+                self.trial = Some((step, c0, d0));
+            }
+            return;
+        }
+        for step in [step, step.other()] {
+            match step {
+                Step::Conns if self.ss_conns => self.conns = (c0 * 4).min(self.max_conns),
+                Step::Conns => self.conns = (c0 + (c0 / 4).max(1)).min(self.max_conns),
+                Step::Depth if self.ss_depth => self.depth = (d0 * 4).min(self.max_depth),
+                Step::Depth | Step::Shallower => self.depth = (d0 * 2).min(self.max_depth),
+            }
+            if (self.conns, self.depth) != (c0, d0) {
+                self.trial = Some((step, c0, d0));
+                return;
+            }
+            // At its ceiling: it has stopped growing fast.
+            match step {
+                Step::Conns => self.ss_conns = false,
+                _ => self.ss_depth = false,
+            }
+        }
     }
 
     /// Never more than `d` in flight per connection (a server that does
@@ -219,12 +365,12 @@ impl Ctl {
             return false;
         }
         self.cut_at = Some(now);
-        self.slow_start = false;
-        self.best = 0.0;
+        self.ss_conns = false;
+        self.ss_depth = false;
+        self.reference = None;
+        self.ref_lat = None;
         self.holds = 0;
-        self.grown_from = None;
-        self.depth_from = None;
-        self.best_per_conn = 0.0;
+        self.trial = None;
         let before = (self.conns, self.depth);
         // Never below where a run starts: that much is modest for any
         // server, and the run-wide throttle (Retry-After, window) goes lower.
@@ -234,6 +380,7 @@ impl Ctl {
         self.start = now;
         self.n = 0;
         self.lat_sum = Duration::ZERO;
+        self.lat_min = Duration::MAX;
         before != (self.conns, self.depth)
     }
 
