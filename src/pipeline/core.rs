@@ -9,10 +9,12 @@
 //! the core's cap allows; origins past the cap wait in line for a slot,
 //! which a connection gives up as soon as its own origin has no work. A
 //! failed request waits in the core's timer heap and goes back to its
-//! origin's queue when due. A slow or dead origin holds at most its share of
-//! the frontier ([`ORIGIN_SHARE`]); past that its entries wait in a spill
-//! file on disk (when the plan can write them down), so the input goes on
-//! being read for the others.
+//! origin's queue when due. The frontier ([`FRONTIER`]) bounds memory
+//! whatever the hosts do; a slow origin's entries wait in its queue while
+//! the others flow, and a dead one's fail through their retries. Not yet
+//! built: a share of the frontier per origin with the excess set aside on
+//! disk, so that a dead host holding most of a long input cannot stall
+//! reading it until its retries run out.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -33,8 +35,6 @@ use crate::progress::{Local, Seat};
 
 /// Entries one core holds at most (queued, in flight, waiting to retry).
 pub const FRONTIER: usize = 32 * 1024;
-/// The most of the frontier one origin may hold while others wait.
-pub const ORIGIN_SHARE: usize = FRONTIER / 4;
 
 /// An entry on its way: where its batch is accounted, its attempts so far,
 /// its redirect chain (0: none).
