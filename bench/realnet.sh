@@ -21,10 +21,7 @@ W=/dev/shm/bulkget-realnet
 rm -rf "$W" && mkdir -p "$W/tmp"
 python3 "$ROOT/../shared/bench/gen_dataset.py" "$N" 1000 "$W/www" >/dev/null
 cd "$W"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 -subj /CN=bench-ca 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' > ext.cnf
-openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 30 -extfile ext.cnf 2>/dev/null
+. "$ROOT/bench/certs.sh"
 cat > nginx.conf <<CONF
 worker_processes 1;
 worker_rlimit_nofile 65536;

@@ -215,16 +215,7 @@ impl<P: Plan> Core<P> {
             page: b.page,
             left: n,
         };
-        let slot = match st.free_pages.pop() {
-            Some(s) => {
-                st.pages[s as usize] = Some(page);
-                s
-            }
-            None => {
-                st.pages.push(Some(page));
-                st.pages.len() as u32 - 1
-            }
-        };
+        let slot = slab_put(&mut st.pages, &mut st.free_pages, page);
         if n == 0 {
             self.close_page(st, slot);
         }
@@ -309,16 +300,7 @@ impl<P: Plan> Core<P> {
             waiting_slot: false,
             files: 0,
         };
-        let id = match st.free_origins.pop() {
-            Some(id) => {
-                st.origins[id as usize] = Some(o);
-                id
-            }
-            None => {
-                st.origins.push(Some(o));
-                st.origins.len() as u32 - 1
-            }
-        };
+        let id = slab_put(&mut st.origins, &mut st.free_origins, o);
         let origins = &st.origins;
         st.index.insert_unique(hash, id, |&i| {
             origins[i as usize].as_ref().expect("indexed origin").hash
@@ -540,6 +522,20 @@ impl<P: Plan> Core<P> {
                 self.wake.notify_one();
             }
             None => self.fail_for_good(st, h, err),
+        }
+    }
+}
+
+/// Puts `v` in a free slot of a slab (or a new one) and returns its index.
+fn slab_put<T>(slots: &mut Vec<Option<T>>, free: &mut Vec<u32>, v: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            slots[i as usize] = Some(v);
+            i
+        }
+        None => {
+            slots.push(Some(v));
+            slots.len() as u32 - 1
         }
     }
 }
