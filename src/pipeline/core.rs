@@ -1,13 +1,15 @@
 //! One core's share of a run: a scheduler task and the connection tasks
 //! ([`super::lane`]) it starts, all on that core's current-thread runtime,
 //! sharing a [`State`] through a `RefCell` (never borrowed across an
-//! `await`), so nothing here takes a lock.
+//! `await`), so nothing here takes a lock per file.
 //!
 //! The scheduler pulls batches from the run's input while its frontier has
 //! room, and puts each entry in its origin's queue. An origin (scheme,
-//! host, port) has its own connections, as many as its [`Ctl`] wants and
-//! the core's cap allows; origins past the cap wait in line for a slot,
-//! which a connection gives up as soon as its own origin has no work. A
+//! host, port) has its own connections, as many as its [`Ctl`] wants, the
+//! core's cap allows and the origin's [`Gate`] (its connections on all
+//! cores, halved on push-back) lets through; origins past the core's cap
+//! wait in line for a slot, which a connection gives up as soon as its own
+//! origin has no work. A
 //! failed request waits in the core's timer heap and goes back to its
 //! origin's queue when due. The frontier ([`FRONTIER`]) bounds memory
 //! whatever the hosts do; a slow origin's entries wait in its queue while
@@ -27,6 +29,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::ctl::Ctl;
+use super::gate::{Gate, Gates};
 use super::redirects::Redirects;
 use super::{Admit, Batch, Plan, Shared};
 use crate::error::FetchError;
@@ -57,8 +60,11 @@ pub struct Origin<E> {
     /// Entries of this origin in the timer heap.
     delayed: u32,
     pub ctl: Ctl,
+    /// The origin's connections on all cores.
+    pub gate: Arc<Gate>,
     pub notify: Rc<Notify>,
     waiting_slot: bool,
+    waiting_gate: bool,
     pub files: u64,
 }
 
@@ -114,6 +120,8 @@ pub struct State<E> {
     /// Connection tasks alive on this core.
     pub conns: u32,
     wanting: VecDeque<u32>,
+    /// Origins its gate refused a connection, to try again.
+    gated: Vec<u32>,
     pub input_closed: bool,
     pub local: Local,
     successes: u32,
@@ -123,14 +131,13 @@ pub struct Core<P: Plan> {
     pub sh: Arc<Shared<P>>,
     pub id: usize,
     pub st: RefCell<State<P::Entry>>,
-    /// Wakes the scheduler: a connection ended, a retry was scheduled.
-    pub wake: Notify,
+    pub gates: Arc<Gates>,
     max_conns: u32,
     per_host: u32,
 }
 
 impl<P: Plan> Core<P> {
-    pub fn new(sh: Arc<Shared<P>>, id: usize, cores: usize) -> Core<P> {
+    pub fn new(sh: Arc<Shared<P>>, gates: Arc<Gates>, id: usize, cores: usize) -> Core<P> {
         let per = |n: u32| n.div_ceil(cores as u32).max(1);
         let (max_conns, per_host) = (per(sh.limits.conns), per(sh.limits.per_host));
         Core {
@@ -149,14 +156,21 @@ impl<P: Plan> Core<P> {
                 redirects: Redirects::default(),
                 conns: 0,
                 wanting: VecDeque::new(),
+                gated: Vec::new(),
                 input_closed: false,
                 local: Local::default(),
                 successes: 0,
             }),
-            wake: Notify::new(),
+            gates,
             max_conns,
             per_host,
         }
+    }
+
+    /// Wakes the scheduler: a connection ended (here or, for an origin
+    /// its gate refused, on another core), a retry was scheduled.
+    pub fn wake(&self) -> &Notify {
+        self.gates.wake(self.id)
     }
 
     /// The scheduler: feeds origins from the input, releases due retries,
@@ -175,6 +189,7 @@ impl<P: Plan> Core<P> {
                 }
             }
             self.release_due();
+            self.retry_gated();
             let (next_due, done) = {
                 let st = self.st.borrow();
                 let done = st.conns == 0 && (stopping || (st.input_closed && st.held == 0));
@@ -186,7 +201,7 @@ impl<P: Plan> Core<P> {
             let recv = !stopping && self.wants_input();
             let due = next_due.unwrap_or_else(|| Instant::now() + tick);
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake().notified() => {}
                 _ = tokio::time::sleep_until(due.min(Instant::now() + tick)) => {}
                 r = self.sh.rx.recv(), if recv => match r {
                     Ok(b) => self.admit(b),
@@ -296,8 +311,10 @@ impl<P: Plan> Core<P> {
             leaving: 0,
             delayed: 0,
             ctl: Ctl::new(self.per_host, max_depth, std::time::Instant::now()),
+            gate: self.gates.get(&key.to_owned()),
             notify: Rc::new(Notify::new()),
             waiting_slot: false,
+            waiting_gate: false,
             files: 0,
         };
         let id = slab_put(&mut st.origins, &mut st.free_origins, o);
@@ -365,6 +382,13 @@ impl<P: Plan> Core<P> {
                 }
                 return;
             }
+            if !self.gates.try_open(&o.gate, self.id) {
+                if !o.waiting_gate {
+                    o.waiting_gate = true;
+                    st.gated.push(oid);
+                }
+                return;
+            }
             o.conns += 1;
             st.conns += 1;
             tokio::task::spawn_local(super::lane::run(self.clone(), oid));
@@ -376,9 +400,27 @@ impl<P: Plan> Core<P> {
         !st.wanting.is_empty()
     }
 
-    /// A connection of `oid` ended: its slot goes to an origin waiting for one.
-    pub fn lane_ended(self: &Rc<Self>, st: &mut State<P::Entry>, oid: u32) {
+    /// Origins refused by their gate look again (it may have risen, or a
+    /// connection closed on another core).
+    fn retry_gated(self: &Rc<Self>) {
+        let st = &mut *self.st.borrow_mut();
+        if st.gated.is_empty() {
+            return;
+        }
+        for oid in std::mem::take(&mut st.gated) {
+            if let Some(o) = st.origins[oid as usize].as_mut() {
+                o.waiting_gate = false;
+                self.ensure_conns(st, oid);
+                self.maybe_drop(st, oid);
+            }
+        }
+    }
+
+    /// A connection of `oid` ended (`left`: over its gate's ceiling): its
+    /// slot goes to an origin waiting for one.
+    pub fn lane_ended(self: &Rc<Self>, st: &mut State<P::Entry>, oid: u32, left: bool) {
         let o = st.origins[oid as usize].as_mut().expect("live origin");
+        self.gates.close(&o.gate, left);
         o.conns -= 1;
         st.conns -= 1;
         // Its own queue first (a connection that was retired or failed).
@@ -393,13 +435,13 @@ impl<P: Plan> Core<P> {
             }
         }
         self.maybe_drop(st, oid);
-        self.wake.notify_one();
+        self.wake().notify_one();
     }
 
     /// Forgets an origin with nothing left to do on this core.
     fn maybe_drop(&self, st: &mut State<P::Entry>, oid: u32) {
         let o = st.origins[oid as usize].as_ref().expect("live origin");
-        if o.conns > 0 || !o.queue.is_empty() || o.delayed > 0 || o.waiting_slot {
+        if o.conns > 0 || !o.queue.is_empty() || o.delayed > 0 || o.waiting_slot || o.waiting_gate {
             return;
         }
         self.board(o, false);
@@ -407,8 +449,9 @@ impl<P: Plan> Core<P> {
         if let Ok(e) = st.index.find_entry(hash, |&i| i == oid) {
             e.remove();
         }
-        st.origins[oid as usize] = None;
+        let o = st.origins[oid as usize].take().expect("live origin");
         st.free_origins.push(oid);
+        self.gates.put(&o.key, o.gate);
     }
 
     /// Publishes an origin's figures for the live line and the stats.
@@ -493,6 +536,7 @@ impl<P: Plan> Core<P> {
         }
         if err.is_pushback() {
             let o = st.origins[oid as usize].as_mut().expect("live origin");
+            self.gates.cut(&o.gate);
             if o.ctl.congested(std::time::Instant::now()) {
                 self.board(o, true);
             }
@@ -519,7 +563,7 @@ impl<P: Plan> Core<P> {
                     oid,
                     item: h,
                 });
-                self.wake.notify_one();
+                self.wake().notify_one();
             }
             None => self.fail_for_good(st, h, err),
         }

@@ -372,8 +372,9 @@ impl Ctl {
         self.holds = 0;
         self.trial = None;
         let before = (self.conns, self.depth);
-        // Never below where a run starts: that much is modest for any
-        // server, and the run-wide throttle (Retry-After, window) goes lower.
+        // Never below where a run starts on this core: the origin's gate
+        // (super::gate) halves its connections on all cores together, down
+        // to one, and the run-wide throttle (Retry-After, window) goes lower.
         self.conns = (self.conns / 2).max(START_CONNS.min(self.max_conns));
         self.depth = (self.depth / 2).max(START_DEPTH.min(self.max_depth));
         self.settle = true;

@@ -57,6 +57,9 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
     // Set when the controller wants fewer connections and this one goes:
     // it sends nothing more, and leaves once its answers are in.
     let mut leaving = false;
+    // Set when it leaves because its origin has more connections on all
+    // cores than the origin's gate now allows.
+    let mut left_gate = false;
     loop {
         let stopping = sh.ctx.stopping();
         if inflight.is_empty() {
@@ -106,7 +109,12 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         let window = {
             let mut st = core.st.borrow_mut();
             let o = origin(&mut st, oid);
-            if !leaving && o.conns - o.leaving > o.ctl.conns {
+            if !leaving
+                && (o.conns - o.leaving > o.ctl.conns || {
+                    left_gate = core.gates.over(&o.gate);
+                    left_gate
+                })
+            {
                 leaving = true;
                 o.leaving += 1;
             }
@@ -252,7 +260,7 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
     if leaving {
         origin(st, oid).leaving -= 1;
     }
-    core.lane_ended(st, oid);
+    core.lane_ended(st, oid, left_gate);
 }
 
 fn origin<E>(st: &mut State<E>, oid: u32) -> &mut super::core::Origin<E> {

@@ -33,6 +33,7 @@ use crate::journal::Tracker;
 
 pub mod core;
 pub mod ctl;
+pub mod gate;
 mod lane;
 mod redirects;
 
@@ -164,8 +165,15 @@ pub fn run_workers<P: Plan>(sh: &Arc<Shared<P>>, threads: usize) -> std::io::Res
     }
     .min(sh.limits.conns.max(1) as usize);
     let w = sh.clone();
+    let gates = Arc::new(gate::Gates::new(cores, sh.limits.per_host));
     let r = crate::fetch::run_per_core(cores, cores, move |id| {
-        Rc::new(core::Core::new(w.clone(), id as usize, cores)).run()
+        Rc::new(core::Core::new(
+            w.clone(),
+            gates.clone(),
+            id as usize,
+            cores,
+        ))
+        .run()
     });
     sh.rx.close();
     r

@@ -151,3 +151,28 @@ fn a_server_that_allows_two_connections_costs_retries_not_files() {
     assert!(log.lines().any(|l| l.contains(" 503 ")), "{log}");
     assert!(stats(&sj)["retries"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn a_server_that_allows_one_connection_loses_no_file_to_many_cores() {
+    // Eight cores start two connections each: sixteen against a server that
+    // serves one at a time. Push-back must bring the whole client, not each
+    // core, down to what the server allows.
+    let t = tempfile::tempdir().unwrap();
+    www(t.path(), 0, 256 << 10);
+    let ng = Nginx::start(
+        t.path(),
+        1,
+        "limit_conn_zone $server_port zone=perport:1m;\n\
+         server { listen 127.0.0.1:{P0}; root {DIR}/www; limit_conn perport 1; limit_rate 8m; }\n",
+    );
+    let list: String = (0..64)
+        .map(|i| format!("http://{}/d/big big-{i}\n", ng.addrs[0]))
+        .collect();
+    let (o, out) = get_list(t.path(), &list, &["-q", "--threads", "8"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for i in 0..64 {
+        assert_landed(&out, &format!("big-{i}"), 7, 256 << 10);
+    }
+    let log = ng.access_log();
+    assert!(log.lines().any(|l| l.contains(" 503 ")), "{log}");
+}

@@ -1,0 +1,276 @@
+//! Connections to one origin across every core of a run.
+//!
+//! Each core's [`super::ctl::Ctl`] sizes that core's share of an origin,
+//! but a server's limit is on the whole client: 16 cores at 2 connections
+//! each are 32 connections to a host that allows 8. So every connection
+//! also passes its origin's [`Gate`]: a count of the connections open on
+//! all cores, and a ceiling that push-back (429/503) halves, at most once
+//! per [`CUT_EVERY`], down to one connection. The ceiling then rises by one
+//! connection per [`RAISE_EVERY`] (additive increase: AIMD across the run),
+//! and is lifted altogether once it passes `--max-per-host`. Connections
+//! over the ceiling leave after the answers they are owed; a core refused
+//! a connection is woken when another core closes one (and looks again on
+//! its scheduler's tick, should that wake-up cross the refusal).
+//!
+//! A connection opens or closes rarely next to the files it carries, so the
+//! lock here is taken per connection, never per file.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::fetch::url::OwnedKey;
+
+/// Push-back halves the ceiling at most this often.
+pub const CUT_EVERY: Duration = Duration::from_secs(1);
+/// The ceiling rises by one connection this often without push-back.
+pub const RAISE_EVERY: Duration = Duration::from_secs(1);
+
+const NONE: u32 = u32::MAX;
+
+/// One origin's connections on all cores.
+pub struct Gate {
+    open: AtomicU32,
+    /// Connections that have chosen to leave (over the ceiling).
+    leaving: AtomicU32,
+    /// The ceiling set by the last cut ([`NONE`]: no ceiling).
+    cap0: AtomicU32,
+    /// When the last cut was, in ms since the run began.
+    cut_ms: AtomicU64,
+    /// Cores refused a connection, to wake when one closes.
+    waiting: Mutex<Vec<u32>>,
+}
+
+/// The gates of a run, and a wake-up per core.
+pub struct Gates {
+    map: Mutex<HashMap<OwnedKey, Arc<Gate>>>,
+    wakes: Vec<Notify>,
+    t0: Instant,
+    /// `--max-per-host`: a ceiling past it is lifted.
+    per_host: u32,
+}
+
+impl Gates {
+    pub fn new(cores: usize, per_host: u32) -> Gates {
+        Gates {
+            map: Mutex::new(HashMap::new()),
+            wakes: (0..cores).map(|_| Notify::new()).collect(),
+            t0: Instant::now(),
+            per_host,
+        }
+    }
+
+    /// Core `id`'s wake-up (its scheduler waits on it).
+    pub fn wake(&self, id: usize) -> &Notify {
+        &self.wakes[id]
+    }
+
+    /// The origin's gate, shared by every core that holds work for it.
+    pub fn get(&self, key: &OwnedKey) -> Arc<Gate> {
+        let mut m = self.map.lock().expect("gates");
+        m.entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    open: AtomicU32::new(0),
+                    leaving: AtomicU32::new(0),
+                    cap0: AtomicU32::new(NONE),
+                    cut_ms: AtomicU64::new(0),
+                    waiting: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// A core is done with the origin: forget its gate once no core holds
+    /// it and it has no ceiling (a ceiling is the server's, and stays).
+    pub fn put(&self, key: &OwnedKey, g: Arc<Gate>) {
+        let mut m = self.map.lock().expect("gates");
+        // Cores clone only under this lock, so the count cannot rise here.
+        if Arc::strong_count(&g) == 2 && self.cap(&g) == NONE {
+            m.remove(key);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    /// The ceiling now: the last cut's, plus what it has risen since.
+    pub fn cap(&self, g: &Gate) -> u32 {
+        if g.cap0.load(Relaxed) == NONE {
+            return NONE; // no clock read on the common path
+        }
+        self.cap_at(g, self.now_ms())
+    }
+
+    fn cap_at(&self, g: &Gate, now: u64) -> u32 {
+        let c0 = g.cap0.load(Relaxed);
+        if c0 == NONE {
+            return NONE;
+        }
+        let since = now.saturating_sub(g.cut_ms.load(Relaxed));
+        let c = c0.saturating_add((since / RAISE_EVERY.as_millis() as u64) as u32);
+        if c > self.per_host {
+            // Risen past any limit of ours: lifted (a race here only
+            // lifts it a little early or late).
+            let _ = g.cap0.compare_exchange(c0, NONE, Relaxed, Relaxed);
+            return NONE;
+        }
+        c
+    }
+
+    /// Opens a connection for core `id` if the ceiling allows; if not, the
+    /// core is woken when one closes.
+    pub fn try_open(&self, g: &Gate, id: usize) -> bool {
+        let cap = self.cap(g);
+        let mut n = g.open.load(Relaxed);
+        while n < cap {
+            match g.open.compare_exchange_weak(n, n + 1, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(m) => n = m,
+            }
+        }
+        let mut w = g.waiting.lock().expect("gate");
+        if !w.contains(&(id as u32)) {
+            w.push(id as u32);
+        }
+        false
+    }
+
+    /// A connection closed (`left`: it chose to, being over the ceiling).
+    pub fn close(&self, g: &Gate, left: bool) {
+        g.open.fetch_sub(1, Relaxed);
+        if left {
+            g.leaving.fetch_sub(1, Relaxed);
+        }
+        let w = std::mem::take(&mut *g.waiting.lock().expect("gate"));
+        for id in w {
+            self.wakes[id as usize].notify_one();
+        }
+    }
+
+    /// True when the calling connection should leave: the origin has more
+    /// open than its ceiling, not counting those already leaving. The
+    /// caller then leaves and passes `left` to [`Gates::close`].
+    pub fn over(&self, g: &Gate) -> bool {
+        let cap = self.cap(g);
+        if cap == NONE {
+            return false;
+        }
+        let open = g.open.load(Relaxed);
+        let mut l = g.leaving.load(Relaxed);
+        while open.saturating_sub(l) > cap {
+            match g.leaving.compare_exchange_weak(l, l + 1, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(m) => l = m,
+            }
+        }
+        false
+    }
+
+    /// The server pushed back: halve the origin's connections on all cores,
+    /// at most once per [`CUT_EVERY`].
+    pub fn cut(&self, g: &Gate) {
+        self.cut_at(g, self.now_ms())
+    }
+
+    fn cut_at(&self, g: &Gate, now: u64) {
+        let last = g.cut_ms.load(Relaxed);
+        let cap = self.cap_at(g, now);
+        if cap != NONE && now.saturating_sub(last) < CUT_EVERY.as_millis() as u64 {
+            return;
+        }
+        if g.cut_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_err()
+        {
+            return; // another core cut just now
+        }
+        let open = g.open.load(Relaxed).saturating_sub(g.leaving.load(Relaxed));
+        g.cap0.store((open.min(cap) / 2).max(1), Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> OwnedKey {
+        OwnedKey {
+            tls: false,
+            authority: "h:1".into(),
+        }
+    }
+
+    #[test]
+    fn pushback_halves_the_whole_origin_down_to_one() {
+        let gs = Gates::new(4, 256);
+        let g = gs.get(&key());
+        for id in 0..4 {
+            for _ in 0..4 {
+                assert!(gs.try_open(&g, id), "no ceiling before push-back");
+            }
+        }
+        gs.cut_at(&g, 10_000);
+        assert_eq!(gs.cap_at(&g, 10_000), 8);
+        // Eight of the sixteen are over: eight leave, no more.
+        let over = (0..16).filter(|_| gs.over(&g)).count();
+        assert_eq!(over, 8);
+        for _ in 0..8 {
+            gs.close(&g, true);
+        }
+        assert!(!gs.try_open(&g, 3), "at the ceiling");
+        // A second push-back at once changes nothing; a later one halves.
+        gs.cut_at(&g, 10_500);
+        assert_eq!(gs.cap_at(&g, 10_500), 8);
+        gs.cut_at(&g, 11_100);
+        assert_eq!(gs.cap_at(&g, 11_100), 4);
+        // Without push-back it rises by one a second, then is lifted.
+        assert_eq!(gs.cap_at(&g, 13_600), 6);
+        assert_eq!(gs.cap_at(&g, 11_100 + 300_000), NONE);
+        assert!(!gs.over(&g));
+    }
+
+    #[test]
+    fn a_refused_core_is_woken_when_a_connection_closes() {
+        let gs = Gates::new(2, 256);
+        let g = gs.get(&key());
+        assert!(gs.try_open(&g, 0));
+        assert!(gs.try_open(&g, 0));
+        gs.cut(&g);
+        assert_eq!(gs.cap(&g), 1);
+        assert!(gs.over(&g));
+        assert!(!gs.over(&g), "one leaves, not both");
+        assert!(!gs.try_open(&g, 1));
+        gs.close(&g, true);
+        // The wake-up was stored for core 1.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), gs.wake(1).notified())
+                .await
+                .expect("woken");
+        });
+        assert!(!gs.try_open(&g, 1), "still one open, ceiling one");
+        gs.close(&g, false);
+        assert!(gs.try_open(&g, 1));
+    }
+
+    #[test]
+    fn an_origin_without_a_ceiling_is_forgotten_with_its_last_holder() {
+        let gs = Gates::new(1, 4);
+        let g = gs.get(&key());
+        gs.put(&key(), g);
+        assert!(gs.map.lock().unwrap().is_empty());
+        let g = gs.get(&key());
+        assert!(gs.try_open(&g, 0));
+        gs.cut(&g);
+        gs.put(&key(), g);
+        assert_eq!(gs.map.lock().unwrap().len(), 1, "a ceiling stays");
+    }
+}
