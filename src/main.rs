@@ -55,7 +55,7 @@ struct BenchArgs {
     /// dir: write and verify every file; tar: the same into tar shards; null: fetch and check lengths only.
     #[arg(long, default_value = "dir", value_parser = ["dir", "tar", "null"])]
     sink: String,
-    /// At most this many connections in all [default: 4096, or a quarter of the open-file limit].
+    /// At most this many connections in all [default: 2048, or a quarter of the open-file limit].
     #[arg(long, short = 'c')]
     connections: Option<u32>,
     /// At most this many requests in flight per connection.
@@ -127,7 +127,7 @@ struct MirrorArgs {
 /// How to fetch (mirror and get).
 #[derive(Args)]
 struct FetchArgs {
-    /// At most this many connections in all; how many are used is found as the run goes [default: 4096, or a quarter of the open-file limit].
+    /// At most this many connections in all; how many are used is found as the run goes [default: 2048, or a quarter of the open-file limit].
     #[arg(long, short = 'c')]
     connections: Option<u32>,
     /// At most this many connections to one host (scheme, host, port).
@@ -289,6 +289,9 @@ struct GetArgs {
     /// Files larger than this are split into chunks of this size (e.g. 8M).
     #[arg(long, default_value = "8M", value_parser = parse_bytes)]
     split_size: u64,
+    /// Where files go: dir (under -o) or null (fetch and check lengths, keep nothing; for measuring).
+    #[arg(long, default_value = "dir", value_parser = ["dir", "null"])]
+    sink: String,
     /// Expected sha256 of the single URL given: sha256=HEX.
     #[arg(long, value_name = "sha256=HEX")]
     checksum: Option<String>,
@@ -313,6 +316,7 @@ fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     cfg.split = a.split as usize;
     cfg.split_size = a.split_size;
     cfg.checksum = a.checksum.clone();
+    cfg.null_sink = a.sink == "null";
     cfg.state_dir = a.fetch.state_dir.clone();
     let out = get::run(&cfg, mirror::stop_on_signals())?;
     a.fetch.finish(&out, get::summary(&out, &cfg))

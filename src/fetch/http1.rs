@@ -84,6 +84,8 @@ enum Framing {
 pub struct H1 {
     stream: Stream,
     buf: Vec<u8>,
+    /// The last read filled all the room it had: more may be waiting.
+    filled: bool,
     start: usize,
     end: usize,
     out: Vec<u8>,
@@ -95,14 +97,21 @@ pub struct H1 {
     extra: Vec<u8>,
 }
 
+/// A connection's read buffer at first, and the most it grows to while
+/// reads fill it (pipelined answers, large bodies).
+const READ_START: usize = 2 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
 impl H1 {
     pub fn new(stream: Stream, timeout: Duration, target: String, extra: Vec<u8>) -> H1 {
         H1 {
             stream,
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; READ_START],
+            filled: false,
             start: 0,
             end: 0,
-            out: Vec::with_capacity(8192),
+            // Grows to the largest bunch of requests sent, and is reused.
+            out: Vec::new(),
             timeout,
             eof: false,
             target,
@@ -136,6 +145,12 @@ impl H1 {
         if self.eof {
             return Ok(0);
         }
+        // Connections start small (a run over many hosts holds thousands,
+        // each fetching a file or two) and grow while reads come back full.
+        if self.filled && self.buf.len() < READ_MAX {
+            let n = self.buf.len() * 2;
+            self.buf.resize(n, 0);
+        }
         if self.end == self.buf.len() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -156,6 +171,7 @@ impl H1 {
         if n == 0 {
             self.eof = true;
         }
+        self.filled = self.end + n == self.buf.len();
         self.end += n;
         Ok(n)
     }

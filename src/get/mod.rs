@@ -35,7 +35,7 @@ use crate::fetch::{Conn, RetryPolicy, land};
 use crate::journal::{self, Ledger};
 use crate::pipeline::{self, Admit, Batch, Landed, Limits, Plan, Shared};
 use crate::progress::{Counters, Display, Local, Outcome, Reporter};
-use crate::sink::{DirSink, Sink, SinkFile};
+use crate::sink::{DirSink, NullFile, NullSink, Sink, SinkFile};
 use input::Job;
 
 #[derive(Clone, Debug)]
@@ -60,6 +60,8 @@ pub struct GetConfig {
     pub state_dir: Option<PathBuf>,
     /// `sha256=HEX` for a single command-line URL.
     pub checksum: Option<String>,
+    /// Keep nothing: fetch, check lengths (and checksums) and count.
+    pub null_sink: bool,
 }
 
 impl GetConfig {
@@ -78,6 +80,7 @@ impl GetConfig {
             threads: 0,
             state_dir: None,
             checksum: None,
+            null_sink: false,
         }
     }
 
@@ -93,6 +96,8 @@ impl GetConfig {
 /// small (landed whole) or large (handed to [`split`]).
 pub struct GetPlan {
     pub sink: DirSink,
+    /// `--sink null`: bodies are read and dropped, nothing is split.
+    null: bool,
     /// DEST held files when the run started: stat each name first.
     check_existing: bool,
     /// Sidecars of interrupted large downloads may exist.
@@ -119,12 +124,18 @@ impl GetPlan {
     async fn whole(&self, c: &mut Conn, head: &Head, job: &Job) -> Result<u64, (FetchError, bool)> {
         let keep = land::reusable(head);
         let mut h = job.sha256.map(|_| Sha256::new());
-        let (f, got) = land::receive(c, head, &self.sink, &job.name, |piece| {
+        let seen = |piece: &[u8]| {
             if let Some(h) = h.as_mut() {
                 Digest::update(h, piece);
             }
-        })
-        .await?;
+        };
+        let (f, got) = if self.null {
+            let (f, got) = land::receive(c, head, &NullSink, &job.name, seen).await?;
+            (Either::Null(f), got)
+        } else {
+            let (f, got) = land::receive(c, head, &self.sink, &job.name, seen).await?;
+            (Either::Dir(f), got)
+        };
         if let (Some(want), Some(h)) = (job.sha256, h) {
             let got: [u8; 32] = h.finalize().into();
             if got != want {
@@ -137,9 +148,18 @@ impl GetPlan {
                 ));
             }
         }
-        f.commit().map_err(|e| (sink_error(e), keep))?;
+        match f {
+            Either::Dir(f) => f.commit(),
+            Either::Null(f) => f.commit(),
+        }
+        .map_err(|e| (sink_error(e), keep))?;
         Ok(got)
     }
+}
+
+enum Either<D> {
+    Dir(D),
+    Null(NullFile),
 }
 
 /// A file that appeared under the name during this run is a collision.
@@ -163,7 +183,7 @@ impl Plan for GetPlan {
     }
 
     fn admit(&self, job: &Job) -> Admit {
-        if !self.check_existing {
+        if !self.check_existing || self.null {
             return Admit::Fetch; // a name that appears meanwhile fails at commit (no replace)
         }
         match self.sink.landed_at(&job.name) {
@@ -305,10 +325,11 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         ),
         plan: GetPlan {
             sink: sink.no_replace(),
+            null: cfg.null_sink,
             check_existing: nonempty,
-            parts_exist: parts_dir.exists(),
+            parts_exist: !cfg.null_sink && parts_dir.exists(),
             parts_dir,
-            split: cfg.split.max(1),
+            split: if cfg.null_sink { 1 } else { cfg.split.max(1) },
             split_size: cfg.split_size.max(1),
             started: coarse_now(),
         },

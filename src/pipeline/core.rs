@@ -36,8 +36,12 @@ use crate::error::FetchError;
 use crate::fetch::url::{OriginKey, OwnedKey, Url};
 use crate::progress::{Local, Seat};
 
-/// Entries one core holds at most (queued, in flight, waiting to retry).
+/// Entries one core holds at most (queued, in flight, waiting to retry),
+/// each origin held counting as [`ORIGIN_WEIGHT`] entries more.
 pub const FRONTIER: usize = 32 * 1024;
+/// An origin's state (its controller, queue, gate) next to an entry's: a
+/// list over many hosts holds fewer entries, not more memory.
+pub const ORIGIN_WEIGHT: usize = 4;
 
 /// An entry on its way: where its batch is accounted, its attempts so far,
 /// its redirect chain (0: none).
@@ -218,7 +222,8 @@ impl<P: Plan> Core<P> {
 
     fn wants_input(&self) -> bool {
         let st = self.st.borrow();
-        !st.input_closed && st.held < FRONTIER
+        let origins = st.origins.len() - st.free_origins.len();
+        !st.input_closed && st.held + origins * ORIGIN_WEIGHT < FRONTIER
     }
 
     /// Takes a batch in: refused entries fail at once, present ones are
@@ -305,7 +310,9 @@ impl<P: Plan> Core<P> {
         let o = Origin {
             key: key.to_owned(),
             hash,
-            queue: VecDeque::new(),
+            // Room for one: most origins of a list over many hosts hold one
+            // entry at a time (VecDeque::new() would make room for four).
+            queue: VecDeque::with_capacity(1),
             conns: 0,
             idle: 0,
             leaving: 0,

@@ -114,8 +114,11 @@ pub const DEFAULT_PER_HOST: u32 = 256;
 /// `--pipeline` unless given.
 pub const DEFAULT_DEPTH: u32 = 64;
 
-/// `-c` unless given: 4096, or a quarter of the open-file limit if that is
+/// `-c` unless given: 2048, or a quarter of the open-file limit if that is
 /// smaller (each connection is a socket; files being written need some too).
+/// A connection costs about 10 KiB here (its task, buffers that start
+/// small); 2048 keeps a list over 10^5 hosts, where each holds a
+/// connection for a file or two, under 64 MiB.
 pub fn default_max_conns() -> u32 {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -127,7 +130,7 @@ pub fn default_max_conns() -> u32 {
     } else {
         1024
     };
-    (n / 4).clamp(8, 4096) as u32
+    (n / 4).clamp(8, 2048) as u32
 }
 
 /// Raises the soft open-file limit to the hard one (as many servers and

@@ -259,6 +259,36 @@ fn a_list_of_10000_urls_with_some_404s() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(s.counts.gets.load(Ordering::Relaxed) - before, 10);
+    // --sink null fetches everything again and keeps nothing
+    let null = t.path().join("null");
+    let sj = t.path().join("stats.json");
+    let before = s.counts.gets.load(Ordering::Relaxed);
+    let o = bulkget(&[
+        "get",
+        "-i",
+        list.to_str().unwrap(),
+        "-o",
+        null.to_str().unwrap(),
+        "--sink",
+        "null",
+        "-q",
+        "--stats-json",
+        sj.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(s.counts.gets.load(Ordering::Relaxed) - before, 10_000);
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&sj).unwrap()).unwrap();
+    assert_eq!(
+        (st["files"].as_u64(), st["failed"].as_u64()),
+        (Some(9_990), Some(10))
+    );
+    assert_eq!(st["bytes"], 999_000);
+    let kept: Vec<_> = std::fs::read_dir(&null)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(kept, [".bulkget"], "the null sink keeps no file");
 }
 
 #[test]
