@@ -63,6 +63,8 @@ pub enum FetchError {
     Http2(String),
     #[error("redirect: {0}")]
     Redirect(String),
+    #[error("{got} bytes, but the listing said {listed} (the object changed since it was listed?)")]
+    SizeMismatch { listed: u64, got: u64 },
 }
 
 impl FetchError {
@@ -83,7 +85,8 @@ impl FetchError {
             | FetchError::Input(_)
             | FetchError::Collision
             | FetchError::Tls { .. }
-            | FetchError::Redirect(_) => false,
+            | FetchError::Redirect(_)
+            | FetchError::SizeMismatch { .. } => false,
             FetchError::Sink(e) => is_transient(e),
         }
     }
@@ -147,6 +150,7 @@ impl FetchError {
                 | FetchError::Input(_)
                 | FetchError::Collision
                 | FetchError::Redirect(_)
+                | FetchError::SizeMismatch { .. }
         )
     }
 }

@@ -19,5 +19,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod server;
 pub mod sink;
+pub mod store;
 pub mod synthetic;
 pub mod units;

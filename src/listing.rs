@@ -237,49 +237,62 @@ impl Lister<'_> {
         conn: &mut Option<Conn>,
         path: &str,
     ) -> Result<(u16, Vec<u8>), FetchError> {
-        if conn.is_none() {
-            *conn = Some(self.net.connect(self.ep.key.borrow()).await?);
-        }
-        let c = conn.as_mut().expect("connected");
-        c.get(
-            &self.ep.key.authority,
-            |o| o.extend_from_slice(path.as_bytes()),
-            None,
-        )?;
-        c.flush().await?;
-        let head = c.read_head().await?;
-        if head.content_length.is_some_and(|n| n > MAX_PAGE) {
+        get_small(self.net, conn, self.ep.key.borrow(), path).await
+    }
+}
+
+/// GETs `path` (with query) from `key` on `conn` (connecting if need be)
+/// and reads the whole body, at most [`MAX_PAGE`] bytes: for listing pages.
+/// 429 and 503 come back as errors that carry Retry-After; a redirect is an
+/// error that says where to.
+pub async fn get_small(
+    net: &Net,
+    conn: &mut Option<Conn>,
+    key: crate::fetch::url::OriginKey<'_>,
+    path: &str,
+) -> Result<(u16, Vec<u8>), FetchError> {
+    if conn.is_none() {
+        *conn = Some(net.connect(key).await?);
+    }
+    let c = conn.as_mut().expect("connected");
+    c.get(
+        key.authority,
+        |o| o.extend_from_slice(path.as_bytes()),
+        None,
+    )?;
+    c.flush().await?;
+    let head = c.read_head().await?;
+    if head.content_length.is_some_and(|n| n > MAX_PAGE) {
+        return Err(FetchError::Protocol(format!(
+            "list page larger than {MAX_PAGE} bytes"
+        )));
+    }
+    let mut body = Vec::with_capacity(head.content_length.unwrap_or(0) as usize);
+    c.read_body(&head, |b| {
+        if body.len() as u64 + b.len() as u64 > MAX_PAGE {
             return Err(FetchError::Protocol(format!(
                 "list page larger than {MAX_PAGE} bytes"
             )));
         }
-        let mut body = Vec::with_capacity(head.content_length.unwrap_or(0) as usize);
-        c.read_body(&head, |b| {
-            if body.len() as u64 + b.len() as u64 > MAX_PAGE {
-                return Err(FetchError::Protocol(format!(
-                    "list page larger than {MAX_PAGE} bytes"
-                )));
-            }
-            body.extend_from_slice(b);
-            Ok(())
-        })
-        .await?;
-        if !crate::fetch::land::reusable(&head) {
-            *conn = None;
-        }
-        if (300..400).contains(&head.status) {
-            let to = head.location.as_deref().unwrap_or("nowhere");
-            return Err(FetchError::Redirect(format!(
-                "the list endpoint answers HTTP {} to {to:?}; give bulkget that base URL",
-                head.status
-            )));
-        }
-        if head.status == 429 || head.status == 503 {
-            return Err(FetchError::Status {
-                status: head.status,
-                retry_after: head.retry_after,
-            });
-        }
-        Ok((head.status, body))
+        body.extend_from_slice(b);
+        Ok(())
+    })
+    .await?;
+    if !crate::fetch::land::reusable(&head) {
+        *conn = None;
     }
+    if (300..400).contains(&head.status) {
+        let to = head.location.as_deref().unwrap_or("nowhere");
+        return Err(FetchError::Redirect(format!(
+            "the list endpoint answers HTTP {} to {to:?}; give bulkget that base URL",
+            head.status
+        )));
+    }
+    if head.status == 429 || head.status == 503 {
+        return Err(FetchError::Status {
+            status: head.status,
+            retry_after: head.retry_after,
+        });
+    }
+    Ok((head.status, body))
 }

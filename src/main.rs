@@ -110,7 +110,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Args)]
 struct MirrorArgs {
-    /// Base URL of the server (http(s)://HOST[:PORT][/PATH]).
+    /// Base URL of the server (http(s)://HOST[:PORT][/PATH]), or s3://BUCKET[/PREFIX] for every object under it.
     url: String,
     /// Destination directory (created if needed; DEST/.bulkget holds the journal).
     dest: PathBuf,
@@ -120,6 +120,12 @@ struct MirrorArgs {
     /// With --sink tar: start a new shard past this size (e.g. 1G).
     #[arg(long, default_value = "1G", value_parser = parse_bytes)]
     shard_size: u64,
+    /// s3://: the S3-compatible endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS itself).
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+    /// s3://: send requests unsigned (a public bucket).
+    #[arg(long)]
+    no_sign_request: bool,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -257,6 +263,9 @@ fn sink_kind(name: &str, shard_size: u64) -> SinkKind {
 }
 
 fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
+    if let Some(loc) = bulkget::store::parse(&a.url) {
+        return mirror_store(a, loc.map_err(anyhow::Error::msg)?);
+    }
     let mut cfg = MirrorConfig::new(&a.url, &a.dest);
     let c = a.fetch.common()?;
     cfg.limits = c.limits;
@@ -266,6 +275,27 @@ fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     cfg.state_dir = a.fetch.state_dir.clone();
     let out = mirror::run(&cfg, mirror::stop_on_signals())?;
     a.fetch.finish(&out, mirror::summary(&out, &cfg))
+}
+
+/// `mirror s3://…`: every object under the prefix, by the get machinery.
+fn mirror_store(a: MirrorArgs, loc: bulkget::store::Location) -> anyhow::Result<ExitCode> {
+    if a.sink == "tar" {
+        bail!("--sink tar is not supported for object stores yet (dir and null are)");
+    }
+    let mut cfg = GetConfig::new(&a.dest);
+    let c = a.fetch.common()?;
+    cfg.limits = c.limits;
+    (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
+    cfg.max_redirs = a.fetch.max_redirs;
+    cfg.null_sink = a.sink == "null";
+    cfg.state_dir = a.fetch.state_dir.clone();
+    let opts = bulkget::store::StoreOpts {
+        endpoint_url: a.endpoint_url.clone(),
+        no_sign: a.no_sign_request,
+    };
+    cfg.store = Some((loc, opts));
+    let out = get::run(&cfg, mirror::stop_on_signals())?;
+    a.fetch.finish(&out, get::summary(&out, &cfg))
 }
 
 #[derive(Args)]

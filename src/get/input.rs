@@ -19,9 +19,19 @@ pub struct Job {
     /// Relative output path.
     pub name: String,
     pub sha256: Option<[u8; 32]>,
+    /// The size a listing gave (an object store's), checked on landing.
+    pub size: Option<u64>,
+    /// What messages and the ledger show instead of `url` (an object's
+    /// `s3://` path rather than its presigned URL, which holds a signature).
+    pub shown: Option<String>,
 }
 
 impl Job {
+    /// The URL for messages, the ledger and resume sidecars.
+    pub fn shown(&self) -> &str {
+        self.shown.as_deref().unwrap_or(&self.url)
+    }
+
     /// The parsed URL (checked when the job was made).
     pub fn target(&self) -> Url<'_> {
         Url::parse(&self.url).expect("checked when the job was made")
@@ -77,6 +87,8 @@ pub fn job(line: u64, url: &str, name: Option<&str>, sum: Option<&str>) -> Resul
         url: url.to_string(),
         name,
         sha256,
+        size: None,
+        shown: None,
     })
 }
 

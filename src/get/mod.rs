@@ -62,6 +62,8 @@ pub struct GetConfig {
     pub checksum: Option<String>,
     /// Keep nothing: fetch, check lengths (and checksums) and count.
     pub null_sink: bool,
+    /// Every object under an object-store path instead of URLs.
+    pub store: Option<(crate::store::Location, crate::store::StoreOpts)>,
 }
 
 impl GetConfig {
@@ -81,6 +83,7 @@ impl GetConfig {
             state_dir: None,
             checksum: None,
             null_sink: false,
+            store: None,
         }
     }
 
@@ -113,6 +116,8 @@ impl GetPlan {
     fn probe_end(&self, job: &Job) -> Option<u64> {
         if self.parts_exist && split::has_sidecar(&self.parts_dir, &job.name) {
             Some(0) // resuming: the answer's validators are what matters
+        } else if job.size.is_some_and(|n| n <= self.split_size) {
+            None // listed small (or empty, where a range would get a 416)
         } else if self.split > 1 {
             Some(self.split_size - 1)
         } else {
@@ -136,6 +141,9 @@ impl GetPlan {
             let (f, got) = land::receive(c, head, &self.sink, &job.name, seen).await?;
             (Either::Dir(f), got)
         };
+        if let Some(listed) = job.size.filter(|&s| s != got) {
+            return Err((FetchError::SizeMismatch { listed, got }, keep));
+        }
         if let (Some(want), Some(h)) = (job.sha256, h) {
             let got: [u8; 32] = h.finalize().into();
             if got != want {
@@ -179,7 +187,7 @@ impl Plan for GetPlan {
     }
 
     fn url(&self, e: &Job) -> String {
-        e.url.clone()
+        e.shown().to_string()
     }
 
     fn admit(&self, job: &Job) -> Admit {
@@ -304,6 +312,16 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             RunError::Other(format!("cannot read the list {}: {e}", p.display()))
         })?))),
     };
+    let store = match &cfg.store {
+        Some((loc, opts)) => Some((crate::store::s3_from_env(loc, opts)?, loc.clone())),
+        None => None,
+    };
+    // The ledger tells this run's failures: a rerun reads its whole input
+    // again, so last run's list is kept aside, not added to.
+    let ledger = state_dir.join("failures.jsonl");
+    if ledger.exists() {
+        let _ = std::fs::rename(&ledger, state_dir.join("failures.previous.jsonl"));
+    }
     let (tx, rx) = async_channel::bounded::<Batch<Job>>(64);
     let counters = Arc::new(Counters::default());
     let quiet = cfg.display == Display::Quiet;
@@ -342,9 +360,13 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         let sh = sh.clone();
         let urls = cfg.urls.clone();
         let checksum = cfg.checksum.clone();
+        let job = move || match store {
+            Some((s3, loc)) => crate::store::feed(&sh, &s3, &loc, tx),
+            None => read_jobs(&sh, urls, checksum, list, tx),
+        };
         std::thread::Builder::new()
             .name("bulkget-list".into())
-            .spawn(move || read_jobs(&sh, urls, checksum, list, tx))
+            .spawn(job)
             .map_err(|e| RunError::Other(e.to_string()))?
     };
     // Per-core runtimes, each driving its share of the connections; then
@@ -369,6 +391,75 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     })
 }
 
+/// Hands jobs to the workers in batches; refused inputs go straight to
+/// the ledger. Batches start small, so that a short list still reaches
+/// every core, and grow to [`Feeder::BATCH`], so that a long one costs few
+/// hand-overs.
+pub struct Feeder<'a> {
+    sh: &'a Shared<GetPlan>,
+    tx: async_channel::Sender<Batch<Job>>,
+    batch: Vec<Job>,
+    size: usize,
+    local: Local,
+}
+
+impl<'a> Feeder<'a> {
+    const BATCH: usize = 64;
+
+    pub fn new(sh: &'a Shared<GetPlan>, tx: async_channel::Sender<Batch<Job>>) -> Feeder<'a> {
+        Feeder {
+            sh,
+            tx,
+            batch: Vec::with_capacity(Self::BATCH),
+            size: 4,
+            local: Local::default(),
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.sh.ctx.stopping()
+    }
+
+    /// Passes a job on; false once the workers are gone.
+    pub fn push(&mut self, j: Job) -> bool {
+        self.batch.push(j);
+        if self.batch.len() >= self.size {
+            self.size = (self.size * 2).min(Self::BATCH);
+            return self.send();
+        }
+        true
+    }
+
+    fn send(&mut self) -> bool {
+        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(Self::BATCH));
+        self.sh
+            .ctx
+            .counters
+            .listed
+            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        self.tx
+            .send_blocking(Batch {
+                page: None,
+                entries: b,
+            })
+            .is_ok()
+    }
+
+    /// An input refused for good: `what` names it, `text` is as given.
+    pub fn bad(&mut self, what: &str, text: &str, why: String) {
+        self.sh
+            .ctx
+            .give_up(what, text, &FetchError::Input(why), 0, &mut self.local);
+    }
+
+    /// Sends what is left (if `complete`); true when all was passed on.
+    pub fn finish(mut self, complete: bool) -> bool {
+        let complete = complete && (self.batch.is_empty() || self.send());
+        self.local.publish(&self.sh.ctx.counters);
+        complete
+    }
+}
+
 /// Feeds jobs to the workers; bad lines go straight to the ledger. Ok(true)
 /// when every input was passed on.
 fn read_jobs(
@@ -378,72 +469,40 @@ fn read_jobs(
     list: Option<Box<dyn BufRead + Send>>,
     tx: async_channel::Sender<Batch<Job>>,
 ) -> Result<bool, RunError> {
-    // Batches start small, so that a short list still reaches every core,
-    // and grow to BATCH, so that a long one costs few hand-overs.
-    const BATCH: usize = 64;
-    let mut size = 4;
-    let mut local = Local::default();
-    let mut batch = Vec::with_capacity(BATCH);
-    let send = |batch: &mut Vec<Job>| -> bool {
-        let b = std::mem::replace(batch, Vec::with_capacity(BATCH));
-        sh.ctx
-            .counters
-            .listed
-            .fetch_add(b.len() as u64, Ordering::Relaxed);
-        tx.send_blocking(Batch {
-            page: None,
-            entries: b,
-        })
-        .is_ok()
-    };
-    let bad = |what: String, text: &str, why: String, local: &mut Local| {
-        sh.ctx
-            .give_up(&what, text, &FetchError::Input(why), 0, local);
-    };
+    let mut feed = Feeder::new(sh, tx);
+    let mut complete = true;
     for u in &urls {
         match input::job(0, u, None, checksum.as_deref()) {
-            Ok(j) => batch.push(j),
-            Err(why) => bad(format!("URL {u}"), u, why, &mut local),
+            Ok(j) => complete &= feed.push(j),
+            Err(why) => feed.bad(&format!("URL {u}"), u, why),
         }
     }
-    let mut complete = true;
     if let Some(list) = list {
         for (i, line) in list.lines().enumerate() {
             let n = i as u64 + 1;
-            if sh.ctx.stopping() {
+            if !complete || feed.stopping() {
                 complete = false;
                 break;
             }
             let line = match line {
                 Ok(l) => l,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    bad(format!("list line {n}"), "", "not UTF-8".into(), &mut local);
+                    feed.bad(&format!("list line {n}"), "", "not UTF-8".into());
                     continue;
                 }
                 Err(e) => {
-                    local.publish(&sh.ctx.counters);
+                    feed.finish(false);
                     return Err(RunError::Other(format!(
                         "reading the list at line {n}: {e}"
                     )));
                 }
             };
             match input::parse_line(n, &line) {
-                Ok(Some(j)) => batch.push(j),
+                Ok(Some(j)) => complete = feed.push(j),
                 Ok(None) => {}
-                Err(why) => bad(format!("list line {n}"), line.trim(), why, &mut local),
-            }
-            if batch.len() >= size {
-                size = (size * 2).min(BATCH);
-                if !send(&mut batch) {
-                    complete = false;
-                    break;
-                }
+                Err(why) => feed.bad(&format!("list line {n}"), line.trim(), why),
             }
         }
     }
-    if complete && !batch.is_empty() && !send(&mut batch) {
-        complete = false;
-    }
-    local.publish(&sh.ctx.counters);
-    Ok(complete)
+    Ok(feed.finish(complete))
 }

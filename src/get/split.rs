@@ -178,7 +178,7 @@ impl Split {
             let (part, side_path) = paths(&plan.parts_dir, &job.name);
             fs::create_dir_all(&plan.parts_dir).map_err(FetchError::Sink)?;
             let fresh = Sidecar {
-                url: job.url.clone(),
+                url: job.shown().to_string(),
                 size: total,
                 etag: head.etag.clone(),
                 last_modified: head.last_modified.clone(),
@@ -330,7 +330,7 @@ impl Split {
             Ok(None) => {} // stopped: the sidecar keeps what is done
             Err(e) => sh
                 .ctx
-                .give_up(&self.job.name, &self.job.url, &e, 1, &mut local),
+                .give_up(&self.job.name, self.job.shown(), &e, 1, &mut local),
         }
         local.publish(&sh.ctx.counters);
     }

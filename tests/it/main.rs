@@ -9,5 +9,6 @@ mod peers;
 mod resume;
 mod sched;
 mod serve;
+mod store;
 mod tar;
 mod tls;

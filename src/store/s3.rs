@@ -1,0 +1,468 @@
+//! S3 (and S3-compatible stores): configuration by the AWS CLI's
+//! conventions, presigned object and listing URLs, and ListObjectsV2 pages.
+//!
+//! Configuration, first found wins:
+//! * endpoint: `--endpoint-url`, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`;
+//!   with one, requests are path-style (`ENDPOINT/BUCKET/KEY`), as
+//!   emulators and most S3-compatible stores want; without, AWS itself,
+//!   virtual-hosted (`BUCKET.s3.REGION.amazonaws.com`) where the bucket
+//!   name allows.
+//! * credentials: `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+
+//!   `AWS_SESSION_TOKEN`), then the profile `AWS_PROFILE` (or `default`)
+//!   in `AWS_SHARED_CREDENTIALS_FILE` (or `~/.aws/credentials`);
+//!   `--no-sign-request` for public buckets. Instance and web-identity
+//!   roles are not read yet.
+//! * region: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region` in
+//!   `AWS_CONFIG_FILE` (or `~/.aws/config`), else `us-east-1`.
+//!
+//! Listing asks for `encoding-type=url`, so that any key (control
+//! characters included, which XML cannot carry) comes back intact.
+
+use std::path::{Path, PathBuf};
+
+use percent_encoding::percent_decode;
+use quick_xml::events::Event;
+
+use super::sigv4::{self, Creds, Request};
+
+/// Presigned URLs are valid this long (SigV4's most: 7 days).
+const EXPIRES: u64 = 7 * 24 * 3600;
+
+/// Where and how to reach one bucket.
+#[derive(Clone, Debug)]
+pub struct S3 {
+    pub bucket: String,
+    /// `None`: requests go unsigned (`--no-sign-request`).
+    pub creds: Option<Creds>,
+    pub region: String,
+    /// `http` or `https`.
+    scheme: String,
+    /// `Host` of every request.
+    host: String,
+    /// `/BUCKET` (path-style) or empty (virtual-hosted).
+    bucket_path: String,
+}
+
+/// What to read the configuration from (the process, or a test's values).
+pub struct Env<'a> {
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+    pub home: Option<PathBuf>,
+}
+
+impl Env<'_> {
+    fn get(&self, k: &str) -> Option<String> {
+        (self.var)(k).filter(|v| !v.is_empty())
+    }
+    fn file(&self, var: &str, rel: &str) -> Option<PathBuf> {
+        self.get(var)
+            .map(PathBuf::from)
+            .or_else(|| self.home.as_ref().map(|h| h.join(rel)))
+    }
+}
+
+/// The `key = value` lines of `[section]` in an INI file like the AWS
+/// CLI's (missing file or section: none).
+fn ini_section(path: &Path, section: &str) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with('#') || l.starts_with(';') || l.is_empty() {
+            continue;
+        }
+        if let Some(name) = l.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name.trim() == section;
+            continue;
+        }
+        if inside && let Some((k, v)) = l.split_once('=') {
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn lookup(kv: &[(String, String)], k: &str) -> Option<String> {
+    kv.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone())
+}
+
+impl S3 {
+    pub fn new(
+        env: &Env<'_>,
+        bucket: &str,
+        endpoint: Option<&str>,
+        no_sign: bool,
+    ) -> Result<S3, String> {
+        let profile = env.get("AWS_PROFILE").unwrap_or_else(|| "default".into());
+        let cred_file = env.file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
+        let conf_file = env.file("AWS_CONFIG_FILE", ".aws/config");
+        let conf = conf_file.as_deref().map_or_else(Vec::new, |f| {
+            let s = if profile == "default" {
+                "default".to_string()
+            } else {
+                format!("profile {profile}")
+            };
+            ini_section(f, &s)
+        });
+        let creds = if no_sign {
+            None
+        } else if let (Some(key_id), Some(secret)) = (
+            env.get("AWS_ACCESS_KEY_ID"),
+            env.get("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            Some(Creds {
+                key_id,
+                secret,
+                token: env.get("AWS_SESSION_TOKEN"),
+            })
+        } else {
+            let kv = cred_file
+                .as_deref()
+                .map_or_else(Vec::new, |f| ini_section(f, &profile));
+            match (
+                lookup(&kv, "aws_access_key_id"),
+                lookup(&kv, "aws_secret_access_key"),
+            ) {
+                (Some(key_id), Some(secret)) => Some(Creds {
+                    key_id,
+                    secret,
+                    token: lookup(&kv, "aws_session_token"),
+                }),
+                _ => {
+                    let f =
+                        cred_file.map_or("~/.aws/credentials".into(), |f| f.display().to_string());
+                    return Err(format!(
+                        "no AWS credentials for s3://{bucket}: looked at AWS_ACCESS_KEY_ID and \
+                         AWS_SECRET_ACCESS_KEY, then profile {profile:?} in {f} (instance and \
+                         web-identity roles are not read yet; --no-sign-request for a public bucket)"
+                    ));
+                }
+            }
+        };
+        let region = env
+            .get("AWS_REGION")
+            .or_else(|| env.get("AWS_DEFAULT_REGION"))
+            .or_else(|| lookup(&conf, "region"))
+            .unwrap_or_else(|| "us-east-1".into());
+        let endpoint = endpoint
+            .map(str::to_string)
+            .or_else(|| env.get("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env.get("AWS_ENDPOINT_URL"));
+        let (scheme, host, bucket_path) = match endpoint {
+            Some(e) => {
+                let u = crate::fetch::url::Url::parse(e.trim_end_matches('/'))
+                    .map_err(|why| format!("endpoint {e:?}: {why}"))?;
+                let scheme = if u.origin_key().tls { "https" } else { "http" };
+                let base = u.path.trim_end_matches('/');
+                (
+                    scheme.to_string(),
+                    u.authority.to_string(),
+                    format!("{base}/{bucket}"),
+                )
+            }
+            None if !bucket.contains('.') => (
+                "https".into(),
+                format!("{bucket}.s3.{region}.amazonaws.com"),
+                String::new(),
+            ),
+            None => (
+                "https".into(),
+                format!("s3.{region}.amazonaws.com"),
+                format!("/{bucket}"),
+            ),
+        };
+        Ok(S3 {
+            bucket: bucket.to_string(),
+            creds,
+            region,
+            scheme,
+            host,
+            bucket_path,
+        })
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)], unix: u64) -> String {
+        let pq = match &self.creds {
+            Some(c) => {
+                let r = Request {
+                    host: &self.host,
+                    path,
+                    query,
+                };
+                sigv4::presign(&r, c, &self.region, unix, EXPIRES)
+            }
+            None if query.is_empty() => path.to_string(),
+            None => {
+                let mut q = String::new();
+                for (i, (k, v)) in query.iter().enumerate() {
+                    q.push(if i == 0 { '?' } else { '&' });
+                    sigv4::encode(&mut q, k, false);
+                    q.push('=');
+                    sigv4::encode(&mut q, v, false);
+                }
+                format!("{path}{q}")
+            }
+        };
+        format!("{}://{}{pq}", self.scheme, self.host)
+    }
+
+    /// A URL that GETs the object `key` (any key S3 allows, byte for byte).
+    pub fn object_url(&self, key: &str, unix: u64) -> String {
+        let mut path = format!("{}/", self.bucket_path);
+        sigv4::encode(&mut path, key, true);
+        self.url(&path, &[], unix)
+    }
+
+    /// A URL for one ListObjectsV2 page of keys under `prefix`, after
+    /// `start_after` or from `token`.
+    pub fn list_url(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<&str>,
+        unix: u64,
+    ) -> String {
+        let mut q = vec![
+            ("list-type", "2"),
+            ("encoding-type", "url"),
+            ("max-keys", "1000"),
+        ];
+        if !prefix.is_empty() {
+            q.push(("prefix", prefix));
+        }
+        if let Some(t) = token {
+            q.push(("continuation-token", t));
+        } else if let Some(s) = start_after {
+            q.push(("start-after", s));
+        }
+        let path = if self.bucket_path.is_empty() {
+            "/".to_string()
+        } else {
+            self.bucket_path.clone()
+        };
+        self.url(&path, &q, unix)
+    }
+}
+
+/// One object of a listing page.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+}
+
+/// One ListObjectsV2 page.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub objects: Vec<Object>,
+    /// Keys that could not be read (not UTF-8 once decoded), as sent.
+    pub unreadable: Vec<String>,
+    pub next: Option<String>,
+    pub truncated: bool,
+}
+
+/// Decodes a key of an `encoding-type=url` listing (S3 writes a space as
+/// `+`, as HTML forms do).
+fn url_decode(s: &str) -> Option<String> {
+    let s = s.replace('+', " ");
+    percent_decode(s.as_bytes())
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+fn entity(name: &[u8]) -> Option<char> {
+    Some(match name {
+        b"amp" => '&',
+        b"lt" => '<',
+        b"gt" => '>',
+        b"quot" => '"',
+        b"apos" => '\'',
+        _ => {
+            let n = std::str::from_utf8(name.strip_prefix(b"#")?).ok()?;
+            let v = match n.strip_prefix('x') {
+                Some(h) => u32::from_str_radix(h, 16).ok()?,
+                None => n.parse().ok()?,
+            };
+            char::from_u32(v)?
+        }
+    })
+}
+
+/// Parses a ListObjectsV2 answer; an S3 error document gives its code and
+/// message.
+pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
+    let mut r = quick_xml::Reader::from_reader(xml);
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let mut text = String::new();
+    let mut page = Page::default();
+    let (mut key, mut size): (Option<String>, Option<u64>) = (None, None);
+    let mut error = (String::new(), String::new());
+    loop {
+        match r.read_event() {
+            Err(e) => return Err(format!("not a listing (XML: {e})")),
+            Ok(Event::Eof) => break,
+            Ok(Event::Start(e)) => {
+                path.push(e.local_name().as_ref().to_vec());
+                text.clear();
+            }
+            Ok(Event::Text(t)) => {
+                text.push_str(&t.decode().map_err(|e| format!("listing: {e}"))?);
+            }
+            Ok(Event::GeneralRef(g)) => match entity(g.as_ref()) {
+                Some(c) => text.push(c),
+                None => return Err("listing: unknown XML entity".into()),
+            },
+            Ok(Event::End(_)) => {
+                let name = path.pop().unwrap_or_default();
+                let parent = path.last().map(Vec::as_slice);
+                match (parent, name.as_slice()) {
+                    (Some(b"Contents"), b"Key") => key = Some(text.clone()),
+                    (Some(b"Contents"), b"Size") => size = text.trim().parse().ok(),
+                    (Some(b"ListBucketResult"), b"Contents") => {
+                        let (k, s) = (key.take(), size.take());
+                        let k = k.ok_or("listing: an object without a Key")?;
+                        let s = s.ok_or_else(|| format!("listing: no Size for {k:?}"))?;
+                        match url_decode(&k) {
+                            Some(key) => page.objects.push(Object { key, size: s }),
+                            None => page.unreadable.push(k),
+                        }
+                    }
+                    (Some(b"ListBucketResult"), b"NextContinuationToken") => {
+                        page.next = Some(text.clone())
+                    }
+                    (Some(b"ListBucketResult"), b"IsTruncated") => {
+                        page.truncated = text.trim() == "true"
+                    }
+                    (Some(b"Error"), b"Code") => error.0 = text.clone(),
+                    (Some(b"Error"), b"Message") => error.1 = text.clone(),
+                    _ => {}
+                }
+                text.clear();
+            }
+            Ok(_) => {}
+        }
+    }
+    if !error.0.is_empty() {
+        return Err(format!("{}: {}", error.0, error.1));
+    }
+    if page.truncated && page.next.is_none() {
+        return Err("listing: truncated but no NextContinuationToken".into());
+    }
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_with_odd_keys() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>
+<Contents><Key>a%2F%2Fb</Key><Size>3</Size><ETag>&quot;x&quot;</ETag></Contents>
+<Contents><Key>sp+ace%2B%01</Key><Size>0</Size></Contents>
+<Contents><Key>bad%FF</Key><Size>1</Size></Contents>
+<IsTruncated>true</IsTruncated><NextContinuationToken>t&amp;1</NextContinuationToken>
+</ListBucketResult>"#;
+        let p = parse_page(xml).unwrap();
+        assert_eq!(
+            p.objects,
+            [
+                Object {
+                    key: "a//b".into(),
+                    size: 3
+                },
+                Object {
+                    key: "sp ace+\u{1}".into(),
+                    size: 0
+                }
+            ]
+        );
+        assert_eq!(p.unreadable, ["bad%FF"]);
+        assert_eq!(p.next.as_deref(), Some("t&1"));
+        let e = parse_page(b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>");
+        assert_eq!(e.unwrap_err(), "AccessDenied: no");
+        assert!(
+            parse_page(b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn configuration_by_the_aws_cli_conventions() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join(".aws")).unwrap();
+        std::fs::write(
+            t.path().join(".aws/credentials"),
+            "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n[p]\naws_access_key_id=P\naws_secret_access_key=PS\n",
+        )
+        .unwrap();
+        std::fs::write(
+            t.path().join(".aws/config"),
+            "[profile p]\nregion = eu-west-3\n",
+        )
+        .unwrap();
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(a, _)| *a == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let home = Some(t.path().to_path_buf());
+        let f = vars(&[("AWS_PROFILE", "p")]);
+        let s = S3::new(
+            &Env {
+                var: &f,
+                home: home.clone(),
+            },
+            "bkt",
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.creds.as_ref().unwrap().key_id, "P");
+        assert_eq!(s.region, "eu-west-3");
+        assert!(
+            s.object_url("k", 0)
+                .starts_with("https://bkt.s3.eu-west-3.amazonaws.com/k?")
+        );
+        let f = vars(&[
+            ("AWS_ACCESS_KEY_ID", "E"),
+            ("AWS_SECRET_ACCESS_KEY", "ES"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ]);
+        let s = S3::new(
+            &Env {
+                var: &f,
+                home: home.clone(),
+            },
+            "bkt",
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.creds.as_ref().unwrap().key_id, "E");
+        assert_eq!(s.region, "us-east-1");
+        assert!(
+            s.object_url("a//b", 0)
+                .starts_with("http://127.0.0.1:9000/bkt/a//b?X-Amz-")
+        );
+        let f = vars(&[]);
+        let none = Env {
+            var: &f,
+            home: Some(t.path().join("nowhere")),
+        };
+        let e = S3::new(&none, "bkt", None, false).unwrap_err();
+        assert!(
+            e.contains("AWS_ACCESS_KEY_ID") && e.contains("nowhere"),
+            "{e}"
+        );
+        let s = S3::new(&none, "bkt", Some("http://h:1"), true).unwrap();
+        assert_eq!(s.object_url("x y", 0), "http://h:1/bkt/x%20y");
+    }
+}

@@ -1,0 +1,206 @@
+//! Object stores: `mirror s3://…` against moto's S3 server (a real
+//! emulator, started by `fixtures/moto_s3.py` on port 0).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use crate::common::*;
+
+/// The Python that has moto: `BULKGET_TEST_PYTHON`, else the venv that
+/// `.ci/run` makes in `target/moto-venv`, else `python3`.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("BULKGET_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    "python3".into()
+}
+
+struct Moto {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/moto_s3.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python (moto[server] is needed: .ci/run installs it)");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!("moto did not start (is moto[server] installed?): {line:?}")
+        });
+        Moto {
+            child,
+            stdin,
+            stdout,
+            port,
+        }
+    }
+
+    /// Sends one command; the answer after "ok ".
+    fn cmd(&mut self, c: &str) -> String {
+        writeln!(self.stdin, "{c}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.strip_prefix("ok ")
+            .unwrap_or_else(|| panic!("{c}: {line}"))
+            .trim()
+            .to_string()
+    }
+
+    fn put(&mut self, bucket: &str, key: &str, size: usize) {
+        self.cmd(&format!("put {bucket} {size} {}", serde_json::json!(key)));
+    }
+
+    fn bulkget(&self, args: &[&str]) -> Command {
+        let mut c = command(args);
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            )
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL_S3")
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fixture's body rule: the key's bytes repeated, cut to the size.
+fn body(key: &str, size: usize) -> Vec<u8> {
+    key.bytes().cycle().take(size).collect()
+}
+
+fn assert_body(out: &Path, name: &str, key: &str, size: usize) {
+    let got = std::fs::read(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(got.len(), size, "{name}");
+    assert!(got == body(key, size), "{name}: wrong bytes");
+}
+
+#[test]
+fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
+    let mut m = Moto::start();
+    m.cmd("bucket bkt");
+    m.cmd("fill bkt data/f 2000 100");
+    let odd = [("data/a b+c.txt", 3), ("data/ü/x", 5), ("data/empty", 0)];
+    for (k, n) in odd {
+        m.put("bkt", k, n);
+    }
+    let hostile = ["data/a//b", "data/./x", "data/dir/", "data/.."];
+    for k in hostile {
+        m.put("bkt", k, 1);
+    }
+    m.put("bkt", "other/z", 1);
+    let big = 20 << 20;
+    m.put("bkt", "data/big", big);
+    m.cmd("fault 0.05");
+
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let o = out.to_str().unwrap();
+    // A first run killed once some files have landed.
+    let mut child = m
+        .bulkget(&["mirror", "s3://bkt/data", o, "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("300 files to land", || {
+        std::fs::read_dir(&out).is_ok_and(|d| d.count() > 300)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The rerun completes the job; only the hostile keys fail, each alone.
+    let sj = t.path().join("stats.json");
+    let r = m
+        .bulkget(&["mirror", "s3://bkt/data", o, "-q", "--stats-json"])
+        .arg(&sj)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    for i in 0..2000 {
+        let key = format!("data/f{i:05}");
+        assert_body(&out, &key[5..], &key, 100);
+    }
+    for (k, n) in odd {
+        assert_body(&out, &k[5..], k, n);
+    }
+    assert_body(&out, "big", "data/big", big);
+    assert!(!out.join("z").exists() && !t.path().join("other").exists());
+    let f = failures(&out);
+    let mut failed: Vec<&str> = f.iter().map(|r| r["url"].as_str().unwrap()).collect();
+    failed.sort();
+    let mut want: Vec<String> = hostile.iter().map(|k| format!("s3://bkt/{k}")).collect();
+    want.sort();
+    assert_eq!(failed, want, "{f:?}");
+    assert!(f.iter().all(|r| {
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be a file name")
+    }));
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&sj).unwrap()).unwrap();
+    assert!(
+        st["skipped"].as_u64().unwrap() >= 300,
+        "the rerun skips what landed: {st}"
+    );
+    // Nothing half-written is left under a final name or beside one.
+    let names = std::fs::read_dir(&out).unwrap().count();
+    assert_eq!(
+        names,
+        2000 + 3 + 1 + 1,
+        "2000 + a b+c.txt, ü, empty + big + .bulkget"
+    );
+    let slowdowns: u64 = m.cmd("fault 0").parse().unwrap();
+    assert!(slowdowns > 0, "the store answered some GETs 503 SlowDown");
+}
+
+#[test]
+fn missing_credentials_are_one_line_that_says_where_bulkget_looked() {
+    let t = tempfile::tempdir().unwrap();
+    let o = command(&[
+        "mirror",
+        "s3://bkt/x",
+        t.path().join("out").to_str().unwrap(),
+    ])
+    .env_clear()
+    .env("HOME", t.path())
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("AWS_ACCESS_KEY_ID") && e.contains(".aws/credentials"),
+        "{e}"
+    );
+    let o = command(&["mirror", "gs://b/x", t.path().join("out").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not supported yet"), "{}", stderr(&o));
+}
