@@ -316,14 +316,36 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         Some((loc, opts)) => Some((crate::store::s3_from_env(loc, opts)?, loc.clone())),
         None => None,
     };
+    // An object-store listing resumes from the journal's cursor.
+    let tracker = match &cfg.store {
+        Some((loc, _)) => {
+            let url = loc.to_string();
+            let prev = journal::load(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
+            let (start, done) = match prev {
+                Some(j) if j.url == url && !j.complete => (j.marker, j.pages_done),
+                _ => (None, 0),
+            };
+            Some((journal::Tracker::new(&url, start.clone(), done), start))
+        }
+        None => None,
+    };
+    let start = tracker.as_ref().and_then(|(_, s)| s.clone());
     // The ledger tells this run's failures: a rerun reads its whole input
-    // again, so last run's list is kept aside, not added to.
+    // again, so last run's list is kept aside, not added to — unless this
+    // run resumes a listing, which will not list those inputs again.
     let ledger = state_dir.join("failures.jsonl");
-    if ledger.exists() {
-        let _ = std::fs::rename(&ledger, state_dir.join("failures.previous.jsonl"));
-    }
+    let carried = if start.is_none() {
+        if ledger.exists() {
+            let _ = std::fs::rename(&ledger, state_dir.join("failures.previous.jsonl"));
+        }
+        0
+    } else {
+        // Those failures are this job's: counted in its summary and exit.
+        std::fs::read(&ledger).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+    };
     let (tx, rx) = async_channel::bounded::<Batch<Job>>(64);
     let counters = Arc::new(Counters::default());
+    counters.failed.store(carried, Ordering::Relaxed);
     let quiet = cfg.display == Display::Quiet;
     let parts_dir = cfg.dest.join(".bulkget").join("parts");
     let nonempty = std::fs::read_dir(&cfg.dest)
@@ -352,7 +374,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             started: coarse_now(),
         },
         rx,
-        tracker: None,
+        tracker: tracker.map(|(t, _)| t),
         limits: cfg.limits,
     });
     let reporter = Reporter::start(counters.clone(), started, cfg.display);
@@ -361,7 +383,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         let urls = cfg.urls.clone();
         let checksum = cfg.checksum.clone();
         let job = move || match store {
-            Some((s3, loc)) => crate::store::feed(&sh, &s3, &loc, tx),
+            Some((s3, loc)) => crate::store::feed(&sh, &s3, &loc, start, tx),
             None => read_jobs(&sh, urls, checksum, list, tx),
         };
         std::thread::Builder::new()
@@ -369,12 +391,27 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             .spawn(job)
             .map_err(|e| RunError::Other(e.to_string()))?
     };
+    let keeper = sh.tracker.is_some().then(|| {
+        let sh = sh.clone();
+        journal::Keeper::start(state_dir.clone(), move || {
+            sh.tracker.as_ref().expect("tracked").state()
+        })
+    });
     // Per-core runtimes, each driving its share of the connections; then
     // the input closes, so a feeder still waiting to send stops.
     pipeline::run_workers(&sh, cfg.threads).map_err(|e| RunError::Other(e.to_string()))?;
     let read = reader
         .join()
         .unwrap_or_else(|_| Err(RunError::Other("the list reader panicked".into())));
+    if let (Some(k), Some(t)) = (keeper, &sh.tracker) {
+        k.stop();
+        if let Err(e) = journal::save(&state_dir, &t.state()) {
+            eprintln!(
+                "bulkget: cannot save the journal in {}: {e}",
+                state_dir.display()
+            );
+        }
+    }
     drop(reporter);
     let error = match (sh.ctx.take_fatal(), read) {
         (Some(why), _) => Some(RunError::DiskFull(why)),
@@ -432,17 +469,34 @@ impl<'a> Feeder<'a> {
 
     fn send(&mut self) -> bool {
         let b = std::mem::replace(&mut self.batch, Vec::with_capacity(Self::BATCH));
+        self.send_batch(None, b)
+    }
+
+    fn send_batch(&self, page: Option<u64>, entries: Vec<Job>) -> bool {
         self.sh
             .ctx
             .counters
             .listed
-            .fetch_add(b.len() as u64, Ordering::Relaxed);
-        self.tx
-            .send_blocking(Batch {
-                page: None,
-                entries: b,
-            })
-            .is_ok()
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.tx.send_blocking(Batch { page, entries }).is_ok()
+    }
+
+    /// Passes on one listing page's jobs in batches tied to page `seq`
+    /// (for the resume tracker); `listed(parts)` is called with the number
+    /// of batches before the first goes. False once the workers are gone.
+    pub fn page(&mut self, seq: u64, jobs: Vec<Job>, listed: impl FnOnce(u32)) -> bool {
+        if !self.batch.is_empty() && !self.send() {
+            return false;
+        }
+        let mut chunks = Vec::new();
+        let mut it = jobs.into_iter().peekable();
+        while it.peek().is_some() {
+            let n = self.size;
+            self.size = (self.size * 2).min(Self::BATCH);
+            chunks.push(it.by_ref().take(n).collect::<Vec<_>>());
+        }
+        listed(chunks.len() as u32);
+        chunks.into_iter().all(|c| self.send_batch(Some(seq), c))
     }
 
     /// An input refused for good: `what` names it, `text` is as given.

@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::task::JoinSet;
 
@@ -294,22 +294,9 @@ fn run_with<S: Sink>(
             .map_err(|e| RunError::Other(e.to_string()))?
     };
 
-    // The journal keeper.
-    let keeper_stop = Arc::new(AtomicBool::new(false));
     let keeper = {
         let sh = sh.clone();
-        let ks = keeper_stop.clone();
-        let state_dir = state_dir.clone();
-        std::thread::spawn(move || {
-            let mut last = Instant::now();
-            while !ks.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-                if last.elapsed() >= Duration::from_secs(1) {
-                    last = Instant::now();
-                    let _ = journal::save(&state_dir, &tracker_state(&sh));
-                }
-            }
-        })
+        journal::Keeper::start(state_dir.clone(), move || tracker_state(&sh))
     };
 
     // Per-core runtimes, each driving its share of the connections; then
@@ -318,8 +305,7 @@ fn run_with<S: Sink>(
     let listed = lister
         .join()
         .unwrap_or_else(|_| Err(RunError::Other("the lister panicked".into())));
-    keeper_stop.store(true, Ordering::Relaxed);
-    let _ = keeper.join();
+    keeper.stop();
     let state = tracker_state(&sh);
     if let Err(e) = journal::save(&state_dir, &state) {
         // e.g. the disk is full: the last periodic save stands, and a rerun

@@ -12,7 +12,9 @@
 //! Every request is a presigned URL ([`sigv4`]), so listing and fetching go
 //! through bulkget's own connections like any `get`. A key that cannot be a
 //! file name here (`a//b`, `../x`, a trailing `/`) fails alone, named in the
-//! ledger; the listing goes on. A rerun skips the objects already landed.
+//! ledger; the listing goes on. Each page is registered with the run's
+//! `journal::Tracker`, whose cursor is the key the next run lists after
+//! (`start-after`: continuation tokens are not meant to outlive a run).
 
 pub mod s3;
 pub mod sigv4;
@@ -32,6 +34,12 @@ pub struct Location {
     pub bucket: String,
     /// Keys under it are listed; it ends with `/` unless empty (whole bucket).
     pub prefix: String,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
 }
 
 /// `Some` for `s3://…` (an error for a malformed one or a store not built
@@ -93,12 +101,15 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Lists every object under the prefix and feeds one job per object.
-/// Ok(true) when the listing was passed on to its end.
+/// Lists every object under the prefix (after the key `start`, where a
+/// killed run's journal left off) and feeds one job per object, each page
+/// registered with the run's tracker. Ok(true) when the listing was passed
+/// on to its end.
 pub fn feed(
     sh: &Shared<GetPlan>,
     store: &s3::S3,
     loc: &Location,
+    start: Option<String>,
     tx: async_channel::Sender<crate::pipeline::Batch<Job>>,
 ) -> Result<bool, RunError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -106,7 +117,7 @@ pub fn feed(
         .build()
         .map_err(|e| RunError::Other(e.to_string()))?;
     let mut feed = Feeder::new(sh, tx);
-    let r = rt.block_on(list(sh, store, loc, &mut feed));
+    let r = rt.block_on(list(sh, store, loc, start, &mut feed));
     match r {
         Ok(complete) => Ok(feed.finish(complete)),
         Err(e) => {
@@ -120,17 +131,20 @@ async fn list(
     sh: &Shared<GetPlan>,
     store: &s3::S3,
     loc: &Location,
+    start: Option<String>,
     feed: &mut Feeder<'_>,
 ) -> Result<bool, RunError> {
     let mut conn: Option<Conn> = None;
     let mut token: Option<String> = None;
-    loop {
+    // The key this page starts after: the journal's cursor when resumed.
+    let mut after = start;
+    for seq in 0.. {
         if feed.stopping() {
             return Ok(false);
         }
-        let url = store.list_url(&loc.prefix, None, token.as_deref(), now());
+        let url = store.list_url(&loc.prefix, after.as_deref(), token.as_deref(), now());
         let page = page(sh, &mut conn, &url).await?;
-        for o in page.unreadable {
+        for o in &page.unreadable {
             let why = "the key is not UTF-8 once decoded".to_string();
             feed.bad(
                 &format!("key {o}"),
@@ -138,6 +152,8 @@ async fn list(
                 why,
             );
         }
+        let last = page.objects.last().map(|o| o.key.clone());
+        let mut jobs = Vec::with_capacity(page.objects.len());
         for o in page.objects {
             let shown = format!("s3://{}/{}", loc.bucket, o.key);
             let name = o.key.strip_prefix(&loc.prefix).unwrap_or(&o.key);
@@ -146,23 +162,37 @@ async fn list(
                 feed.bad(&format!("key {:?}", o.key), &shown, why);
                 continue;
             }
-            let j = Job {
+            jobs.push(Job {
                 line: 0,
                 url: store.object_url(&o.key, now()),
                 name: name.to_string(),
                 sha256: None,
                 size: Some(o.size),
                 shown: Some(shown),
-            };
-            if !feed.push(j) {
-                return Ok(false);
+            });
+        }
+        let more = page.truncated && page.next.is_some();
+        let next = if more {
+            last.clone().or(after.clone())
+        } else {
+            None
+        };
+        let marker = after.clone();
+        let sent = feed.page(seq, jobs, |parts| {
+            if let Some(t) = &sh.tracker {
+                t.page_listed(seq, marker, parts, next);
             }
+        });
+        if !sent {
+            return Ok(false);
         }
-        match page.next {
-            Some(t) if page.truncated => token = Some(t),
-            _ => return Ok(true),
+        if !more {
+            return Ok(true);
         }
+        token = page.next;
+        after = last.or(after);
     }
+    unreachable!("pages are counted by u64")
 }
 
 /// One listing page, with retries (503 SlowDown and 429 honour Retry-After).
