@@ -120,12 +120,6 @@ struct MirrorArgs {
     /// With --sink tar: start a new shard past this size (e.g. 1G).
     #[arg(long, default_value = "1G", value_parser = parse_bytes)]
     shard_size: u64,
-    /// s3://: the S3-compatible endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS itself).
-    #[arg(long, value_name = "URL")]
-    endpoint_url: Option<String>,
-    /// s3://: send requests unsigned (a public bucket).
-    #[arg(long)]
-    no_sign_request: bool,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -133,6 +127,12 @@ struct MirrorArgs {
 /// How to fetch (mirror and get).
 #[derive(Args)]
 struct FetchArgs {
+    /// s3://: the S3-compatible endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS itself).
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+    /// s3://: send requests unsigned (a public bucket).
+    #[arg(long)]
+    no_sign_request: bool,
     /// At most this many connections in all; how many are used is found as the run goes [default: 2048, or a quarter of the open-file limit].
     #[arg(long, short = 'c')]
     connections: Option<u32>,
@@ -193,6 +193,23 @@ struct Common {
 }
 
 impl FetchArgs {
+    /// How to reach object stores. With `ca_bundle`, `AWS_CA_BUNDLE` (the
+    /// AWS CLI's extra CA bundle) joins the trusted roots (not for URL
+    /// lists, where it would apply to every host of a mixed list).
+    fn store_opts(
+        &self,
+        net: &mut bulkget::fetch::net::NetConfig,
+        ca_bundle: bool,
+    ) -> bulkget::store::StoreOpts {
+        if let Some(p) = std::env::var_os("AWS_CA_BUNDLE").filter(|p| ca_bundle && !p.is_empty()) {
+            net.tls.cacert.push(p.into());
+        }
+        bulkget::store::StoreOpts {
+            endpoint_url: self.endpoint_url.clone(),
+            no_sign: self.no_sign_request,
+        }
+    }
+
     fn common(&self) -> anyhow::Result<Common> {
         if self.connections == Some(0) {
             bail!("--connections must be at least 1");
@@ -289,18 +306,15 @@ fn mirror_store(a: MirrorArgs, loc: bulkget::store::Location) -> anyhow::Result<
     cfg.max_redirs = a.fetch.max_redirs;
     cfg.null_sink = a.sink == "null";
     cfg.state_dir = a.fetch.state_dir.clone();
-    let opts = bulkget::store::StoreOpts {
-        endpoint_url: a.endpoint_url.clone(),
-        no_sign: a.no_sign_request,
-    };
-    cfg.store = Some((loc, opts));
+    cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
+    cfg.store = Some(loc);
     let out = get::run(&cfg, mirror::stop_on_signals())?;
     a.fetch.finish(&out, get::summary(&out, &cfg))
 }
 
 #[derive(Args)]
 struct GetArgs {
-    /// URLs to download (http:// or https://); each lands under its last path segment.
+    /// URLs to download (http://, https:// or s3://BUCKET/KEY); each lands under its last path segment.
     urls: Vec<String>,
     /// Read URLs from FILE ('-' = standard input): lines of URL [NAME] [sha256=HEX]; '#' comments.
     #[arg(long = "input-file", short = 'i', value_name = "FILE")]
@@ -348,6 +362,10 @@ fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     cfg.checksum = a.checksum.clone();
     cfg.null_sink = a.sink == "null";
     cfg.state_dir = a.fetch.state_dir.clone();
+    let s3_urls = cfg.urls.iter().any(|u| u.starts_with("s3://"));
+    cfg.store_opts = a
+        .fetch
+        .store_opts(&mut cfg.net, s3_urls && cfg.list.is_none());
     let out = get::run(&cfg, mirror::stop_on_signals())?;
     a.fetch.finish(&out, get::summary(&out, &cfg))
 }

@@ -74,11 +74,27 @@ pub fn name_from_url(url: &str) -> Result<String, String> {
 }
 
 /// A job from its parts, with every check applied.
+///
+/// An `s3://BUCKET/KEY` URL is taken as it is (the store module signs it);
+/// its default name is the key's last segment, byte for byte.
 pub fn job(line: u64, url: &str, name: Option<&str>, sum: Option<&str>) -> Result<Job, String> {
-    Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-    let name = match name {
-        Some(n) => n.to_string(),
-        None => name_from_url(url)?,
+    let key = url
+        .strip_prefix("s3://")
+        .map(|r| r.split_once('/').map_or("", |(_, k)| k));
+    if key.is_none() {
+        Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    }
+    let name = match (name, key) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(k)) => match k.rsplit('/').next() {
+            Some(last) if !last.is_empty() => last.to_string(),
+            _ => {
+                return Err(format!(
+                    "{url}: no object key to name the file by; give a NAME"
+                ));
+            }
+        },
+        (None, None) => name_from_url(url)?,
     };
     names::check(&name).map_err(|e| format!("output name {name:?}: {e}"))?;
     let sha256 = sum.map(parse_checksum).transpose()?;

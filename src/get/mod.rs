@@ -63,7 +63,9 @@ pub struct GetConfig {
     /// Keep nothing: fetch, check lengths (and checksums) and count.
     pub null_sink: bool,
     /// Every object under an object-store path instead of URLs.
-    pub store: Option<(crate::store::Location, crate::store::StoreOpts)>,
+    pub store: Option<crate::store::Location>,
+    /// How to reach object stores (for `store` and `s3://` URLs).
+    pub store_opts: crate::store::StoreOpts,
 }
 
 impl GetConfig {
@@ -84,6 +86,7 @@ impl GetConfig {
             checksum: None,
             null_sink: false,
             store: None,
+            store_opts: Default::default(),
         }
     }
 
@@ -313,12 +316,15 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         })?))),
     };
     let store = match &cfg.store {
-        Some((loc, opts)) => Some((crate::store::s3_from_env(loc, opts)?, loc.clone())),
+        Some(loc) => Some((
+            crate::store::s3_from_env(loc, &cfg.store_opts)?,
+            loc.clone(),
+        )),
         None => None,
     };
     // An object-store listing resumes from the journal's cursor.
     let tracker = match &cfg.store {
-        Some((loc, _)) => {
+        Some(loc) => {
             let url = loc.to_string();
             let prev = journal::load(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
             let (start, done) = match prev {
@@ -382,9 +388,10 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         let sh = sh.clone();
         let urls = cfg.urls.clone();
         let checksum = cfg.checksum.clone();
+        let signer = crate::store::Signer::new(cfg.store_opts.clone());
         let job = move || match store {
             Some((s3, loc)) => crate::store::feed(&sh, &s3, &loc, start, tx),
-            None => read_jobs(&sh, urls, checksum, list, tx),
+            None => read_jobs(&sh, urls, checksum, list, signer, tx),
         };
         std::thread::Builder::new()
             .name("bulkget-list".into())
@@ -521,12 +528,13 @@ fn read_jobs(
     urls: Vec<String>,
     checksum: Option<String>,
     list: Option<Box<dyn BufRead + Send>>,
+    mut signer: crate::store::Signer,
     tx: async_channel::Sender<Batch<Job>>,
 ) -> Result<bool, RunError> {
     let mut feed = Feeder::new(sh, tx);
     let mut complete = true;
     for u in &urls {
-        match input::job(0, u, None, checksum.as_deref()) {
+        match input::job(0, u, None, checksum.as_deref()).and_then(|j| signer.sign(j)) {
             Ok(j) => complete &= feed.push(j),
             Err(why) => feed.bad(&format!("URL {u}"), u, why),
         }
@@ -551,7 +559,7 @@ fn read_jobs(
                     )));
                 }
             };
-            match input::parse_line(n, &line) {
+            match input::parse_line(n, &line).and_then(|j| j.map(|j| signer.sign(j)).transpose()) {
                 Ok(Some(j)) => complete = feed.push(j),
                 Ok(None) => {}
                 Err(why) => feed.bad(&format!("list line {n}"), line.trim(), why),

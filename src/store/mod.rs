@@ -95,6 +95,50 @@ pub fn s3_from_env(loc: &Location, opts: &StoreOpts) -> Result<s3::S3, RunError>
     .map_err(RunError::Other)
 }
 
+/// Turns `s3://BUCKET/KEY` jobs of a URL list into presigned GETs, one
+/// store configuration per bucket (made at its first URL, kept for the run).
+pub struct Signer {
+    opts: StoreOpts,
+    buckets: std::collections::HashMap<String, Result<s3::S3, String>>,
+}
+
+impl Signer {
+    pub fn new(opts: StoreOpts) -> Signer {
+        Signer {
+            opts,
+            buckets: Default::default(),
+        }
+    }
+
+    /// The job with its URL presigned (and the `s3://` URL kept for
+    /// messages); other jobs unchanged.
+    pub fn sign(&mut self, mut j: Job) -> Result<Job, String> {
+        let Some(rest) = j.url.strip_prefix("s3://") else {
+            return Ok(j);
+        };
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() || key.is_empty() {
+            return Err(format!("{}: give s3://BUCKET/KEY", j.url));
+        }
+        let opts = &self.opts;
+        let s3 = self
+            .buckets
+            .entry(bucket.to_string())
+            .or_insert_with(|| {
+                let loc = Location {
+                    bucket: bucket.to_string(),
+                    prefix: String::new(),
+                };
+                s3_from_env(&loc, opts).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let url = s3.object_url(key, now());
+        j.shown = Some(std::mem::replace(&mut j.url, url));
+        Ok(j)
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -120,9 +120,20 @@ fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
     let out = t.path().join("out");
     let o = out.to_str().unwrap();
     // A first run, killed once the journal records a finished listing page
-    // (1 000 keys).
+    // (1 000 keys); held to about 100 files/s so that it is still running
+    // then, whatever else the machine does.
+    m.cmd("delay 0.02");
     let mut child = m
-        .bulkget(&["mirror", "s3://bkt/data", o, "-q"])
+        .bulkget(&[
+            "mirror",
+            "s3://bkt/data",
+            o,
+            "-q",
+            "--max-per-host",
+            "2",
+            "--pipeline",
+            "1",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -131,6 +142,7 @@ fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
     child.kill().unwrap();
     child.wait().unwrap();
     // From now on the store answers some GETs 503 SlowDown.
+    m.cmd("delay 0");
     m.cmd("fault 0.05");
     // The rerun completes the job; only the hostile keys fail, each alone.
     let sj = t.path().join("stats.json");
@@ -179,6 +191,31 @@ fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
     );
     let slowdowns: u64 = m.cmd("fault 0").parse().unwrap();
     assert!(slowdowns > 0, "the store answered some GETs 503 SlowDown");
+
+    // get takes s3:// URLs in a list: a key no file could be named after is
+    // fetched by its raw key under the NAME given; a missing one fails alone,
+    // shown by its s3:// URL (never the signed one).
+    let list = t.path().join("urls.txt");
+    std::fs::write(
+        &list,
+        "s3://bkt/data/f00007\ns3://bkt/data/a//b ab\ns3://bkt/data/ü/x\ns3://bkt/nope\n",
+    )
+    .unwrap();
+    let got = t.path().join("got");
+    let r = m
+        .bulkget(&["get", "-q", "-i", list.to_str().unwrap(), "-o"])
+        .arg(&got)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert_body(&got, "f00007", "data/f00007", 100);
+    assert_body(&got, "ab", "data/a//b", 1);
+    assert_body(&got, "x", "data/ü/x", 5);
+    let f = failures(&got);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0]["url"], "s3://bkt/nope");
+    assert!(f[0]["error"].as_str().unwrap().contains("404"), "{f:?}");
+    assert!(!stderr(&r).contains("X-Amz-Signature"), "{}", stderr(&r));
 }
 
 #[test]
