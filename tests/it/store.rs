@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use crate::common::*;
+use crate::peers::{Nginx, Pki, tls_server};
 
 /// The Python that has moto: `BULKGET_TEST_PYTHON`, else the venv that
 /// `.ci/run` makes in `target/moto-venv`, else `python3`.
@@ -76,6 +77,7 @@ impl Moto {
             )
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL_S3")
+            .env_remove("AWS_CA_BUNDLE")
             .stdin(Stdio::null());
         c
     }
@@ -244,4 +246,58 @@ fn missing_credentials_are_one_line_that_says_where_bulkget_looked() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not supported yet"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_https_store_behind_a_private_ca_over_http2() {
+    let mut m = Moto::start();
+    m.cmd("bucket bkt");
+    m.cmd("fill bkt data/f 300 100");
+    // nginx terminates TLS (HTTP/2 by ALPN) and passes requests to moto.
+    let t = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&t.path().join("pki"), "ca");
+    let cert = pki.leaf("srv", &["localhost", "127.0.0.1"], 2020, 2090);
+    let proxy = format!(
+        "location / {{ proxy_pass http://127.0.0.1:{}; proxy_set_header Host $http_host; }}",
+        m.port
+    );
+    std::fs::create_dir_all(t.path().join("www")).unwrap();
+    let ng = Nginx::start(t.path(), 1, &tls_server("P0", &cert, true, &proxy));
+    let endpoint = format!("https://127.0.0.1:{}", ng.addrs[0].port());
+    let out = t.path().join("out");
+    let o = m
+        .bulkget(&["mirror", "s3://bkt/data", out.to_str().unwrap(), "-q"])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_CA_BUNDLE", pki.ca_file("ca"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&o),
+        ng.error_log()
+    );
+    for i in 0..300 {
+        let key = format!("data/f{i:05}");
+        assert_body(&out, &key[5..], &key, 100);
+    }
+    let log = ng.access_log();
+    assert!(log.contains("HTTP/2.0 /bkt/data/f00299"), "{log}");
+    // Without the bundle the certificate is unknown: one line naming the
+    // host and why, at once, and nothing lands.
+    let out2 = t.path().join("out2");
+    let o = m
+        .bulkget(&["mirror", "s3://bkt/data", out2.to_str().unwrap(), "-q"])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("127.0.0.1") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+    assert!(!e.contains("X-Amz-Signature"), "{e}");
 }
