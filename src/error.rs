@@ -49,8 +49,12 @@ pub enum FetchError {
     Name(#[from] NameError),
     #[error("cannot write: {0}")]
     Sink(io::Error),
-    #[error("sha256 mismatch: expected {want}, got {got}")]
-    Checksum { want: String, got: String },
+    #[error("{algo} mismatch: expected {want}, got {got}")]
+    Checksum {
+        algo: &'static str,
+        want: String,
+        got: String,
+    },
     #[error("{0}")]
     Input(String),
     #[error("another input of this run already wrote this file (outputs collide)")]

@@ -120,6 +120,9 @@ struct MirrorArgs {
     /// With --sink tar: start a new shard past this size (e.g. 1G).
     #[arg(long, default_value = "1G", value_parser = parse_bytes)]
     shard_size: u64,
+    /// s3://: check each object's MD5 against its ETag where the ETag is one (single-part, not SSE-KMS/SSE-C); those objects come in one stream.
+    #[arg(long)]
+    checksum: bool,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -207,6 +210,7 @@ impl FetchArgs {
         bulkget::store::StoreOpts {
             endpoint_url: self.endpoint_url.clone(),
             no_sign: self.no_sign_request,
+            checksum: false,
         }
     }
 
@@ -307,6 +311,7 @@ fn mirror_store(a: MirrorArgs, loc: bulkget::store::Location) -> anyhow::Result<
     cfg.null_sink = a.sink == "null";
     cfg.state_dir = a.fetch.state_dir.clone();
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
+    cfg.store_opts.checksum = a.checksum;
     cfg.store = Some(loc);
     let out = get::run(&cfg, mirror::stop_on_signals())?;
     a.fetch.finish(&out, get::summary(&out, &cfg))

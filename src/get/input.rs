@@ -21,6 +21,8 @@ pub struct Job {
     pub sha256: Option<[u8; 32]>,
     /// The size a listing gave (an object store's), checked on landing.
     pub size: Option<u64>,
+    /// The MD5 a listing's ETag gave (`--checksum`), checked on landing.
+    pub md5: Option<[u8; 16]>,
     /// What messages and the ledger show instead of `url` (an object's
     /// `s3://` path rather than its presigned URL, which holds a signature).
     pub shown: Option<String>,
@@ -104,6 +106,7 @@ pub fn job(line: u64, url: &str, name: Option<&str>, sum: Option<&str>) -> Resul
         name,
         sha256,
         size: None,
+        md5: None,
         shown: None,
     })
 }

@@ -119,7 +119,7 @@ impl GetPlan {
     fn probe_end(&self, job: &Job) -> Option<u64> {
         if self.parts_exist && split::has_sidecar(&self.parts_dir, &job.name) {
             Some(0) // resuming: the answer's validators are what matters
-        } else if job.size.is_some_and(|n| n <= self.split_size) {
+        } else if job.size.is_some_and(|n| n <= self.split_size) || job.md5.is_some() {
             None // listed small (or empty, where a range would get a 416)
         } else if self.split > 1 {
             Some(self.split_size - 1)
@@ -132,9 +132,13 @@ impl GetPlan {
     async fn whole(&self, c: &mut Conn, head: &Head, job: &Job) -> Result<u64, (FetchError, bool)> {
         let keep = land::reusable(head);
         let mut h = job.sha256.map(|_| Sha256::new());
+        let mut m5 = job.md5.map(|_| md5::Md5::new());
         let seen = |piece: &[u8]| {
             if let Some(h) = h.as_mut() {
                 Digest::update(h, piece);
+            }
+            if let Some(m) = m5.as_mut() {
+                Digest::update(m, piece);
             }
         };
         let (f, got) = if self.null {
@@ -152,11 +156,20 @@ impl GetPlan {
             if got != want {
                 return Err((
                     FetchError::Checksum {
+                        algo: "sha256",
                         want: split::hex(&want),
                         got: split::hex(&got),
                     },
                     keep,
                 ));
+            }
+        }
+        if let (Some(want), Some(m)) = (job.md5, m5) {
+            let got: [u8; 16] = m.finalize().into();
+            if got != want {
+                let (want, got) = (split::hex(&want), split::hex(&got));
+                let algo = "md5 (the ETag)";
+                return Err((FetchError::Checksum { algo, want, got }, keep));
             }
         }
         match f {
@@ -389,8 +402,9 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         let urls = cfg.urls.clone();
         let checksum = cfg.checksum.clone();
         let signer = crate::store::Signer::new(cfg.store_opts.clone());
+        let md5 = cfg.store_opts.checksum;
         let job = move || match store {
-            Some((s3, loc)) => crate::store::feed(&sh, &s3, &loc, start, tx),
+            Some((s3, loc)) => crate::store::feed(&sh, &s3, &loc, start, md5, tx),
             None => read_jobs(&sh, urls, checksum, list, signer, tx),
         };
         std::thread::Builder::new()

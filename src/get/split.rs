@@ -348,6 +348,7 @@ impl Split {
             if got != want {
                 forget(&plan.parts_dir, &self.job.name);
                 return Err(FetchError::Checksum {
+                    algo: "sha256",
                     want: hex(&want),
                     got: hex(&got),
                 });

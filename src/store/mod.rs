@@ -77,6 +77,8 @@ pub struct StoreOpts {
     pub endpoint_url: Option<String>,
     /// `--no-sign-request`.
     pub no_sign: bool,
+    /// `--checksum`: check each object's MD5 where its ETag is one.
+    pub checksum: bool,
 }
 
 /// The store configured from the process's environment.
@@ -154,6 +156,7 @@ pub fn feed(
     store: &s3::S3,
     loc: &Location,
     start: Option<String>,
+    checksum: bool,
     tx: async_channel::Sender<crate::pipeline::Batch<Job>>,
 ) -> Result<bool, RunError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -161,7 +164,7 @@ pub fn feed(
         .build()
         .map_err(|e| RunError::Other(e.to_string()))?;
     let mut feed = Feeder::new(sh, tx);
-    let r = rt.block_on(list(sh, store, loc, start, &mut feed));
+    let r = rt.block_on(list(sh, store, loc, start, checksum, &mut feed));
     match r {
         Ok(complete) => Ok(feed.finish(complete)),
         Err(e) => {
@@ -176,6 +179,7 @@ async fn list(
     store: &s3::S3,
     loc: &Location,
     start: Option<String>,
+    checksum: bool,
     feed: &mut Feeder<'_>,
 ) -> Result<bool, RunError> {
     let mut conn: Option<Conn> = None;
@@ -212,6 +216,7 @@ async fn list(
                 name: name.to_string(),
                 sha256: None,
                 size: Some(o.size),
+                md5: o.md5.filter(|_| checksum),
                 shown: Some(shown),
             });
         }

@@ -251,6 +251,21 @@ impl S3 {
 pub struct Object {
     pub key: String,
     pub size: u64,
+    /// The content's MD5, where the ETag is one (32 hex digits: a
+    /// single-part upload; SSE-KMS and SSE-C objects excepted).
+    pub md5: Option<[u8; 16]>,
+}
+
+fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    let h = etag.trim().trim_matches('"');
+    if h.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// One ListObjectsV2 page.
@@ -299,6 +314,7 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
     let mut text = String::new();
     let mut page = Page::default();
     let (mut key, mut size): (Option<String>, Option<u64>) = (None, None);
+    let mut md5 = None;
     let mut error = (String::new(), String::new());
     loop {
         match r.read_event() {
@@ -321,12 +337,17 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
                 match (parent, name.as_slice()) {
                     (Some(b"Contents"), b"Key") => key = Some(text.clone()),
                     (Some(b"Contents"), b"Size") => size = text.trim().parse().ok(),
+                    (Some(b"Contents"), b"ETag") => md5 = etag_md5(&text),
                     (Some(b"ListBucketResult"), b"Contents") => {
                         let (k, s) = (key.take(), size.take());
                         let k = k.ok_or("listing: an object without a Key")?;
                         let s = s.ok_or_else(|| format!("listing: no Size for {k:?}"))?;
                         match url_decode(&k) {
-                            Some(key) => page.objects.push(Object { key, size: s }),
+                            Some(key) => page.objects.push(Object {
+                                key,
+                                size: s,
+                                md5: md5.take(),
+                            }),
                             None => page.unreadable.push(k),
                         }
                     }
@@ -363,7 +384,7 @@ mod tests {
         let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
 <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>
 <Contents><Key>a%2F%2Fb</Key><Size>3</Size><ETag>&quot;x&quot;</ETag></Contents>
-<Contents><Key>sp+ace%2B%01</Key><Size>0</Size></Contents>
+<Contents><Key>sp+ace%2B%01</Key><Size>0</Size><ETag>"d41d8cd98f00b204e9800998ecf8427e"</ETag></Contents>
 <Contents><Key>bad%FF</Key><Size>1</Size></Contents>
 <IsTruncated>true</IsTruncated><NextContinuationToken>t&amp;1</NextContinuationToken>
 </ListBucketResult>"#;
@@ -373,11 +394,13 @@ mod tests {
             [
                 Object {
                     key: "a//b".into(),
-                    size: 3
+                    size: 3,
+                    md5: None,
                 },
                 Object {
                     key: "sp ace+\u{1}".into(),
-                    size: 0
+                    size: 0,
+                    md5: etag_md5("d41d8cd98f00b204e9800998ecf8427e"),
                 }
             ]
         );

@@ -300,4 +300,28 @@ fn an_https_store_behind_a_private_ca_over_http2() {
         "{e}"
     );
     assert!(!e.contains("X-Amz-Signature"), "{e}");
+
+    // --checksum: an object served with a flipped byte fails against its
+    // ETag (MD5) and is not landed; the others land.
+    m.cmd("corrupt /bkt/data/f00007");
+    let out3 = t.path().join("out3");
+    let o = m
+        .bulkget(&[
+            "mirror",
+            "s3://bkt/data",
+            out3.to_str().unwrap(),
+            "-q",
+            "--checksum",
+        ])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_CA_BUNDLE", pki.ca_file("ca"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!out3.join("f00007").exists());
+    assert_body(&out3, "f00008", "data/f00008", 100);
+    let f = failures(&out3);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0]["url"], "s3://bkt/data/f00007");
+    assert!(f[0]["error"].as_str().unwrap().contains("md5"), "{f:?}");
 }
