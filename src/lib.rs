@@ -15,6 +15,7 @@ pub mod journal;
 pub mod listing;
 pub mod mirror;
 pub mod names;
+pub mod par;
 pub mod pipeline;
 pub mod progress;
 pub mod server;
