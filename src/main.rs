@@ -1,6 +1,6 @@
 //! The `bulkget` command: parses the command line and calls the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,18 +298,24 @@ fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     a.fetch.finish(&out, mirror::summary(&out, &cfg))
 }
 
+/// A get run into `dest` with the fetch flags.
+fn get_config(dest: &Path, f: &FetchArgs) -> anyhow::Result<GetConfig> {
+    let mut cfg = GetConfig::new(dest);
+    let c = f.common()?;
+    cfg.limits = c.limits;
+    (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
+    cfg.max_redirs = f.max_redirs;
+    cfg.state_dir = f.state_dir.clone();
+    Ok(cfg)
+}
+
 /// `mirror s3://…`: every object under the prefix, by the get machinery.
 fn mirror_store(a: MirrorArgs, loc: bulkget::store::Location) -> anyhow::Result<ExitCode> {
     if a.sink == "tar" {
         bail!("--sink tar is not supported for object stores yet (dir and null are)");
     }
-    let mut cfg = GetConfig::new(&a.dest);
-    let c = a.fetch.common()?;
-    cfg.limits = c.limits;
-    (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
-    cfg.max_redirs = a.fetch.max_redirs;
+    let mut cfg = get_config(&a.dest, &a.fetch)?;
     cfg.null_sink = a.sink == "null";
-    cfg.state_dir = a.fetch.state_dir.clone();
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
     cfg.store_opts.checksum = a.checksum;
     cfg.store = Some(loc);
@@ -355,18 +361,13 @@ fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     if a.split_size == 0 {
         bail!("--split-size must be at least 1 byte");
     }
-    let mut cfg = GetConfig::new(&a.dir);
-    let c = a.fetch.common()?;
-    cfg.limits = c.limits;
-    (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
-    cfg.max_redirs = a.fetch.max_redirs;
+    let mut cfg = get_config(&a.dir, &a.fetch)?;
     cfg.urls = a.urls.clone();
     cfg.list = a.input.clone();
     cfg.split = a.split as usize;
     cfg.split_size = a.split_size;
     cfg.checksum = a.checksum.clone();
     cfg.null_sink = a.sink == "null";
-    cfg.state_dir = a.fetch.state_dir.clone();
     let s3_urls = cfg.urls.iter().any(|u| u.starts_with("s3://"));
     cfg.store_opts = a
         .fetch

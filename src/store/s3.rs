@@ -437,38 +437,25 @@ mod tests {
             }
         };
         let home = Some(t.path().to_path_buf());
-        let f = vars(&[("AWS_PROFILE", "p")]);
-        let s = S3::new(
-            &Env {
-                var: &f,
+        let s3 = |f: &dyn Fn(&str) -> Option<String>| {
+            let env = Env {
+                var: f,
                 home: home.clone(),
-            },
-            "bkt",
-            None,
-            false,
-        )
-        .unwrap();
+            };
+            S3::new(&env, "bkt", None, false).unwrap()
+        };
+        let s = s3(&vars(&[("AWS_PROFILE", "p")]));
         assert_eq!(s.creds.as_ref().unwrap().key_id, "P");
         assert_eq!(s.region, "eu-west-3");
         assert!(
             s.object_url("k", 0)
                 .starts_with("https://bkt.s3.eu-west-3.amazonaws.com/k?")
         );
-        let f = vars(&[
+        let s = s3(&vars(&[
             ("AWS_ACCESS_KEY_ID", "E"),
             ("AWS_SECRET_ACCESS_KEY", "ES"),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
-        ]);
-        let s = S3::new(
-            &Env {
-                var: &f,
-                home: home.clone(),
-            },
-            "bkt",
-            None,
-            false,
-        )
-        .unwrap();
+        ]));
         assert_eq!(s.creds.as_ref().unwrap().key_id, "E");
         assert_eq!(s.region, "us-east-1");
         assert!(
