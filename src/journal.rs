@@ -30,6 +30,14 @@ pub struct JournalState {
     pub complete: bool,
 }
 
+impl JournalState {
+    /// Where a run of `url` resumes (cursor, pages below it): from this
+    /// journal if it is `url`'s and unfinished.
+    pub fn resume(&self, url: &str) -> Option<(Option<String>, u64)> {
+        (self.url == url && !self.complete).then(|| (self.marker.clone(), self.pages_done))
+    }
+}
+
 /// The default state directory of a mirror into `dest`.
 pub fn default_state_dir(dest: &Path) -> PathBuf {
     dest.join(".bulkget")

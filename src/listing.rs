@@ -203,32 +203,7 @@ impl Lister<'_> {
                     e
                 }
             };
-            if !err.is_retryable() {
-                return Err(RunError::List {
-                    url,
-                    why: err.to_string(),
-                });
-            }
-            if attempt > self.policy.retries {
-                return Err(RunError::List {
-                    url,
-                    why: format!("{err} (gave up after {attempt} attempts)"),
-                });
-            }
-            // Wait, but not past a Ctrl-C.
-            let until = tokio::time::Instant::now()
-                + self
-                    .policy
-                    .delay(attempt, err.retry_after(), attempt as u64);
-            while tokio::time::Instant::now() < until {
-                if self.stop.load(Ordering::Relaxed) {
-                    return Err(RunError::Other("stopped".into()));
-                }
-                tokio::time::sleep_until(
-                    until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
-                )
-                .await;
-            }
+            backoff(self.policy, self.stop, &url, &err, attempt).await?;
         }
     }
 
@@ -239,6 +214,42 @@ impl Lister<'_> {
     ) -> Result<(u16, Vec<u8>), FetchError> {
         get_small(self.net, conn, self.ep.key.borrow(), path).await
     }
+}
+
+/// After failed attempt `attempt` at a listing page of `url`: waits out
+/// the backoff (never past a stop) and returns Ok to try again, or the
+/// run's error when `err` is not worth another attempt or none is left.
+pub async fn backoff(
+    policy: &RetryPolicy,
+    stop: &AtomicBool,
+    url: &str,
+    err: &FetchError,
+    attempt: u32,
+) -> Result<(), RunError> {
+    let fail = |why: String| {
+        Err(RunError::List {
+            url: url.to_string(),
+            why,
+        })
+    };
+    if !err.is_retryable() {
+        return fail(err.to_string());
+    }
+    if attempt > policy.retries {
+        return fail(format!("{err} (gave up after {attempt} attempts)"));
+    }
+    let until =
+        tokio::time::Instant::now() + policy.delay(attempt, err.retry_after(), attempt as u64);
+    while tokio::time::Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return Err(RunError::Other("stopped".into()));
+        }
+        tokio::time::sleep_until(
+            until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// GETs `path` (with query) from `key` on `conn` (connecting if need be)

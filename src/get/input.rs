@@ -19,19 +19,37 @@ pub struct Job {
     /// Relative output path.
     pub name: String,
     pub sha256: Option<[u8; 32]>,
-    /// The size a listing gave (an object store's), checked on landing.
+    /// Set for an object-store object (boxed: one word for other jobs,
+    /// which are most of a frontier's memory).
+    pub object: Option<Box<Object>>,
+}
+
+/// What is known of an object-store job's object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// What messages, the ledger and sidecars show instead of the job's
+    /// presigned `url`, which holds a signature: `s3://BUCKET/KEY`.
+    pub shown: String,
+    /// The size the listing gave, checked on landing.
     pub size: Option<u64>,
-    /// The MD5 a listing's ETag gave (`--checksum`), checked on landing.
+    /// The MD5 the listing's ETag gave (`--checksum`), checked on landing.
     pub md5: Option<[u8; 16]>,
-    /// What messages and the ledger show instead of `url` (an object's
-    /// `s3://` path rather than its presigned URL, which holds a signature).
-    pub shown: Option<String>,
 }
 
 impl Job {
     /// The URL for messages, the ledger and resume sidecars.
     pub fn shown(&self) -> &str {
-        self.shown.as_deref().unwrap_or(&self.url)
+        self.object.as_ref().map_or(&self.url, |o| &o.shown)
+    }
+
+    /// The listed size, if a listing gave one.
+    pub fn size(&self) -> Option<u64> {
+        self.object.as_ref().and_then(|o| o.size)
+    }
+
+    /// The expected MD5, if checked.
+    pub fn md5(&self) -> Option<[u8; 16]> {
+        self.object.as_ref().and_then(|o| o.md5)
     }
 
     /// The parsed URL (checked when the job was made).
@@ -105,9 +123,7 @@ pub fn job(line: u64, url: &str, name: Option<&str>, sum: Option<&str>) -> Resul
         url: url.to_string(),
         name,
         sha256,
-        size: None,
-        md5: None,
-        shown: None,
+        object: None,
     })
 }
 

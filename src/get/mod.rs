@@ -119,7 +119,7 @@ impl GetPlan {
     fn probe_end(&self, job: &Job) -> Option<u64> {
         if self.parts_exist && split::has_sidecar(&self.parts_dir, &job.name) {
             Some(0) // resuming: the answer's validators are what matters
-        } else if job.size.is_some_and(|n| n <= self.split_size) || job.md5.is_some() {
+        } else if job.size().is_some_and(|n| n <= self.split_size) || job.md5().is_some() {
             None // listed small (or empty, where a range would get a 416)
         } else if self.split > 1 {
             Some(self.split_size - 1)
@@ -132,7 +132,7 @@ impl GetPlan {
     async fn whole(&self, c: &mut Conn, head: &Head, job: &Job) -> Result<u64, (FetchError, bool)> {
         let keep = land::reusable(head);
         let mut h = job.sha256.map(|_| Sha256::new());
-        let mut m5 = job.md5.map(|_| md5::Md5::new());
+        let mut m5 = job.md5().map(|_| md5::Md5::new());
         let seen = |piece: &[u8]| {
             if let Some(h) = h.as_mut() {
                 Digest::update(h, piece);
@@ -148,7 +148,7 @@ impl GetPlan {
             let (f, got) = land::receive(c, head, &self.sink, &job.name, seen).await?;
             (Either::Dir(f), got)
         };
-        if let Some(listed) = job.size.filter(|&s| s != got) {
+        if let Some(listed) = job.size().filter(|&s| s != got) {
             return Err((FetchError::SizeMismatch { listed, got }, keep));
         }
         if let (Some(want), Some(h)) = (job.sha256, h) {
@@ -164,7 +164,7 @@ impl GetPlan {
                 ));
             }
         }
-        if let (Some(want), Some(m)) = (job.md5, m5) {
+        if let (Some(want), Some(m)) = (job.md5(), m5) {
             let got: [u8; 16] = m.finalize().into();
             if got != want {
                 let (want, got) = (split::hex(&want), split::hex(&got));
@@ -340,10 +340,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         Some(loc) => {
             let url = loc.to_string();
             let prev = journal::load(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
-            let (start, done) = match prev {
-                Some(j) if j.url == url && !j.complete => (j.marker, j.pages_done),
-                _ => (None, 0),
-            };
+            let (start, done) = prev.and_then(|j| j.resume(&url)).unwrap_or((None, 0));
             Some((journal::Tracker::new(&url, start.clone(), done), start))
         }
         None => None,

@@ -202,19 +202,19 @@ fn run_with<S: Sink>(
     let state_dir = cfg.state_dir();
     let quiet = cfg.display == Display::Quiet;
     let prev = journal::load(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
-    let (start, pages_done) = match &prev {
-        Some(j) if j.url == cfg.url && !j.complete => (j.marker.clone(), j.pages_done),
-        Some(j) if j.url != cfg.url && !quiet => {
-            eprintln!(
-                "bulkget: {} was a mirror of {}; starting over for {}",
-                dest.display(),
-                j.url,
-                cfg.url
-            );
-            (None, 0)
-        }
-        _ => (None, 0),
-    };
+    if let Some(j) = prev.as_ref().filter(|j| j.url != cfg.url && !quiet) {
+        eprintln!(
+            "bulkget: {} was a mirror of {}; starting over for {}",
+            dest.display(),
+            j.url,
+            cfg.url
+        );
+    }
+    let (start, pages_done) = prev
+        .as_ref()
+        .and_then(|j| j.resume(&cfg.url))
+        .unwrap_or((None, 0));
+
     let nonempty = std::fs::read_dir(dest)
         .map_err(|e| dest_err(dest, e))?
         .flatten()

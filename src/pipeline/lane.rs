@@ -109,14 +109,15 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         let window = {
             let mut st = core.st.borrow_mut();
             let o = origin(&mut st, oid);
-            if !leaving
-                && (o.conns - o.leaving > o.ctl.conns || {
-                    left_gate = core.gates.over(&o.gate);
-                    left_gate
-                })
-            {
-                leaving = true;
-                o.leaving += 1;
+            if !leaving {
+                if o.conns - o.leaving > o.ctl.conns {
+                    leaving = true;
+                } else if core.gates.over(&o.gate) {
+                    (leaving, left_gate) = (true, true);
+                }
+                if leaving {
+                    o.leaving += 1;
+                }
             }
             (o.ctl.depth.min(sh.ctx.throttle.window()) as usize).max(1)
         };

@@ -19,12 +19,12 @@
 pub mod s3;
 pub mod sigv4;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{FetchError, RunError};
 use crate::fetch::Conn;
 use crate::fetch::url::Url;
-use crate::get::input::Job;
+use crate::get::input::{Job, Object};
 use crate::get::{Feeder, GetPlan};
 use crate::pipeline::Shared;
 
@@ -136,7 +136,12 @@ impl Signer {
             .as_ref()
             .map_err(Clone::clone)?;
         let url = s3.object_url(key, now());
-        j.shown = Some(std::mem::replace(&mut j.url, url));
+        let shown = std::mem::replace(&mut j.url, url);
+        j.object = Some(Box::new(Object {
+            shown,
+            size: None,
+            md5: None,
+        }));
         Ok(j)
     }
 }
@@ -215,9 +220,11 @@ async fn list(
                 url: store.object_url(&o.key, now()),
                 name: name.to_string(),
                 sha256: None,
-                size: Some(o.size),
-                md5: o.md5.filter(|_| checksum),
-                shown: Some(shown),
+                object: Some(Box::new(Object {
+                    shown,
+                    size: Some(o.size),
+                    md5: o.md5.filter(|_| checksum),
+                })),
             });
         }
         let more = page.truncated && page.next.is_some();
@@ -256,7 +263,6 @@ async fn page(
     })?;
     // The URL without its signature, for messages.
     let shown = url.split('?').next().unwrap_or(url).to_string();
-    let policy = &sh.ctx.policy;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -284,20 +290,7 @@ async fn page(
                 e
             }
         };
-        if !err.is_retryable() || attempt > policy.retries {
-            return Err(RunError::List {
-                url: shown,
-                why: format!("{err} (after {attempt} attempts)"),
-            });
-        }
-        let wait = policy.delay(attempt, err.retry_after(), attempt as u64);
-        let until = tokio::time::Instant::now() + wait;
-        while tokio::time::Instant::now() < until {
-            if sh.ctx.stopping() {
-                return Err(RunError::Other("stopped".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(100).min(wait)).await;
-        }
+        crate::listing::backoff(&sh.ctx.policy, &sh.ctx.stop, &shown, &err, attempt).await?;
     }
 }
 

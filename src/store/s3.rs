@@ -31,7 +31,6 @@ const EXPIRES: u64 = 7 * 24 * 3600;
 /// Where and how to reach one bucket.
 #[derive(Clone, Debug)]
 pub struct S3 {
-    pub bucket: String,
     /// `None`: requests go unsigned (`--no-sign-request`).
     pub creds: Option<Creds>,
     pub region: String,
@@ -174,7 +173,6 @@ impl S3 {
             ),
         };
         Ok(S3 {
-            bucket: bucket.to_string(),
             creds,
             region,
             scheme,

@@ -180,6 +180,12 @@ pub fn spawn_bulkget(args: &[&str]) -> Child {
         .expect("spawn bulkget")
 }
 
+/// A JSON file (`--stats-json`, the journal).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&b).unwrap()
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -232,15 +232,14 @@ fn a_list_of_10000_urls_with_some_404s() {
         writeln!(f, "{}/get/f{i:09}", s.url()).unwrap();
     }
     drop(f);
+    let get = |dest: &Path, extra: &[&str]| {
+        let mut args = vec!["get", "-i", list.to_str().unwrap(), "-q", "-o"];
+        args.push(dest.to_str().unwrap());
+        args.extend(extra);
+        bulkget(&args)
+    };
     let out = t.path().join("out");
-    let o = bulkget(&[
-        "get",
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let o = get(&out, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_synthetic_tree(&out, 9_990, 100);
     let ledger = std::fs::read_to_string(out.join(".bulkget/failures.jsonl")).unwrap();
@@ -249,35 +248,20 @@ fn a_list_of_10000_urls_with_some_404s() {
     assert!(stderr(&o).contains("10 failed for good"), "{}", stderr(&o));
     // a rerun skips what is there and fails the same ten again
     let before = s.counts.gets.load(Ordering::Relaxed);
-    let o = bulkget(&[
-        "get",
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let o = get(&out, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(s.counts.gets.load(Ordering::Relaxed) - before, 10);
     // --sink null fetches everything again and keeps nothing
     let null = t.path().join("null");
     let sj = t.path().join("stats.json");
     let before = s.counts.gets.load(Ordering::Relaxed);
-    let o = bulkget(&[
-        "get",
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        null.to_str().unwrap(),
-        "--sink",
-        "null",
-        "-q",
-        "--stats-json",
-        sj.to_str().unwrap(),
-    ]);
+    let o = get(
+        &null,
+        &["--sink", "null", "--stats-json", sj.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(s.counts.gets.load(Ordering::Relaxed) - before, 10_000);
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&sj).unwrap()).unwrap();
+    let st = read_json(&sj);
     assert_eq!(
         (st["files"].as_u64(), st["failed"].as_u64()),
         (Some(9_990), Some(10))

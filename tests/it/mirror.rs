@@ -32,7 +32,7 @@ fn mirrors_a_synthetic_store_and_a_rerun_fetches_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_synthetic_tree(&dest, 2500, 100);
     assert_eq!(s.counts.gets.load(Ordering::Relaxed), 2500);
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let st = read_json(&stats);
     assert_eq!(
         (
             st["files"].as_u64(),
@@ -302,7 +302,7 @@ fn bench_runs_end_to_end_and_verifies() {
         out.contains("verified       3 000 files, every byte") && out.contains("combo"),
         "{out}"
     );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r = read_json(&json);
     assert_eq!(r["verified"], 3000);
     assert!(r["peak_rss_kib"].as_u64().unwrap() > 0);
 }

@@ -175,7 +175,7 @@ fn a_rejected_saved_cursor_relists_from_the_start_and_skips_what_is_there() {
         "{}",
         stderr(&o)
     );
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let st = read_json(&stats);
     let skipped = st["skipped"].as_u64().unwrap();
     assert!(skipped > 0, "nothing was skipped: {}", stderr(&o));
     assert_eq!(sb.counts.gets.load(Ordering::Relaxed) + skipped, 3000);

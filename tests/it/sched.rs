@@ -10,10 +10,6 @@ use bulkget::server::faults::Faults;
 use crate::common::*;
 use crate::peers::{Nginx, assert_landed, get_list, www};
 
-fn stats(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 fn assert_synthetic(path: &Path, name: &str) {
     let got = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
@@ -67,7 +63,7 @@ fn an_interleaved_list_of_four_hosts_one_dead_one_slow() {
         assert!(r["error"].as_str().unwrap().contains("connect"), "{r}");
     }
     // Each live host shows in the stats with its files and connections.
-    let st = stats(&sj);
+    let st = read_json(&sj);
     for s in &live {
         let o = st["origins"]
             .as_array()
@@ -107,7 +103,7 @@ fn a_server_that_answers_one_request_at_a_time_gets_more_connections_not_depth()
         sj.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let st = stats(&sj);
+    let st = read_json(&sj);
     let origin = &st["origins"][0];
     assert_eq!(origin["files"], 2000, "{st}");
     let (conns, depth) = (
@@ -119,22 +115,30 @@ fn a_server_that_answers_one_request_at_a_time_gets_more_connections_not_depth()
     assert!(depth <= 8, "depth that did not pay was not kept: {origin}");
 }
 
+/// nginx allowing `limit` connections at once, and a list of `n` URLs of
+/// one `size`-byte file. nginx counts a connection while it answers: slow
+/// answers (8 MiB/s, more than a socket buffer holds) keep them busy, so
+/// one more is turned away with 503.
+fn strict_server(dir: &Path, limit: u32, n: usize, size: usize) -> (Nginx, String) {
+    www(dir, 0, size);
+    let ng = Nginx::start(
+        dir,
+        1,
+        &format!(
+            "limit_conn_zone $server_port zone=perport:1m;\n\
+             server {{ listen 127.0.0.1:{{P0}}; root {{DIR}}/www; limit_conn perport {limit}; limit_rate 8m; }}\n"
+        ),
+    );
+    let list = (0..n)
+        .map(|i| format!("http://{}/d/big big-{i}\n", ng.addrs[0]))
+        .collect();
+    (ng, list)
+}
+
 #[test]
 fn a_server_that_allows_two_connections_costs_retries_not_files() {
     let t = tempfile::tempdir().unwrap();
-    www(t.path(), 0, 512 << 10);
-    // nginx counts a connection while it answers: slow answers (512 KiB at
-    // 8 MiB/s, about 60 ms each, more than a socket buffer holds) keep two
-    // busy, so a third is turned away with 503.
-    let ng = Nginx::start(
-        t.path(),
-        1,
-        "limit_conn_zone $server_port zone=perport:1m;\n\
-         server { listen 127.0.0.1:{P0}; root {DIR}/www; limit_conn perport 2; limit_rate 8m; }\n",
-    );
-    let list: String = (0..48)
-        .map(|i| format!("http://{}/d/big big-{i}\n", ng.addrs[0]))
-        .collect();
+    let (ng, list) = strict_server(t.path(), 2, 48, 512 << 10);
     let sj = t.path().join("stats.json");
     let (o, out) = get_list(
         t.path(),
@@ -149,7 +153,7 @@ fn a_server_that_allows_two_connections_costs_retries_not_files() {
     // nginx refused some with 503, and those were retried.
     let log = ng.access_log();
     assert!(log.lines().any(|l| l.contains(" 503 ")), "{log}");
-    assert!(stats(&sj)["retries"].as_u64().unwrap() > 0);
+    assert!(read_json(&sj)["retries"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -158,16 +162,7 @@ fn a_server_that_allows_one_connection_loses_no_file_to_many_cores() {
     // serves one at a time. Push-back must bring the whole client, not each
     // core, down to what the server allows.
     let t = tempfile::tempdir().unwrap();
-    www(t.path(), 0, 256 << 10);
-    let ng = Nginx::start(
-        t.path(),
-        1,
-        "limit_conn_zone $server_port zone=perport:1m;\n\
-         server { listen 127.0.0.1:{P0}; root {DIR}/www; limit_conn perport 1; limit_rate 8m; }\n",
-    );
-    let list: String = (0..64)
-        .map(|i| format!("http://{}/d/big big-{i}\n", ng.addrs[0]))
-        .collect();
+    let (ng, list) = strict_server(t.path(), 1, 64, 256 << 10);
     let (o, out) = get_list(t.path(), &list, &["-q", "--threads", "8"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     for i in 0..64 {

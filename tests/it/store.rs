@@ -177,7 +177,7 @@ fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
     }));
     // It listed from the journal's cursor, not from the first key, and its
     // ledger still holds the first run's refusals (all on the first page).
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&sj).unwrap()).unwrap();
+    let st = read_json(&sj);
     let listed = st["listed"].as_u64().unwrap();
     assert!(
         listed <= 2008 - 1000,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::common::{failures, stderr};
+use crate::common::{failures, read_json, stderr};
 use crate::peers::{Nginx, Pki, assert_landed, get_list, run, tls_server, www};
 
 #[test]
@@ -134,7 +134,7 @@ fn bad_certificates_fail_at_once_and_alone() {
     let f = failures(&out);
     assert_eq!(f.len(), 15, "{f:?}");
     assert!(f.iter().all(|r| r["attempts"] == 1), "{f:?}");
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let s = read_json(&stats);
     assert_eq!(s["retries"], 0, "{s}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
 
@@ -254,7 +254,7 @@ fn a_tls_stream_cut_short_is_retried_and_never_landed_short() {
     let (o, out, _ng) = get_big_through_relay(t.path(), 2 << 20, (0, 300_000, false), &args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_landed(&out, "big", 7, 2 << 20);
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let s = read_json(&stats);
     assert!(s["retries"].as_u64().unwrap() >= 1, "{s}");
 }
 
