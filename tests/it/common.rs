@@ -224,7 +224,8 @@ pub fn wait_for_a_finished_page(dest: &Path) {
 
 /// Waits (bounded) for a condition that another process brings about.
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..3000 {
+    // A guard against hanging, not a timing: a loaded CI machine is slow.
+    for _ in 0..6000 {
         if f() {
             return;
         }
