@@ -104,7 +104,8 @@ impl RunCtx {
     ) {
         let attempts = attempts.max(1);
         if !self.quiet {
-            eprintln!("bulkget: failed {name:?}: {err} (after {attempts} attempts)");
+            let s = if attempts == 1 { "" } else { "s" };
+            eprintln!("bulkget: failed {name:?}: {err} (after {attempts} attempt{s})");
         }
         let rec = Failure {
             name: name.to_string(),

@@ -17,6 +17,7 @@ pub mod mirror;
 pub mod names;
 pub mod par;
 pub mod pipeline;
+pub mod probe;
 pub mod progress;
 pub mod server;
 pub mod sink;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::h2::H2;
-use super::http1::{H1, Head};
+use super::http1::{H1, Head, Method};
 use crate::error::FetchError;
 
 /// The byte stream under an HTTP connection.
@@ -76,12 +76,24 @@ impl Conn {
         path: impl FnOnce(&mut Vec<u8>),
         range: Option<(u64, u64)>,
     ) -> Result<(), FetchError> {
+        self.request(Method::Get, authority, path, range)
+    }
+
+    /// As [`Conn::get`], with any method; a `HEAD`'s answer has
+    /// [`Head::bodiless`] set.
+    pub fn request(
+        &mut self,
+        method: Method,
+        authority: &str,
+        path: impl FnOnce(&mut Vec<u8>),
+        range: Option<(u64, u64)>,
+    ) -> Result<(), FetchError> {
         match self {
             Conn::H1(c) => {
-                c.get(authority, path, range);
+                c.request(method, authority, path, range);
                 Ok(())
             }
-            Conn::H2(c) => c.get(authority, path, range),
+            Conn::H2(c) => c.request(method, authority, path, range),
         }
     }
 

@@ -18,7 +18,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::conn::Stream;
-use super::http1::Head;
+use super::http1::{Head, Method};
 use crate::error::FetchError;
 
 type Answer = Pin<Box<dyn Future<Output = Result<hyper::Response<Incoming>, hyper::Error>> + Send>>;
@@ -27,7 +27,8 @@ type Answer = Pin<Box<dyn Future<Output = Result<hyper::Response<Incoming>, hype
 pub struct H2 {
     send: SendRequest<Empty<Bytes>>,
     scheme: &'static str,
-    pending: VecDeque<Answer>,
+    /// Answers in the order asked, each with whether it answers a `HEAD`.
+    pending: VecDeque<(Answer, bool)>,
     body: Option<Incoming>,
     timeout: Duration,
     path: Vec<u8>,
@@ -64,9 +65,10 @@ impl H2 {
         !self.send.is_closed()
     }
 
-    /// Sends a `GET` now (a new stream).
-    pub fn get(
+    /// Sends a request now (a new stream).
+    pub fn request(
         &mut self,
+        method: Method,
         authority: &str,
         path: impl FnOnce(&mut Vec<u8>),
         range: Option<(u64, u64)>,
@@ -75,10 +77,19 @@ impl H2 {
         path(&mut self.path);
         let path = std::str::from_utf8(&self.path)
             .map_err(|_| FetchError::Protocol("request path is not ASCII".into()))?;
-        let mut req = hyper::Request::get(format!("{}://{authority}{path}", self.scheme)).header(
-            hyper::header::USER_AGENT,
-            concat!("bulkget/", env!("CARGO_PKG_VERSION")),
-        );
+        let head = method == Method::Head;
+        let m = if head {
+            hyper::Method::HEAD
+        } else {
+            hyper::Method::GET
+        };
+        let mut req = hyper::Request::builder()
+            .method(m)
+            .uri(format!("{}://{authority}{path}", self.scheme))
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("bulkget/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some((a, b)) = range {
             req = req.header(hyper::header::RANGE, format!("bytes={a}-{b}"));
         }
@@ -86,13 +97,13 @@ impl H2 {
             .body(Empty::new())
             .map_err(|e| FetchError::Protocol(format!("cannot make the request: {e}")))?;
         self.pending
-            .push_back(Box::pin(self.send.send_request(req)));
+            .push_back((Box::pin(self.send.send_request(req)), head));
         Ok(())
     }
 
     pub async fn read_head(&mut self) -> Result<Head, FetchError> {
         self.body = None;
-        let next = self
+        let (next, bodiless) = self
             .pending
             .pop_front()
             .ok_or_else(|| FetchError::Protocol("no request in flight".into()))?;
@@ -104,6 +115,7 @@ impl H2 {
         let mut head = Head {
             status: parts.status.as_u16(),
             multiplexed: true,
+            bodiless,
             ..Head::default()
         };
         for (name, value) in parts.headers.iter() {
@@ -121,6 +133,9 @@ impl H2 {
             .body
             .take()
             .ok_or_else(|| FetchError::Protocol("no answer to read".into()))?;
+        if head.bodiless {
+            return Ok(0);
+        }
         let mut got = 0u64;
         loop {
             let frame = match tokio::time::timeout(self.timeout, body.frame()).await {

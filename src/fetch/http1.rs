@@ -38,21 +38,42 @@ pub struct Head {
     /// Framed by the protocol (an HTTP/2 stream): the connection carries on
     /// whatever the headers say.
     pub multiplexed: bool,
+    /// The answer to a `HEAD`: no body follows, whatever the headers say.
+    pub bodiless: bool,
 }
 
-/// Appends one `GET` request. `target` is the request target's prefix
+/// The request methods bulkget sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    /// Metadata only (`exists`, `stat`): the answer has no body.
+    Head,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+        }
+    }
+}
+
+/// Appends one request (`GET` unless `method` says). `target` is the request target's prefix
 /// (`http://host` when talking to a proxy, else empty), `path` writes the
 /// (encoded) path, `range` asks for bytes a..=b, `extra` is header lines each
 /// ending in CRLF. The one place HTTP/1.1 requests are spelled.
-pub fn write_get(
+pub fn write_request(
     out: &mut Vec<u8>,
+    method: Method,
     target: &str,
     host: &str,
     path: impl FnOnce(&mut Vec<u8>),
     range: Option<(u64, u64)>,
     extra: &[u8],
 ) {
-    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     path(out);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -95,6 +116,9 @@ pub struct H1 {
     target: String,
     /// Header lines sent with every request (`Proxy-Authorization`).
     extra: Vec<u8>,
+    /// Which requests in flight are `HEAD`s, oldest first (their answers
+    /// have no body); empty while only `GET`s were sent.
+    heads: std::collections::VecDeque<bool>,
 }
 
 /// A connection's read buffer at first, and the most it grows to while
@@ -116,12 +140,24 @@ impl H1 {
             eof: false,
             target,
             extra,
+            heads: std::collections::VecDeque::new(),
         }
     }
 
-    /// Queues a `GET`; sent by the next [`H1::flush`].
-    pub fn get(&mut self, host: &str, path: impl FnOnce(&mut Vec<u8>), range: Option<(u64, u64)>) {
-        write_get(&mut self.out, &self.target, host, path, range, &self.extra);
+    /// Queues a request; sent by the next [`H1::flush`].
+    pub fn request(
+        &mut self,
+        method: Method,
+        host: &str,
+        path: impl FnOnce(&mut Vec<u8>),
+        range: Option<(u64, u64)>,
+    ) {
+        let (target, extra) = (&self.target, &self.extra);
+        write_request(&mut self.out, method, target, host, path, range, extra);
+        // Only a connection that ever sent a HEAD keeps track (GETs cost nothing).
+        if method == Method::Head || !self.heads.is_empty() {
+            self.heads.push_back(method == Method::Head);
+        }
     }
 
     pub async fn flush(&mut self) -> Result<(), FetchError> {
@@ -184,11 +220,12 @@ impl H1 {
                 let mut resp = httparse::Response::new(&mut headers);
                 match resp.parse(&self.buf[self.start..self.end]) {
                     Ok(httparse::Status::Complete(n)) => {
-                        let head = interpret(&resp)?;
+                        let mut head = interpret(&resp)?;
                         self.start += n;
                         if head.status >= 100 && head.status < 200 {
                             continue; // 1xx interim answers carry no body
                         }
+                        head.bodiless = self.heads.pop_front().unwrap_or(false);
                         return Ok(head);
                     }
                     Ok(httparse::Status::Partial) => {
@@ -211,7 +248,7 @@ impl H1 {
     where
         F: FnMut(&[u8]) -> Result<(), FetchError>,
     {
-        let framing = if head.status == 204 || head.status == 304 {
+        let framing = if head.status == 204 || head.status == 304 || head.bodiless {
             Framing::Length(0)
         } else if head.chunked {
             Framing::Chunked

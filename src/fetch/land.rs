@@ -9,7 +9,8 @@ use crate::sink::{Sink, SinkFile};
 
 /// Whether the connection can carry another answer after this one.
 pub fn reusable(head: &Head) -> bool {
-    head.multiplexed || (head.content_length.is_some() || head.chunked) && !head.close
+    head.multiplexed
+        || (head.bodiless || head.content_length.is_some() || head.chunked) && !head.close
 }
 
 /// Reads and drops the body of an answer that is not the file (an error

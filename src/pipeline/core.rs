@@ -259,6 +259,7 @@ impl<P: Plan> Core<P> {
                 Admit::Fail(err) => {
                     let (name, url) = (self.sh.plan.name(&e), self.sh.plan.url(&e));
                     self.sh.ctx.give_up(name, &url, &err, 0, &mut st.local);
+                    self.sh.plan.gave_up(&e, &err);
                     self.page_done(st, slot);
                 }
             }
@@ -523,6 +524,7 @@ impl<P: Plan> Core<P> {
         self.sh
             .ctx
             .give_up(name, &url, err, h.attempts, &mut st.local);
+        self.sh.plan.gave_up(&h.e, err);
         self.finish(st, h);
     }
 

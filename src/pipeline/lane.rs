@@ -197,12 +197,16 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
             }
         };
         let keep = match answered {
+            Answered::Done(Landed::Again, keep) => {
+                core.push_to(st, oid, h, true);
+                keep
+            }
             Answered::Done(l, keep) => {
                 served += 1;
                 judge(st);
                 let bytes = match l {
                     Landed::Bytes(b) => Some(b),
-                    Landed::Handed => None,
+                    Landed::Handed | Landed::Again => None,
                 };
                 core.landed(st, oid, h, bytes);
                 keep
@@ -289,15 +293,15 @@ fn request<P: Plan>(
     h: &Held<P::Entry>,
 ) -> Result<(), FetchError> {
     let plan = &core.sh.plan;
-    let range = plan.range(&h.e);
+    let (range, m) = (plan.range(&h.e), plan.method(&h.e));
     match st.redirects.current(h.hop) {
         Some(u) => {
             let u = Url::parse(u).expect("checked when followed");
-            c.get(u.authority, |o| u.push_path(o), range)
+            c.request(m, u.authority, |o| u.push_path(o), range)
         }
         None => {
             let key = plan.origin(&h.e);
-            c.get(key.authority, |o| plan.path(o, &h.e), range)
+            c.request(m, key.authority, |o| plan.path(o, &h.e), range)
         }
     }
 }

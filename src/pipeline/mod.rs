@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use crate::ctx::RunCtx;
 use crate::error::FetchError;
 use crate::fetch::Conn;
-use crate::fetch::http1::Head;
+use crate::fetch::http1::{Head, Method};
 use crate::fetch::url::OriginKey;
 use crate::journal::Tracker;
 
@@ -58,6 +58,9 @@ pub enum Landed {
     Bytes(u64),
     /// A task of its own finishes the file and counts it (a split download).
     Handed,
+    /// The plan changed how the entry is asked for (a server that refuses
+    /// `HEAD` gets a `GET`): send it again at once, as a new request.
+    Again,
 }
 
 /// The per-command parts of the hot loop.
@@ -74,6 +77,12 @@ pub trait Plan: Send + Sync + Sized + 'static {
     fn path(&self, out: &mut Vec<u8>, e: &Self::Entry);
     /// The byte range to ask for, if any.
     fn range(&self, e: &Self::Entry) -> Option<(u64, u64)>;
+    /// The request method (`GET` unless a plan says otherwise).
+    fn method(&self, _e: &Self::Entry) -> Method {
+        Method::Get
+    }
+    /// The entry failed for good (after the ledger and the error line).
+    fn gave_up(&self, _e: &Self::Entry, _err: &FetchError) {}
     /// Takes the answer whose head was just read; the body is still unread.
     /// `at` is the URL it answers when a redirect led there. Ok and Err both
     /// carry whether the connection can carry on.

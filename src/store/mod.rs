@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{FetchError, RunError};
 use crate::fetch::Conn;
+use crate::fetch::http1::Method;
 use crate::fetch::url::Url;
 use crate::get::input::{Job, Object};
 use crate::get::{Feeder, GetPlan};
@@ -115,12 +116,27 @@ impl Signer {
     /// The job with its URL presigned (and the `s3://` URL kept for
     /// messages); other jobs unchanged.
     pub fn sign(&mut self, mut j: Job) -> Result<Job, String> {
-        let Some(rest) = j.url.strip_prefix("s3://") else {
+        let Some(url) = self.presign(Method::Get, &j.url)? else {
             return Ok(j);
+        };
+        let shown = std::mem::replace(&mut j.url, url);
+        j.object = Some(Box::new(Object {
+            shown,
+            size: None,
+            md5: None,
+        }));
+        Ok(j)
+    }
+
+    /// The presigned URL for `method` of an `s3://BUCKET/KEY` URL; `None`
+    /// for other URLs.
+    pub fn presign(&mut self, method: Method, url: &str) -> Result<Option<String>, String> {
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Ok(None);
         };
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() || key.is_empty() {
-            return Err(format!("{}: give s3://BUCKET/KEY", j.url));
+            return Err(format!("{url}: give s3://BUCKET/KEY"));
         }
         let opts = &self.opts;
         let s3 = self
@@ -135,14 +151,7 @@ impl Signer {
             })
             .as_ref()
             .map_err(Clone::clone)?;
-        let url = s3.object_url(key, now());
-        let shown = std::mem::replace(&mut j.url, url);
-        j.object = Some(Box::new(Object {
-            shown,
-            size: None,
-            md5: None,
-        }));
-        Ok(j)
+        Ok(Some(s3.object_url(method, key, now())))
     }
 }
 
@@ -217,7 +226,7 @@ async fn list(
             }
             jobs.push(Job {
                 line: 0,
-                url: store.object_url(&o.key, now()),
+                url: store.object_url(Method::Get, &o.key, now()),
                 name: name.to_string(),
                 sha256: None,
                 object: Some(Box::new(Object {

@@ -24,6 +24,7 @@ use percent_encoding::percent_decode;
 use quick_xml::events::Event;
 
 use super::sigv4::{self, Creds, Request};
+use crate::fetch::http1::Method;
 
 /// Presigned URLs are valid this long (SigV4's most: 7 days).
 const EXPIRES: u64 = 7 * 24 * 3600;
@@ -181,10 +182,11 @@ impl S3 {
         })
     }
 
-    fn url(&self, path: &str, query: &[(&str, &str)], unix: u64) -> String {
+    fn url(&self, method: Method, path: &str, query: &[(&str, &str)], unix: u64) -> String {
         let pq = match &self.creds {
             Some(c) => {
                 let r = Request {
+                    method: method.as_str(),
                     host: &self.host,
                     path,
                     query,
@@ -206,11 +208,12 @@ impl S3 {
         format!("{}://{}{pq}", self.scheme, self.host)
     }
 
-    /// A URL that GETs the object `key` (any key S3 allows, byte for byte).
-    pub fn object_url(&self, key: &str, unix: u64) -> String {
+    /// A URL for `method` (GET, HEAD) of the object `key` (any key S3
+    /// allows, byte for byte).
+    pub fn object_url(&self, method: Method, key: &str, unix: u64) -> String {
         let mut path = format!("{}/", self.bucket_path);
         sigv4::encode(&mut path, key, true);
-        self.url(&path, &[], unix)
+        self.url(method, &path, &[], unix)
     }
 
     /// A URL for one ListObjectsV2 page of keys under `prefix`, after
@@ -240,7 +243,7 @@ impl S3 {
         } else {
             self.bucket_path.clone()
         };
-        self.url(&path, &q, unix)
+        self.url(Method::Get, &path, &q, unix)
     }
 }
 
@@ -446,7 +449,7 @@ mod tests {
         assert_eq!(s.creds.as_ref().unwrap().key_id, "P");
         assert_eq!(s.region, "eu-west-3");
         assert!(
-            s.object_url("k", 0)
+            s.object_url(Method::Get, "k", 0)
                 .starts_with("https://bkt.s3.eu-west-3.amazonaws.com/k?")
         );
         let s = s3(&vars(&[
@@ -457,7 +460,7 @@ mod tests {
         assert_eq!(s.creds.as_ref().unwrap().key_id, "E");
         assert_eq!(s.region, "us-east-1");
         assert!(
-            s.object_url("a//b", 0)
+            s.object_url(Method::Get, "a//b", 0)
                 .starts_with("http://127.0.0.1:9000/bkt/a//b?X-Amz-")
         );
         let f = vars(&[]);
@@ -471,6 +474,6 @@ mod tests {
             "{e}"
         );
         let s = S3::new(&none, "bkt", Some("http://h:1"), true).unwrap();
-        assert_eq!(s.object_url("x y", 0), "http://h:1/bkt/x%20y");
+        assert_eq!(s.object_url(Method::Get, "x y", 0), "http://h:1/bkt/x%20y");
     }
 }

@@ -64,9 +64,11 @@ pub fn amz_date(unix: u64) -> String {
     )
 }
 
-/// What to sign: `GET` of `path` (already encoded, starting with `/`) on
-/// `host` (as sent in `Host`), with `query` pairs (not encoded).
+/// What to sign: `method` (`GET`, `HEAD`) of `path` (already encoded,
+/// starting with `/`) on `host` (as sent in `Host`), with `query` pairs (not
+/// encoded).
 pub struct Request<'a> {
+    pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
     pub query: &'a [(&'a str, &'a str)],
@@ -107,8 +109,8 @@ pub fn presign(r: &Request<'_>, creds: &Creds, region: &str, unix: u64, expires:
         .collect::<Vec<_>>()
         .join("&");
     let canonical = format!(
-        "GET\n{}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
-        r.path, r.host
+        "{}\n{}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
+        r.method, r.path, r.host
     );
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
@@ -146,6 +148,7 @@ mod tests {
             token: None,
         };
         let r = Request {
+            method: "GET",
             host: "examplebucket.s3.amazonaws.com",
             path: "/test.txt",
             query: &[],

@@ -6,6 +6,7 @@ mod get;
 mod mirror;
 mod net;
 mod peers;
+mod probe;
 mod resume;
 mod sched;
 mod serve;

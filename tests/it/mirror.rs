@@ -430,7 +430,7 @@ fn a_name_that_cannot_be_a_file_fails_at_once() {
     let err = stderr(&o);
     assert!(
         err.contains(
-            "failed \"a/b\": cannot write: Not a directory (os error 20) (after 1 attempts)"
+            "failed \"a/b\": cannot write: Not a directory (os error 20) (after 1 attempt)"
         ),
         "{err}"
     );

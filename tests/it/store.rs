@@ -332,3 +332,44 @@ fn an_https_store_behind_a_private_ca_over_http2() {
     assert_eq!(f[0]["url"], "s3://bkt/data/f00007");
     assert!(f[0]["error"].as_str().unwrap().contains("md5"), "{f:?}");
 }
+
+#[test]
+fn exists_and_stat_of_s3_keys_by_head() {
+    let mut m = Moto::start();
+    m.cmd("bucket bkt");
+    m.put("bkt", "a b/c", 10);
+    m.put("bkt", "x//y", 3);
+    let paths = [
+        "s3://bkt/a b/c",
+        "s3://bkt/nope",
+        "s3://bkt/x//y",
+        "s3://nobucket/k",
+    ];
+    let o = m.bulkget(&["exists"]).args(paths).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        "s3://bkt/a b/c\ttrue\ns3://bkt/nope\tfalse\ns3://bkt/x//y\ttrue\ns3://nobucket/k\tfalse\n"
+    );
+    let o = m
+        .bulkget(&["stat", "--json"])
+        .args(&paths[..1])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["path"], "s3://bkt/a b/c");
+    assert_eq!(v["size"], 10);
+    // The ETag of a single-part upload is the MD5 of the body.
+    let md5 = md5_hex(&body("a b/c", 10));
+    assert_eq!(v["etag"], md5);
+    assert!(v["mtime"].as_str().unwrap().ends_with('Z'), "{v}");
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}

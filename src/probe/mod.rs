@@ -1,0 +1,584 @@
+//! `bulkget exists` and `bulkget stat`: whether many paths exist, and their
+//! size, modification time and ETag, checked in parallel and answered in
+//! input order.
+//!
+//! ```text
+//!  paths (args, -i FILE) ─▶ feeder thread ── local: metadata() ────────────┐
+//!    seq 0, 1, 2 …          │ waits for room in the window                   │
+//!                           └─ http(s), s3 (presigned) ─Batch─▶ pipeline   │
+//!                                 HEAD, pipelined, adaptive, redirects,      │
+//!                                 retries (405/501: GET bytes=0-0 instead)   ▼
+//!                                              answers ─▶ order::Window ─▶ stdout
+//! ```
+//!
+//! Absent is an answer, not an error: 404 and 410 (and a missing local
+//! file) print `false`. Failing to find out — a 403, a 5xx or timeout after
+//! the retries, a bad URL — prints `PATH<TAB>error<TAB>reason`, a line on
+//! stderr, a ledger record with `--failures`, and makes the exit status 1.
+
+pub mod order;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinSet;
+
+use crate::ctx::RunCtx;
+use crate::error::{FetchError, RunError};
+use crate::fetch::http1::{Head, Method};
+use crate::fetch::net::{Net, NetConfig};
+use crate::fetch::url::{OriginKey, Url};
+use crate::fetch::{Conn, RetryPolicy, land};
+use crate::journal::Ledger;
+use crate::pipeline::{self, Admit, Batch, Landed, Limits, Plan, Shared};
+use crate::progress::{Counters, Display, Local, Reporter, Stats};
+use crate::store::{Signer, StoreOpts};
+use order::{Kind, Tally, Window};
+
+/// What to print per path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `PATH<TAB>true|false`.
+    Exists,
+    /// `PATH<TAB>size<TAB>mtime<TAB>etag` (`-` where unknown), or
+    /// `PATH<TAB>absent`.
+    Stat,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub mode: Mode,
+    pub paths: Vec<String>,
+    /// One path a line; `-` is standard input.
+    pub list: Option<PathBuf>,
+    /// One JSON object a line instead of tab-separated fields.
+    pub json: bool,
+    /// Also record each path that could not be checked here (JSON lines).
+    pub failures: Option<PathBuf>,
+    pub limits: Limits,
+    pub net: NetConfig,
+    pub max_redirs: u32,
+    pub policy: RetryPolicy,
+    pub display: Display,
+    pub threads: usize,
+    pub store_opts: StoreOpts,
+    /// Inputs answered ahead of the oldest unanswered one, at most.
+    pub window: u64,
+}
+
+impl ProbeConfig {
+    pub fn new(mode: Mode) -> ProbeConfig {
+        ProbeConfig {
+            mode,
+            paths: Vec::new(),
+            list: None,
+            json: false,
+            failures: None,
+            limits: Limits::default(),
+            net: NetConfig::default(),
+            max_redirs: 10,
+            policy: RetryPolicy::default(),
+            display: Display::Auto,
+            threads: 0,
+            store_opts: StoreOpts::default(),
+            window: 1 << 16,
+        }
+    }
+}
+
+/// How a probe run ended.
+#[derive(Debug)]
+pub struct ProbeOutcome {
+    pub tally: Tally,
+    pub stats: Stats,
+    pub error: Option<RunError>,
+    pub interrupted: bool,
+}
+
+impl ProbeOutcome {
+    /// 0: every path got an answer; 1: some could not be checked; 2: the run
+    /// could not proceed; 130: interrupted.
+    pub fn exit_code(&self) -> u8 {
+        if self.error.is_some() {
+            2
+        } else if self.interrupted {
+            130
+        } else if self.tally.errors > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let t = &self.tally;
+        let secs = self.stats.seconds.max(1e-9);
+        let n = t.present + t.absent + t.errors;
+        format!(
+            "{} {n} paths in {:.1} s ({:.0}/s): {} present, {} absent, {} could not be checked.",
+            if self.interrupted {
+                "Interrupted after"
+            } else {
+                "Checked"
+            },
+            secs,
+            n as f64 / secs,
+            t.present,
+            t.absent,
+            t.errors
+        )
+    }
+}
+
+/// One remote path to ask about.
+pub struct Probe {
+    seq: u64,
+    /// As given (what is printed).
+    path: Box<str>,
+    /// What is fetched: the URL, or an `s3://` path's presigned `HEAD`.
+    url: Box<str>,
+    /// The `GET` presigned beside `url` for an `s3://` path (a store that
+    /// refuses `HEAD`); empty otherwise.
+    get_url: Box<str>,
+    /// Ask with `GET bytes=0-0`: the server refused `HEAD`.
+    get: std::cell::Cell<bool>,
+}
+
+impl Probe {
+    fn target(&self) -> Url<'_> {
+        let u = if self.get.get() && !self.get_url.is_empty() {
+            &self.get_url
+        } else {
+            &self.url
+        };
+        Url::parse(u).expect("checked when the probe was made")
+    }
+}
+
+pub struct ProbePlan {
+    mode: Mode,
+    json: bool,
+    out: Arc<Window>,
+}
+
+/// What an answer says of a path.
+#[derive(Default)]
+struct Meta {
+    size: Option<u64>,
+    mtime: Option<String>,
+    etag: Option<String>,
+}
+
+impl ProbePlan {
+    fn present(&self, seq: u64, path: &str, m: &Meta) {
+        let line = match (self.mode, self.json) {
+            (Mode::Exists, false) => format!("{path}\ttrue\n"),
+            (Mode::Exists, true) => json_line(path, &[("exists", true.into())]),
+            (Mode::Stat, false) => {
+                let size = m.size.map_or("-".to_string(), |s| s.to_string());
+                let f = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                format!("{path}\t{size}\t{}\t{}\n", f(&m.mtime), f(&m.etag))
+            }
+            (Mode::Stat, true) => json_line(
+                path,
+                &[
+                    ("exists", true.into()),
+                    ("size", m.size.into()),
+                    ("mtime", m.mtime.clone().into()),
+                    ("etag", m.etag.clone().into()),
+                ],
+            ),
+        };
+        self.out.put(seq, line, Kind::Present);
+    }
+
+    fn absent(&self, seq: u64, path: &str) {
+        let line = match (self.mode, self.json) {
+            (Mode::Exists, false) => format!("{path}\tfalse\n"),
+            (Mode::Stat, false) => format!("{path}\tabsent\n"),
+            (_, true) => json_line(path, &[("exists", false.into())]),
+        };
+        self.out.put(seq, line, Kind::Absent);
+    }
+
+    fn error(&self, seq: u64, path: &str, why: &str) {
+        let line = if self.json {
+            json_line(path, &[("error", why.into())])
+        } else {
+            // A reason is one line, whatever a server put in it.
+            format!("{path}\terror\t{}\n", why.replace(['\n', '\r', '\t'], " "))
+        };
+        self.out.put(seq, line, Kind::Error);
+    }
+}
+
+/// `{"path": …, fields…}` and a newline, path first.
+fn json_line(path: &str, fields: &[(&str, serde_json::Value)]) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("{\"path\":");
+    s.push_str(&serde_json::Value::from(path).to_string());
+    for (k, v) in fields {
+        let _ = write!(s, ",\"{k}\":{v}");
+    }
+    s.push_str("}\n");
+    s
+}
+
+impl Plan for ProbePlan {
+    type Entry = Probe;
+
+    fn name<'e>(&self, e: &'e Probe) -> &'e str {
+        &e.path
+    }
+
+    fn url(&self, e: &Probe) -> String {
+        e.path.to_string()
+    }
+
+    fn admit(&self, _e: &Probe) -> Admit {
+        Admit::Fetch
+    }
+
+    fn origin<'e>(&'e self, e: &'e Probe) -> OriginKey<'e> {
+        e.target().origin_key()
+    }
+
+    fn path(&self, out: &mut Vec<u8>, e: &Probe) {
+        e.target().push_path(out);
+    }
+
+    fn range(&self, e: &Probe) -> Option<(u64, u64)> {
+        e.get.get().then_some((0, 0))
+    }
+
+    fn method(&self, e: &Probe) -> Method {
+        if e.get.get() {
+            Method::Get
+        } else {
+            Method::Head
+        }
+    }
+
+    fn gave_up(&self, e: &Probe, err: &FetchError) {
+        self.error(e.seq, &e.path, &err.to_string());
+    }
+
+    async fn answer(
+        &self,
+        _sh: &Arc<Shared<Self>>,
+        c: &mut Conn,
+        head: &Head,
+        e: &Probe,
+        _at: Option<&str>,
+        _handed: &mut JoinSet<()>,
+    ) -> Result<(Landed, bool), (FetchError, bool)> {
+        let keep = land::reusable(head);
+        match head.status {
+            200..=299 => {
+                let size = match head.content_range {
+                    Some((_, _, total)) if head.status == 206 => total,
+                    _ => head.content_length,
+                };
+                // A GET's body: one byte, or the whole file from a server
+                // that ignores Range (not read: the connection goes).
+                let keep = if head.bodiless || head.content_length.is_some_and(|n| n <= 64 << 10) {
+                    c.read_body(head, |_| Ok(()))
+                        .await
+                        .map_err(|e| (e, false))?;
+                    keep
+                } else {
+                    false
+                };
+                let m = Meta {
+                    size,
+                    mtime: head.last_modified.as_deref().and_then(http_date_to_rfc3339),
+                    etag: head.etag.as_deref().map(unquote),
+                };
+                self.present(e.seq, &e.path, &m);
+                Ok((Landed::Bytes(0), keep))
+            }
+            404 | 410 => {
+                let (err, keep) = land::refuse(c, head).await;
+                if !err.keeps_connection() {
+                    return Err((err, false));
+                }
+                self.absent(e.seq, &e.path);
+                Ok((Landed::Bytes(0), keep))
+            }
+            // No HEAD here: ask for the first byte instead.
+            405 | 501 if !e.get.get() => {
+                let (err, keep) = land::refuse(c, head).await;
+                if !err.keeps_connection() {
+                    return Err((err, false));
+                }
+                e.get.set(true);
+                Ok((Landed::Again, keep))
+            }
+            _ => Err(land::refuse(c, head).await),
+        }
+    }
+}
+
+/// An ETag without its quotes (`W/` kept: a weak one says so).
+fn unquote(t: &str) -> String {
+    let (weak, t) = t.strip_prefix("W/").map_or(("", t), |r| ("W/", r));
+    format!("{weak}{}", t.trim_matches('"'))
+}
+
+/// `Last-Modified` (an HTTP-date) as RFC 3339 UTC.
+fn http_date_to_rfc3339(v: &str) -> Option<String> {
+    let t = httpdate::parse_http_date(v).ok()?;
+    Some(rfc3339(t))
+}
+
+/// A time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let d = crate::store::sigv4::amz_date(secs); // YYYYMMDDTHHMMSSZ
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &d[0..4],
+        &d[4..6],
+        &d[6..8],
+        &d[9..11],
+        &d[11..13],
+        &d[13..15]
+    )
+}
+
+/// What kind of path a string is.
+enum PathKind {
+    Remote,
+    S3,
+    Local,
+    Unsupported(&'static str),
+}
+
+fn kind(p: &str) -> PathKind {
+    if p.starts_with("http://") || p.starts_with("https://") {
+        PathKind::Remote
+    } else if p.starts_with("s3://") {
+        PathKind::S3
+    } else if p.starts_with("gs://") || p.starts_with("az://") {
+        PathKind::Unsupported("gs:// and az:// are not supported yet (s3:// is)")
+    } else {
+        PathKind::Local
+    }
+}
+
+pub fn run(cfg: &ProbeConfig, stop: Arc<AtomicBool>) -> Result<ProbeOutcome, RunError> {
+    let started = Instant::now();
+    let net = Net::new(cfg.net.clone())?;
+    let list: Option<Box<dyn BufRead + Send>> = match &cfg.list {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufReader::new(io::stdin()))),
+        Some(p) => Some(Box::new(BufReader::new(File::open(p).map_err(|e| {
+            RunError::Other(format!("cannot read the list {}: {e}", p.display()))
+        })?))),
+    };
+    if let Some(p) = &cfg.failures {
+        // A fresh record of this run's failures.
+        let _ = std::fs::remove_file(p);
+    }
+    let eager = io::stdout().is_terminal();
+    let out = Arc::new(Window::new(
+        Box::new(io::BufWriter::with_capacity(64 << 10, io::stdout())),
+        cfg.window,
+        eager,
+    ));
+    let (tx, rx) = async_channel::bounded::<Batch<Probe>>(64);
+    let counters = Arc::new(Counters::default());
+    let quiet = cfg.display == Display::Quiet;
+    let sh = Arc::new(Shared {
+        ctx: RunCtx::new(
+            net,
+            cfg.max_redirs,
+            Ledger::at(cfg.failures.clone()),
+            counters.clone(),
+            cfg.limits.depth,
+            cfg.policy.clone(),
+            stop,
+            quiet,
+        ),
+        plan: ProbePlan {
+            mode: cfg.mode,
+            json: cfg.json,
+            out: out.clone(),
+        },
+        rx,
+        tracker: None,
+        limits: cfg.limits,
+    });
+    let reporter = Reporter::start(counters.clone(), started, cfg.display);
+    let reader = {
+        let sh = sh.clone();
+        let paths = cfg.paths.clone();
+        let signer = Signer::new(cfg.store_opts.clone());
+        std::thread::Builder::new()
+            .name("bulkget-paths".into())
+            .spawn(move || feed(&sh, paths, list, signer, tx))
+            .map_err(|e| RunError::Other(e.to_string()))?
+    };
+    pipeline::run_workers(&sh, cfg.threads).map_err(|e| RunError::Other(e.to_string()))?;
+    let read = reader
+        .join()
+        .unwrap_or_else(|_| Err(RunError::Other("the path reader panicked".into())));
+    drop(reporter);
+    let interrupted = sh.ctx.stopping();
+    let (tally, error) = match (out.finish(), read) {
+        (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => (Tally::default(), None),
+        (Err(e), _) => (
+            Tally::default(),
+            Some(RunError::Other(format!("cannot write the answers: {e}"))),
+        ),
+        (Ok(t), Err(e)) => (t, Some(e)),
+        (Ok(t), Ok(())) => (t, None),
+    };
+    Ok(ProbeOutcome {
+        tally,
+        stats: counters.stats(started.elapsed()),
+        error,
+        interrupted,
+    })
+}
+
+/// Hands remote paths to the workers in batches, in input order; answers
+/// local and unusable paths itself. Each path waits for room in the window.
+struct Feed<'a> {
+    sh: &'a Shared<ProbePlan>,
+    tx: async_channel::Sender<Batch<Probe>>,
+    signer: Signer,
+    batch: Vec<Probe>,
+    /// Batches start small (a short list reaches every core) and grow.
+    size: usize,
+    seq: u64,
+    local: Local,
+}
+
+impl Feed<'_> {
+    /// False once the workers are gone.
+    fn one(&mut self, p: &str) -> bool {
+        let (sh, plan) = (self.sh, &self.sh.plan);
+        let s = self.seq;
+        self.seq += 1;
+        plan.out.wait_room(s);
+        sh.ctx.counters.listed.fetch_add(1, Ordering::Relaxed);
+        let remote = |url: String, get_url: String| Probe {
+            seq: s,
+            path: p.into(),
+            url: url.into(),
+            get_url: get_url.into(),
+            get: false.into(),
+        };
+        let why = match kind(p) {
+            PathKind::Remote => match Url::parse(p) {
+                Ok(_) => {
+                    self.batch.push(remote(p.to_string(), String::new()));
+                    None
+                }
+                Err(why) => Some(format!("not a usable URL: {why}")),
+            },
+            PathKind::S3 => match (
+                self.signer.presign(Method::Head, p),
+                self.signer.presign(Method::Get, p),
+            ) {
+                (Ok(Some(h)), Ok(Some(g))) => {
+                    self.batch.push(remote(h, g));
+                    None
+                }
+                (Err(why), _) | (_, Err(why)) => Some(why),
+                _ => unreachable!("an s3:// path"),
+            },
+            PathKind::Unsupported(why) => Some(why.to_string()),
+            PathKind::Local => match std::fs::metadata(p) {
+                Ok(m) => {
+                    let meta = Meta {
+                        size: m.is_file().then_some(m.len()),
+                        mtime: m.modified().ok().map(rfc3339),
+                        etag: None,
+                    };
+                    plan.present(s, p, &meta);
+                    None
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    plan.absent(s, p);
+                    None
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    plan.absent(s, p);
+                    None
+                }
+                Err(e) => Some(format!("cannot stat: {e}")),
+            },
+        };
+        if let Some(why) = why {
+            let err = FetchError::Input(why);
+            sh.ctx.give_up(p, p, &err, 0, &mut self.local);
+            plan.error(s, p, &err.to_string());
+        }
+        if self.batch.len() >= self.size {
+            self.size = (self.size * 2).min(64);
+            return self.send();
+        }
+        true
+    }
+
+    fn send(&mut self) -> bool {
+        let entries = std::mem::take(&mut self.batch);
+        entries.is_empty()
+            || self
+                .tx
+                .send_blocking(Batch {
+                    page: None,
+                    entries,
+                })
+                .is_ok()
+    }
+}
+
+fn feed(
+    sh: &Shared<ProbePlan>,
+    paths: Vec<String>,
+    list: Option<Box<dyn BufRead + Send>>,
+    signer: Signer,
+    tx: async_channel::Sender<Batch<Probe>>,
+) -> Result<(), RunError> {
+    let mut f = Feed {
+        sh,
+        tx,
+        signer,
+        batch: Vec::new(),
+        size: 4,
+        seq: 0,
+        local: Local::default(),
+    };
+    let mut ok = paths.iter().all(|p| f.one(p));
+    let mut r = Ok(());
+    if let Some(list) = list {
+        for (i, line) in list.lines().enumerate() {
+            if !ok || sh.ctx.stopping() {
+                break;
+            }
+            match line {
+                Ok(l) => {
+                    let p = l.strip_suffix('\r').unwrap_or(&l);
+                    ok = p.is_empty() || f.one(p);
+                }
+                Err(e) => {
+                    r = Err(RunError::Other(format!(
+                        "reading the list at line {}: {e}",
+                        i + 1
+                    )));
+                    break;
+                }
+            }
+        }
+    }
+    f.send();
+    f.local.publish(&sh.ctx.counters);
+    r
+}
