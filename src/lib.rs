@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod get;
 pub mod journal;
 pub mod listing;
+pub mod ls;
 pub mod mirror;
 pub mod names;
 pub mod par;

@@ -23,12 +23,13 @@ use crate::progress::Counters;
 /// Names for one worker, all from one page (or from the retry file).
 pub type Batch = crate::pipeline::Batch<String>;
 
+/// One page of the list API.
 #[derive(Deserialize)]
-struct PageJson {
+pub struct PageJson {
     #[serde(rename = "FileNames")]
-    names: Vec<String>,
+    pub names: Vec<String>,
     #[serde(rename = "NextMarker", alias = "NextFile", default)]
-    next: Option<String>,
+    pub next: Option<String>,
 }
 
 /// Largest list page accepted.
@@ -116,7 +117,7 @@ impl Lister<'_> {
             if let Some(m) = &next {
                 if saved.as_ref() == Some(m) || marker.as_ref() == Some(m) {
                     return Err(RunError::ListLoop {
-                        url: self.page_url(marker.as_deref()),
+                        url: page_url(self.ep, marker.as_deref()),
                         marker: m.clone(),
                     });
                 }
@@ -164,55 +165,60 @@ impl Lister<'_> {
             .is_ok()
     }
 
-    fn path(&self, marker: Option<&str>) -> String {
-        match marker {
-            None => format!("{}/list", self.ep.base_path),
-            Some(m) => format!("{}/list?next-marker={}", self.ep.base_path, encode_query(m)),
-        }
-    }
-
-    fn page_url(&self, marker: Option<&str>) -> String {
-        let path = self.path(marker);
-        self.ep.url_of(&path[self.ep.base_path.len()..])
-    }
-
     /// One page, with retries.
     async fn fetch(
         &self,
         conn: &mut Option<Conn>,
         marker: Option<&str>,
     ) -> Result<PageJson, RunError> {
-        let url = self.page_url(marker);
-        let path = self.path(marker);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let err = match self.try_fetch(conn, &path).await {
-                Ok((200, body)) => {
-                    return serde_json::from_slice::<PageJson>(&body).map_err(|e| RunError::List {
-                        url,
-                        why: format!("the answer is not the API's JSON ({e})"),
-                    });
-                }
-                Ok((status, _)) => FetchError::Status {
-                    status,
-                    retry_after: None,
-                },
-                Err(e) => {
-                    *conn = None;
-                    e
-                }
-            };
-            backoff(self.policy, self.stop, &url, &err, attempt).await?;
-        }
+        let (net, policy, stop) = (self.net, self.policy, self.stop);
+        fetch_page(net, policy, stop, self.ep, conn, marker).await
     }
+}
 
-    async fn try_fetch(
-        &self,
-        conn: &mut Option<Conn>,
-        path: &str,
-    ) -> Result<(u16, Vec<u8>), FetchError> {
-        get_small(self.net, conn, self.ep.key.borrow(), path).await
+fn page_path(ep: &Endpoint, marker: Option<&str>) -> String {
+    match marker {
+        None => format!("{}/list", ep.base_path),
+        Some(m) => format!("{}/list?next-marker={}", ep.base_path, encode_query(m)),
+    }
+}
+
+fn page_url(ep: &Endpoint, marker: Option<&str>) -> String {
+    let path = page_path(ep, marker);
+    ep.url_of(&path[ep.base_path.len()..])
+}
+
+/// The list API's page after `marker` (the first without), with retries.
+pub async fn fetch_page(
+    net: &Net,
+    policy: &RetryPolicy,
+    stop: &AtomicBool,
+    ep: &Endpoint,
+    conn: &mut Option<Conn>,
+    marker: Option<&str>,
+) -> Result<PageJson, RunError> {
+    let path = page_path(ep, marker);
+    let url = page_url(ep, marker);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let err = match get_small(net, conn, ep.key.borrow(), &path).await {
+            Ok((200, body)) => {
+                return serde_json::from_slice::<PageJson>(&body).map_err(|e| RunError::List {
+                    url,
+                    why: format!("the answer is not the API's JSON ({e})"),
+                });
+            }
+            Ok((status, _)) => FetchError::Status {
+                status,
+                retry_after: None,
+            },
+            Err(e) => {
+                *conn = None;
+                e
+            }
+        };
+        backoff(policy, stop, &url, &err, attempt).await?;
     }
 }
 

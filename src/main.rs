@@ -21,6 +21,9 @@ use bulkget::server::store::{Store, SyntheticStore};
 use bulkget::server::{self, ServeConfig};
 use bulkget::units::parse_bytes;
 
+// Binary-only: the command line of ls, exists and stat.
+mod cli_paths;
+
 #[derive(Parser)]
 #[command(
     name = "bulkget",
@@ -40,61 +43,14 @@ enum Cmd {
     Mirror(MirrorArgs),
     /// Download URLs (given or from a list); large files over several Range connections.
     Get(GetArgs),
+    /// List a local directory, a list-API server (its base URL) or s3://BUCKET[/PREFIX]: one full path a line.
+    Ls(cli_paths::LsArgs),
     /// Whether each path exists (local, http(s) URL, s3://BUCKET/KEY): PATH<TAB>true|false, in input order.
-    Exists(ProbeArgs),
+    Exists(cli_paths::ProbeArgs),
     /// Size, modification time and ETag of each path: PATH<TAB>size<TAB>mtime<TAB>etag, in input order.
-    Stat(ProbeArgs),
+    Stat(cli_paths::ProbeArgs),
     /// The seed's experiment: serve N synthetic files locally, mirror them, verify, report.
     Bench(BenchArgs),
-}
-
-#[derive(Args)]
-struct ProbeArgs {
-    /// Paths: local paths, http(s):// URLs, s3://BUCKET/KEY.
-    paths: Vec<String>,
-    /// Read paths from FILE, one a line ('-' = standard input).
-    #[arg(long = "input-file", short = 'i', value_name = "FILE")]
-    input: Option<PathBuf>,
-    /// One JSON object a line.
-    #[arg(long)]
-    json: bool,
-    /// Also record the paths that could not be checked in FILE (JSON lines).
-    #[arg(long, value_name = "FILE")]
-    failures: Option<PathBuf>,
-    #[command(flatten)]
-    fetch: FetchArgs,
-}
-
-fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCode> {
-    if a.paths.is_empty() && a.input.is_none() {
-        bail!("give paths, or a list with -i FILE");
-    }
-    if a.fetch.state_dir.is_some() {
-        bail!(
-            "--state-dir does not apply here (there is no journal); --failures FILE keeps a record"
-        );
-    }
-    let c = a.fetch.common()?;
-    let mut cfg = bulkget::probe::ProbeConfig::new(mode);
-    (cfg.limits, cfg.policy, cfg.net) = (c.limits, c.policy, c.net);
-    (cfg.display, cfg.threads) = (c.display, c.threads);
-    cfg.max_redirs = a.fetch.max_redirs;
-    (cfg.paths, cfg.list) = (a.paths.clone(), a.input.clone());
-    (cfg.json, cfg.failures) = (a.json, a.failures.clone());
-    let s3 = cfg.paths.iter().any(|u| u.starts_with("s3://"));
-    cfg.store_opts = a.fetch.store_opts(&mut cfg.net, s3 && cfg.list.is_none());
-    let out = bulkget::probe::run(&cfg, mirror::stop_on_signals())?;
-    if let Some(e) = &out.error {
-        eprintln!("bulkget: {e}");
-    }
-    if !a.fetch.quiet || out.tally.errors > 0 {
-        eprintln!("{}", out.summary());
-    }
-    if let Some(p) = &a.fetch.stats_json {
-        std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(ExitCode::from(out.exit_code()))
 }
 
 #[derive(Args)]
@@ -550,8 +506,9 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => serve(a),
         Cmd::Mirror(a) => mirror(a),
         Cmd::Get(a) => get(a),
-        Cmd::Exists(a) => probe(a, bulkget::probe::Mode::Exists),
-        Cmd::Stat(a) => probe(a, bulkget::probe::Mode::Stat),
+        Cmd::Ls(a) => cli_paths::ls(a),
+        Cmd::Exists(a) => cli_paths::probe(a, bulkget::probe::Mode::Exists),
+        Cmd::Stat(a) => cli_paths::probe(a, bulkget::probe::Mode::Stat),
         Cmd::Bench(a) => bench(a),
     };
     match r {

@@ -217,7 +217,7 @@ impl ProbePlan {
 }
 
 /// `{"path": …, fields…}` and a newline, path first.
-fn json_line(path: &str, fields: &[(&str, serde_json::Value)]) -> String {
+pub(crate) fn json_line(path: &str, fields: &[(&str, serde_json::Value)]) -> String {
     use std::fmt::Write;
     let mut s = String::from("{\"path\":");
     s.push_str(&serde_json::Value::from(path).to_string());

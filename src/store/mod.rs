@@ -19,12 +19,14 @@
 pub mod s3;
 pub mod sigv4;
 
+use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{FetchError, RunError};
-use crate::fetch::Conn;
 use crate::fetch::http1::Method;
+use crate::fetch::net::Net;
 use crate::fetch::url::Url;
+use crate::fetch::{Conn, RetryPolicy};
 use crate::get::input::{Job, Object};
 use crate::get::{Feeder, GetPlan};
 use crate::pipeline::Shared;
@@ -155,7 +157,7 @@ impl Signer {
     }
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -205,7 +207,8 @@ async fn list(
             return Ok(false);
         }
         let url = store.list_url(&loc.prefix, after.as_deref(), token.as_deref(), now());
-        let page = page(sh, &mut conn, &url).await?;
+        let (net, policy, stop) = (&sh.ctx.net, &sh.ctx.policy, &*sh.ctx.stop);
+        let page = page(net, policy, stop, &mut conn, &url).await?;
         for o in &page.unreadable {
             let why = "the key is not UTF-8 once decoded".to_string();
             feed.bad(
@@ -261,8 +264,10 @@ async fn list(
 }
 
 /// One listing page, with retries (503 SlowDown and 429 honour Retry-After).
-async fn page(
-    sh: &Shared<GetPlan>,
+pub async fn page(
+    net: &Net,
+    policy: &RetryPolicy,
+    stop: &AtomicBool,
     conn: &mut Option<Conn>,
     url: &str,
 ) -> Result<s3::Page, RunError> {
@@ -275,7 +280,7 @@ async fn page(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let r = crate::listing::get_small(&sh.ctx.net, conn, u.origin_key(), u.path).await;
+        let r = crate::listing::get_small(net, conn, u.origin_key(), u.path).await;
         let err = match r {
             Ok((200, body)) => {
                 return s3::parse_page(&body).map_err(|why| RunError::List { url: shown, why });
@@ -299,7 +304,7 @@ async fn page(
                 e
             }
         };
-        crate::listing::backoff(&sh.ctx.policy, &sh.ctx.stop, &shown, &err, attempt).await?;
+        crate::listing::backoff(policy, stop, &shown, &err, attempt).await?;
     }
 }
 

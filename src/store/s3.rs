@@ -225,11 +225,27 @@ impl S3 {
         token: Option<&str>,
         unix: u64,
     ) -> String {
+        self.list_url_with(prefix, start_after, token, false, unix)
+    }
+
+    /// As [`S3::list_url`]; with `delimiter`, keys past the next `/` are
+    /// rolled up into `CommonPrefixes` (one level, as `ls` shows it).
+    pub fn list_url_with(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<&str>,
+        delimiter: bool,
+        unix: u64,
+    ) -> String {
         let mut q = vec![
             ("list-type", "2"),
             ("encoding-type", "url"),
             ("max-keys", "1000"),
         ];
+        if delimiter {
+            q.push(("delimiter", "/"));
+        }
         if !prefix.is_empty() {
             q.push(("prefix", prefix));
         }
@@ -255,6 +271,9 @@ pub struct Object {
     /// The content's MD5, where the ETag is one (32 hex digits: a
     /// single-part upload; SSE-KMS and SSE-C objects excepted).
     pub md5: Option<[u8; 16]>,
+    /// The ETag without its quotes, and `LastModified`, as listed (for `ls`).
+    pub etag: Option<String>,
+    pub modified: Option<String>,
 }
 
 fn etag_md5(etag: &str) -> Option<[u8; 16]> {
@@ -277,6 +296,8 @@ pub struct Page {
     pub unreadable: Vec<String>,
     pub next: Option<String>,
     pub truncated: bool,
+    /// `CommonPrefixes` (a listing with a delimiter: the "directories").
+    pub prefixes: Vec<String>,
 }
 
 /// Decodes a key of an `encoding-type=url` listing (S3 writes a space as
@@ -316,6 +337,7 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
     let mut page = Page::default();
     let (mut key, mut size): (Option<String>, Option<u64>) = (None, None);
     let mut md5 = None;
+    let (mut etag, mut modified) = (None, None);
     let mut error = (String::new(), String::new());
     loop {
         match r.read_event() {
@@ -338,7 +360,17 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
                 match (parent, name.as_slice()) {
                     (Some(b"Contents"), b"Key") => key = Some(text.clone()),
                     (Some(b"Contents"), b"Size") => size = text.trim().parse().ok(),
-                    (Some(b"Contents"), b"ETag") => md5 = etag_md5(&text),
+                    (Some(b"Contents"), b"ETag") => {
+                        md5 = etag_md5(&text);
+                        etag = Some(text.trim().trim_matches('"').to_string());
+                    }
+                    (Some(b"Contents"), b"LastModified") => {
+                        modified = Some(text.trim().to_string())
+                    }
+                    (Some(b"CommonPrefixes"), b"Prefix") => match url_decode(&text) {
+                        Some(p) => page.prefixes.push(p),
+                        None => page.unreadable.push(text.clone()),
+                    },
                     (Some(b"ListBucketResult"), b"Contents") => {
                         let (k, s) = (key.take(), size.take());
                         let k = k.ok_or("listing: an object without a Key")?;
@@ -348,6 +380,8 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
                                 key,
                                 size: s,
                                 md5: md5.take(),
+                                etag: etag.take(),
+                                modified: modified.take(),
                             }),
                             None => page.unreadable.push(k),
                         }
@@ -397,11 +431,15 @@ mod tests {
                     key: "a//b".into(),
                     size: 3,
                     md5: None,
+                    etag: Some("x".into()),
+                    modified: None,
                 },
                 Object {
                     key: "sp ace+\u{1}".into(),
                     size: 0,
                     md5: etag_md5("d41d8cd98f00b204e9800998ecf8427e"),
+                    etag: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
+                    modified: None,
                 }
             ]
         );

@@ -3,6 +3,7 @@
 
 mod common;
 mod get;
+mod ls;
 mod mirror;
 mod net;
 mod peers;

@@ -373,3 +373,42 @@ fn md5_hex(b: &[u8]) -> String {
         .map(|x| format!("{x:02x}"))
         .collect()
 }
+
+#[test]
+fn ls_an_s3_prefix_one_level_and_recursively() {
+    let mut m = Moto::start();
+    m.cmd("bucket bkt");
+    for k in ["p/a", "p/b b", "p/d/x", "p/d/y", "p/e//f", "q/z"] {
+        m.put("bkt", k, 4);
+    }
+    let o = m.bulkget(&["ls", "s3://bkt/p"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        "s3://bkt/p/d/\ns3://bkt/p/e/\ns3://bkt/p/a\ns3://bkt/p/b b\n"
+    );
+    let o = m
+        .bulkget(&["ls", "-r", "--json", "s3://bkt/p/"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = o
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "s3://bkt/p/a",
+            "s3://bkt/p/b b",
+            "s3://bkt/p/d/x",
+            "s3://bkt/p/d/y",
+            "s3://bkt/p/e//f"
+        ]
+    );
+    assert!(rows.iter().all(|r| r["size"] == 4));
+    assert_eq!(rows[0]["etag"], md5_hex(&body("p/a", 4)));
+}

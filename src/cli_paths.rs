@@ -1,0 +1,96 @@
+//! The commands over paths of every kind: `ls`, `exists`, `stat` (the
+//! command line only; the work is in `bulkget::ls` and `bulkget::probe`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::FetchArgs;
+use bulkget::mirror;
+
+#[derive(Args)]
+pub struct LsArgs {
+    path: String,
+    /// Everything under PATH, not one level.
+    #[arg(long, short = 'r')]
+    recursive: bool,
+    /// One JSON object a line: path, size, mtime, etag (null where unknown).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+pub fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
+    let c = a.fetch.common()?;
+    let mut cfg = bulkget::ls::LsConfig {
+        path: a.path.clone(),
+        recursive: a.recursive,
+        json: a.json,
+        net: c.net,
+        policy: c.policy,
+        store_opts: Default::default(),
+        quiet: a.fetch.quiet,
+    };
+    cfg.store_opts = a
+        .fetch
+        .store_opts(&mut cfg.net, a.path.starts_with("s3://"));
+    let stop = mirror::stop_on_signals();
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    match bulkget::ls::run(&cfg, &mut out, &stop) {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.to_string().contains("Broken pipe") => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Paths: local paths, http(s):// URLs, s3://BUCKET/KEY.
+    paths: Vec<String>,
+    /// Read paths from FILE, one a line ('-' = standard input).
+    #[arg(long = "input-file", short = 'i', value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// One JSON object a line.
+    #[arg(long)]
+    json: bool,
+    /// Also record the paths that could not be checked in FILE (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    failures: Option<PathBuf>,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+pub fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCode> {
+    if a.paths.is_empty() && a.input.is_none() {
+        bail!("give paths, or a list with -i FILE");
+    }
+    if a.fetch.state_dir.is_some() {
+        bail!(
+            "--state-dir does not apply here (there is no journal); --failures FILE keeps a record"
+        );
+    }
+    let c = a.fetch.common()?;
+    let mut cfg = bulkget::probe::ProbeConfig::new(mode);
+    (cfg.limits, cfg.policy, cfg.net) = (c.limits, c.policy, c.net);
+    (cfg.display, cfg.threads) = (c.display, c.threads);
+    cfg.max_redirs = a.fetch.max_redirs;
+    (cfg.paths, cfg.list) = (a.paths.clone(), a.input.clone());
+    (cfg.json, cfg.failures) = (a.json, a.failures.clone());
+    let s3 = cfg.paths.iter().any(|u| u.starts_with("s3://"));
+    cfg.store_opts = a.fetch.store_opts(&mut cfg.net, s3 && cfg.list.is_none());
+    let out = bulkget::probe::run(&cfg, mirror::stop_on_signals())?;
+    if let Some(e) = &out.error {
+        eprintln!("bulkget: {e}");
+    }
+    if !a.fetch.quiet || out.tally.errors > 0 {
+        eprintln!("{}", out.summary());
+    }
+    if let Some(p) = &a.fetch.stats_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::from(out.exit_code()))
+}

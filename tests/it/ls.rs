@@ -1,0 +1,85 @@
+//! `ls`: a local tree, a list-API server, and (in `store`) S3 prefixes.
+
+use std::os::unix::fs::symlink;
+
+use bulkget::server::faults::Faults;
+
+use crate::common::{bulkget, dir_server, stderr, synthetic};
+
+fn lines(o: &std::process::Output) -> Vec<String> {
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn ls_a_local_tree_one_level_and_recursively() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("tree");
+    std::fs::create_dir_all(r.join("b/c")).unwrap();
+    std::fs::create_dir_all(r.join("empty")).unwrap();
+    std::fs::write(r.join("a.txt"), b"12345").unwrap();
+    std::fs::write(r.join("b/x y"), b"1").unwrap();
+    std::fs::write(r.join("b/c/z"), b"").unwrap();
+    // A link back up the tree is listed, never followed.
+    symlink(&r, r.join("b/loop")).unwrap();
+    let root = r.to_str().unwrap();
+    let o = bulkget(&["ls", root]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        lines(&o),
+        [
+            format!("{root}/a.txt"),
+            format!("{root}/b/"),
+            format!("{root}/empty/")
+        ]
+    );
+    let o = bulkget(&["ls", "-r", root]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        lines(&o),
+        [
+            format!("{root}/a.txt"),
+            format!("{root}/b/loop"),
+            format!("{root}/b/x y"),
+            format!("{root}/b/c/z"),
+            format!("{root}/empty/"),
+        ]
+    );
+    let o = bulkget(&["ls", "-r", "--json", root]);
+    let v: serde_json::Value = serde_json::from_str(&lines(&o)[0]).unwrap();
+    assert_eq!(v["path"], format!("{root}/a.txt"));
+    assert_eq!(v["size"], 5);
+    assert!(v["mtime"].as_str().unwrap().ends_with('Z'));
+    // A missing path is one line and exit 2.
+    let o = bulkget(&["ls", &format!("{root}/nope")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot list"), "{}", stderr(&o));
+}
+
+#[test]
+fn ls_a_list_api_server_gives_urls_that_exists_takes() {
+    let s = synthetic(2500, 10, 1000, Faults::default());
+    let base = format!("http://{}", s.addr);
+    let o = bulkget(&["ls", &base]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let l = lines(&o);
+    assert_eq!(l.len(), 2500);
+    assert_eq!(l[0], format!("{base}/get/f000000000"));
+    assert_eq!(l[2499], format!("{base}/get/f000002499"));
+    // Odd names come out encoded, and each line is a path exists takes.
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("d")).unwrap();
+    std::fs::write(t.path().join("d/a b%"), b"x").unwrap();
+    let s = dir_server(t.path(), 10);
+    let base = format!("http://{}", s.addr);
+    let o = bulkget(&["ls", &base]);
+    assert_eq!(lines(&o), [format!("{base}/get/d/a%20b%25")]);
+    let list = t.path().join("l.txt");
+    std::fs::write(&list, &o.stdout).unwrap();
+    let e = bulkget(&["exists", "-i", list.to_str().unwrap()]);
+    assert_eq!(e.status.code(), Some(0), "{}", stderr(&e));
+    assert_eq!(lines(&e), [format!("{base}/get/d/a%20b%25\ttrue")]);
+}
