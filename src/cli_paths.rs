@@ -94,3 +94,61 @@ pub fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCod
     }
     Ok(ExitCode::from(out.exit_code()))
 }
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// A local file or directory.
+    src: PathBuf,
+    /// A local path: a tree's contents go into it (created if need be), as `rclone copy` does.
+    dst: PathBuf,
+    /// Copy a directory tree.
+    #[arg(long, short = 'r')]
+    recursive: bool,
+    /// Copy files even when DST has one of the same size and modification time.
+    #[arg(long)]
+    overwrite: bool,
+    /// Copies in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    workers: u64,
+    /// Also record the files that could not be copied in FILE (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    failures: Option<PathBuf>,
+    /// No progress and no per-file error lines (the summary is still printed).
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
+    for p in [&a.src, &a.dst] {
+        let s = p.to_string_lossy();
+        if s.contains("://") {
+            bail!("{s}: cp copies between local paths so far (use get or mirror to download)");
+        }
+    }
+    let cfg = bulkget::cp::CpConfig {
+        src: a.src.clone(),
+        dst: a.dst.clone(),
+        recursive: a.recursive,
+        overwrite: a.overwrite,
+        workers: a.workers as usize,
+        display: if a.quiet {
+            bulkget::progress::Display::Quiet
+        } else {
+            bulkget::progress::Display::Auto
+        },
+    };
+    let out = bulkget::cp::run(&cfg, mirror::stop_on_signals())?;
+    let mut ledger = String::new();
+    for (p, why) in &out.failures {
+        if !a.quiet {
+            eprintln!("bulkget: failed {}: {why}", p.display());
+        }
+        let rec = serde_json::json!({ "path": p.to_string_lossy(), "error": why });
+        ledger.push_str(&format!("{rec}\n"));
+    }
+    if let Some(f) = &a.failures {
+        std::fs::write(f, ledger).with_context(|| format!("writing {}", f.display()))?;
+    }
+    eprintln!("{}", out.summary());
+    Ok(ExitCode::from(out.exit_code()))
+}

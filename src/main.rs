@@ -21,7 +21,7 @@ use bulkget::server::store::{Store, SyntheticStore};
 use bulkget::server::{self, ServeConfig};
 use bulkget::units::parse_bytes;
 
-// Binary-only: the command line of ls, exists and stat.
+// Binary-only: the command line of ls, cp, exists and stat.
 mod cli_paths;
 
 #[derive(Parser)]
@@ -45,6 +45,8 @@ enum Cmd {
     Get(GetArgs),
     /// List a local directory, a list-API server (its base URL) or s3://BUCKET[/PREFIX]: one full path a line.
     Ls(cli_paths::LsArgs),
+    /// Copy a file or a tree between local paths, in parallel; a rerun copies only what is missing or changed.
+    Cp(cli_paths::CpArgs),
     /// Whether each path exists (local, http(s) URL, s3://BUCKET/KEY): PATH<TAB>true|false, in input order.
     Exists(cli_paths::ProbeArgs),
     /// Size, modification time and ETag of each path: PATH<TAB>size<TAB>mtime<TAB>etag, in input order.
@@ -507,6 +509,7 @@ fn main() -> ExitCode {
         Cmd::Mirror(a) => mirror(a),
         Cmd::Get(a) => get(a),
         Cmd::Ls(a) => cli_paths::ls(a),
+        Cmd::Cp(a) => cli_paths::cp(a),
         Cmd::Exists(a) => cli_paths::probe(a, bulkget::probe::Mode::Exists),
         Cmd::Stat(a) => cli_paths::probe(a, bulkget::probe::Mode::Stat),
         Cmd::Bench(a) => bench(a),

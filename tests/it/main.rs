@@ -2,6 +2,7 @@
 //! built on the fly. Servers bind port 0 and hand their address on.
 
 mod common;
+mod cp;
 mod get;
 mod ls;
 mod mirror;

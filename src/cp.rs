@@ -1,0 +1,318 @@
+//! `bulkget cp [-r] SRC DST` between local paths: a tree copied by many
+//! workers at once, every file written atomically, a rerun copying only
+//! what is missing or changed.
+//!
+//! ```text
+//!  walker (lazy, depth first, name order) ── mkdir DST/dir as it goes (empty ones kept)
+//!     │ files and links, one at a time
+//!     ▼
+//!  par::Par::stream (bounded in flight) ── spawn_blocking: copy ─▶ outcomes (input + error kept)
+//!     std::fs::copy (copy_file_range: reflinks / in-kernel copy) into DST/.NAME.bulkget-part,
+//!     mtime set to the source's, rename onto DST/NAME
+//! ```
+//!
+//! Semantics are `rclone copy`'s, not `cp -r`'s, so that a rerun does the
+//! same thing as the first run: the *contents* of SRC go into DST (created
+//! if need be). A file already at DST with the same size and modification
+//! time is skipped (`--overwrite` copies anyway). A symbolic link is copied
+//! as a link, never followed. DST inside SRC is refused. A temp file left
+//! by a killed run is replaced when the rerun copies that file.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+
+use crate::error::RunError;
+use crate::par::{Par, TaskError};
+use crate::progress::{Counters, Display, Reporter, Stats};
+
+#[derive(Clone, Debug)]
+pub struct CpConfig {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub recursive: bool,
+    pub overwrite: bool,
+    /// Copies in flight at once.
+    pub workers: usize,
+    pub display: Display,
+}
+
+/// How a copy ended.
+#[derive(Debug)]
+pub struct CpOutcome {
+    pub stats: Stats,
+    /// Each failure: the source path and why.
+    pub failures: Vec<(PathBuf, String)>,
+    pub interrupted: bool,
+}
+
+impl CpOutcome {
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            130
+        } else if self.failures.is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "{} {} files ({} bytes) in {:.1} s: {:.0} files/s; {} already there and skipped; {} failed.",
+            if self.interrupted {
+                "Interrupted after copying"
+            } else {
+                "Copied"
+            },
+            s.files,
+            s.bytes,
+            s.seconds,
+            s.files_per_sec,
+            s.skipped,
+            self.failures.len()
+        )
+    }
+}
+
+/// One thing to copy.
+#[derive(Debug)]
+struct Item {
+    from: PathBuf,
+    to: PathBuf,
+    link: bool,
+}
+
+/// What one copy did.
+enum Done {
+    Copied(u64),
+    Skipped,
+}
+
+fn err(p: &Path, what: &str, e: io::Error) -> String {
+    format!("{what} {}: {e}", p.display())
+}
+
+/// Refuses a DST inside SRC (it would copy itself without end).
+fn check_not_inside(src: &Path, dst: &Path) -> Result<(), RunError> {
+    let src = src
+        .canonicalize()
+        .map_err(|e| RunError::Other(err(src, "cannot read", e)))?;
+    // The nearest existing ancestor of DST, resolved, plus the rest.
+    let mut probe = dst.to_path_buf();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match probe.canonicalize() {
+            Ok(p) => break p,
+            Err(_) => match (probe.file_name(), probe.parent()) {
+                (Some(n), Some(parent)) => {
+                    rest.push(n.to_os_string());
+                    probe = if parent.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        parent.to_path_buf()
+                    };
+                }
+                _ => break probe.clone(),
+            },
+        }
+    };
+    let full: PathBuf = rest.iter().rev().fold(resolved, |p, n| p.join(n));
+    if full.starts_with(&src) {
+        return Err(RunError::Other(format!(
+            "{} is inside {}: refusing to copy a tree into itself",
+            dst.display(),
+            src.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies `it` (a file or a link), atomically: a temp file beside the
+/// target, then a rename.
+fn copy_one(it: &Item, overwrite: bool) -> Result<Done, String> {
+    let name = it.to.file_name().expect("a file name").to_string_lossy();
+    let tmp = it.to.with_file_name(format!(".{name}.bulkget-part"));
+    if it.link {
+        let target = std::fs::read_link(&it.from).map_err(|e| err(&it.from, "cannot read", e))?;
+        if !overwrite && std::fs::read_link(&it.to).is_ok_and(|t| t == target) {
+            return Ok(Done::Skipped);
+        }
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| err(&tmp, "cannot write", e))?;
+        std::fs::rename(&tmp, &it.to).map_err(|e| err(&it.to, "cannot write", e))?;
+        return Ok(Done::Copied(0));
+    }
+    let m = std::fs::metadata(&it.from).map_err(|e| err(&it.from, "cannot read", e))?;
+    if !overwrite
+        && let Ok(d) = std::fs::symlink_metadata(&it.to)
+        && d.is_file()
+        && d.len() == m.len()
+        && d.modified().ok() == m.modified().ok()
+    {
+        return Ok(Done::Skipped);
+    }
+    let n = std::fs::copy(&it.from, &tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(&it.from, "cannot copy", e)
+    })?;
+    if let Ok(t) = m.modified() {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| err(&tmp, "cannot write", e))?;
+        f.set_modified(t)
+            .map_err(|e| err(&tmp, "cannot set the time of", e))?;
+    }
+    std::fs::rename(&tmp, &it.to).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(&it.to, "cannot write", e)
+    })?;
+    Ok(Done::Copied(n))
+}
+
+/// Walks SRC depth first in name order, making each directory at DST as it
+/// goes, and yields the files and links to copy. Directories it cannot read
+/// or make are failures, kept.
+struct Walk {
+    stack: Vec<(PathBuf, PathBuf)>,
+    pending: std::vec::IntoIter<Item>,
+    failures: Vec<(PathBuf, String)>,
+    counters: Arc<Counters>,
+}
+
+impl Iterator for Walk {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(it) = self.pending.next() {
+                return Some(it);
+            }
+            let (from, to) = self.stack.pop()?;
+            if let Err(e) = std::fs::create_dir_all(&to) {
+                self.failures.push((from, err(&to, "cannot make", e)));
+                continue;
+            }
+            let mut entries: Vec<_> = match std::fs::read_dir(&from).and_then(|r| r.collect()) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.failures
+                        .push((from.clone(), err(&from, "cannot read", e)));
+                    continue;
+                }
+            };
+            entries.sort_by_key(|e: &std::fs::DirEntry| e.file_name());
+            let mut items = Vec::new();
+            let mut dirs = Vec::new();
+            for e in entries {
+                let (f, t) = (e.path(), to.join(e.file_name()));
+                match e.file_type() {
+                    Ok(ft) if ft.is_dir() => dirs.push((f, t)),
+                    Ok(ft) if ft.is_file() || ft.is_symlink() => items.push(Item {
+                        from: f,
+                        to: t,
+                        link: ft.is_symlink(),
+                    }),
+                    Ok(_) => self
+                        .failures
+                        .push((f, "not a file, directory or link: not copied".into())),
+                    Err(e) => self.failures.push((f.clone(), err(&f, "cannot read", e))),
+                }
+            }
+            self.counters
+                .listed
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
+            self.stack.extend(dirs.into_iter().rev());
+            self.pending = items.into_iter();
+        }
+    }
+}
+
+pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
+    let started = Instant::now();
+    let m = std::fs::symlink_metadata(&cfg.src)
+        .map_err(|e| RunError::Other(err(&cfg.src, "cannot read", e)))?;
+    let counters = Arc::new(Counters::default());
+    let mut walk = Walk {
+        stack: Vec::new(),
+        pending: Vec::new().into_iter(),
+        failures: Vec::new(),
+        counters: counters.clone(),
+    };
+    if m.is_dir() {
+        if !cfg.recursive {
+            return Err(RunError::Other(format!(
+                "{} is a directory: give -r to copy a tree",
+                cfg.src.display()
+            )));
+        }
+        check_not_inside(&cfg.src, &cfg.dst)?;
+        walk.stack.push((cfg.src.clone(), cfg.dst.clone()));
+    } else {
+        // One file: to DST, or into DST when that is a directory.
+        let name = cfg.src.file_name().unwrap_or_default();
+        let to = if cfg.dst.is_dir() {
+            cfg.dst.join(name)
+        } else {
+            cfg.dst.clone()
+        };
+        counters.listed.fetch_add(1, Ordering::Relaxed);
+        let link = m.file_type().is_symlink();
+        walk.pending = vec![Item {
+            from: cfg.src.clone(),
+            to,
+            link,
+        }]
+        .into_iter();
+    }
+    let reporter = Reporter::start(counters.clone(), started, cfg.display);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Other(e.to_string()))?;
+    let overwrite = cfg.overwrite;
+    let mut failures = Vec::new();
+    let w = &mut walk;
+    rt.block_on(async {
+        let par = Par::new(cfg.workers.max(1));
+        let stopping = stop.clone();
+        let inputs = w.take_while(|_| !stopping.load(Ordering::Relaxed));
+        let mut s = par.stream(inputs.map(Arc::new), |it: Arc<Item>| async move {
+            tokio::task::spawn_blocking(move || copy_one(&it, overwrite))
+                .await
+                .map_err(|e| e.to_string())?
+        });
+        while let Some(o) = s.next().await {
+            match o.result {
+                Ok(Done::Copied(n)) => {
+                    counters.done.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                Ok(Done::Skipped) => {
+                    counters.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let why = match e {
+                        TaskError::Failed(why) => why,
+                        TaskError::TimedOut(d) => format!("timed out after {d:?}"),
+                    };
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    failures.push((o.input.from.clone(), why));
+                }
+            }
+        }
+    });
+    drop(reporter);
+    failures.extend(std::mem::take(&mut walk.failures));
+    Ok(CpOutcome {
+        stats: counters.stats(started.elapsed()),
+        failures,
+        interrupted: stop.load(Ordering::Relaxed),
+    })
+}

@@ -1,0 +1,130 @@
+//! `cp -r` between local paths: the tree, links, empty directories, odd
+//! names, reruns that skip, a kill -9 halfway, and DST inside SRC.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::common::{bulkget, command, stderr, wait_for};
+
+/// Every path under `root` (relative, sorted; directories end in `/`) with
+/// the bytes of each file and the target of each link.
+fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                let t = std::fs::read_link(e.path()).unwrap();
+                out.push((format!("{rel} ->"), t.display().to_string().into_bytes()));
+            } else if ft.is_dir() {
+                out.push((format!("{rel}/"), Vec::new()));
+                stack.push(e.path());
+            } else {
+                out.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn tree(root: &Path, files: usize) {
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(root.join("empty/also empty")).unwrap();
+    for i in 0..files {
+        let d = root.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), format!("file {i} ").repeat(i % 50)).unwrap();
+    }
+    std::fs::write(root.join("a/b/c/deep"), b"deep").unwrap();
+    std::fs::write(root.join("a/sp ace\u{e9}\n"), b"odd name").unwrap();
+    std::fs::write(root.join("big"), vec![7u8; 3 << 20]).unwrap();
+    symlink("../big", root.join("a/link")).unwrap();
+    symlink(root, root.join("a/loop")).unwrap();
+}
+
+#[test]
+fn cp_r_copies_the_tree_and_a_rerun_skips_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    tree(&src, 200);
+    let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    let o = bulkget(&["cp", "-r", s, d]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(snapshot(&dst), snapshot(&src));
+    // Modification times come along, so a rerun copies nothing.
+    let m = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    assert_eq!(m(&dst.join("big")), m(&src.join("big")));
+    let o = bulkget(&["cp", "-r", s, d]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Copied 0 files (0 bytes)") && stderr(&o).contains("205 already there"),
+        "{}",
+        stderr(&o)
+    );
+    // A changed file is copied again; --overwrite copies everything.
+    std::fs::write(src.join("d3/f3"), b"changed").unwrap();
+    let o = bulkget(&["cp", "-r", s, d]);
+    assert!(stderr(&o).contains("Copied 1 files"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(dst.join("d3/f3")).unwrap(), b"changed");
+    let o = bulkget(&["cp", "-r", "--overwrite", s, d]);
+    assert!(stderr(&o).contains("Copied 205 files"), "{}", stderr(&o));
+    assert_eq!(snapshot(&dst), snapshot(&src));
+    // One file, into a directory; a tree without -r is refused.
+    let o = bulkget(&["cp", &format!("{s}/big"), t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(t.path().join("big")).unwrap().len(), 3 << 20);
+    let o = bulkget(&["cp", s, d]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give -r"), "{}", stderr(&o));
+}
+
+#[test]
+fn cp_r_refuses_dst_inside_src() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, 3);
+    for d in [src.join("inside"), src.join("a/b/new/deeper"), src.clone()] {
+        let o = bulkget(&["cp", "-r", src.to_str().unwrap(), d.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", d.display());
+        assert!(stderr(&o).contains("inside"), "{}", stderr(&o));
+    }
+    assert!(!src.join("inside").exists() && !src.join("a/b/new").exists());
+}
+
+#[test]
+fn cp_r_killed_halfway_then_rerun_completes_the_copy() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    tree(&src, 20_000);
+    let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    let mut child = command(&["cp", "-r", "-q", "--workers", "2", s, d])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once some files landed (d0 fills first).
+    wait_for("some files to be copied", || {
+        std::fs::read_dir(dst.join("d0")).is_ok_and(|r| r.count() > 50)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = bulkget(&["cp", "-r", s, d]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let skipped: u64 = stderr(&o)
+        .split("; ")
+        .find_map(|p| p.strip_suffix(" already there and skipped"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        skipped > 50,
+        "the rerun recopied what had landed: {}",
+        stderr(&o)
+    );
+    // Every byte, and no temp file left under any name.
+    assert_eq!(snapshot(&dst), snapshot(&src));
+}
