@@ -107,8 +107,8 @@ pub struct CpArgs {
     /// Copy files even when DST has one of the same size and modification time.
     #[arg(long)]
     overwrite: bool,
-    /// Copies in flight at once.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    /// Bunches of up to 32 files copied at once (each on its own thread).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     workers: u64,
     /// Also record the files that could not be copied in FILE (JSON lines).
     #[arg(long, value_name = "FILE")]

@@ -6,9 +6,9 @@
 //!  walker (lazy, depth first, name order) ── mkdir DST/dir as it goes (empty ones kept)
 //!     │ files and links, one at a time
 //!     ▼
-//!  par::Par::stream (bounded in flight) ── spawn_blocking: copy ─▶ outcomes (input + error kept)
-//!     std::fs::copy (copy_file_range: reflinks / in-kernel copy) into DST/.NAME.bulkget-part,
-//!     mtime set to the source's, rename onto DST/NAME
+//!  par::Par::stream (bounded in flight) ── spawn_blocking ─▶ outcomes (input + error kept)
+//!     bunches of 32 files per blocking task; each: copy_file_range (reflinks / in-kernel
+//!     copy) into DST/.NAME.bulkget-part, mode and mtime set, rename onto DST/NAME
 //! ```
 //!
 //! Semantics are `rclone copy`'s, not `cp -r`'s, so that a rerun does the
@@ -88,6 +88,9 @@ struct Item {
     link: bool,
 }
 
+/// Files per blocking task.
+const BUNCH: usize = 32;
+
 /// What one copy did.
 enum Done {
     Copied(u64),
@@ -157,23 +160,37 @@ fn copy_one(it: &Item, overwrite: bool) -> Result<Done, String> {
     {
         return Ok(Done::Skipped);
     }
-    let n = std::fs::copy(&it.from, &tmp).map_err(|e| {
+    let n = copy_into(&it.from, &tmp, &m).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        err(&it.from, "cannot copy", e)
     })?;
-    if let Ok(t) = m.modified() {
-        let f = std::fs::File::options()
-            .write(true)
-            .open(&tmp)
-            .map_err(|e| err(&tmp, "cannot write", e))?;
-        f.set_modified(t)
-            .map_err(|e| err(&tmp, "cannot set the time of", e))?;
-    }
     std::fs::rename(&tmp, &it.to).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         err(&it.to, "cannot write", e)
     })?;
     Ok(Done::Copied(n))
+}
+
+/// Copies the bytes (`io::copy` between files is `copy_file_range`: an
+/// in-kernel copy, a reflink where the file system has them), the mode and
+/// the modification time, on one open file each side.
+fn copy_into(from: &Path, tmp: &Path, m: &std::fs::Metadata) -> Result<u64, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = std::fs::File::open(from).map_err(|e| err(from, "cannot read", e))?;
+    let mut dst = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| err(tmp, "cannot write", e))?;
+    let n = io::copy(&mut src, &mut dst).map_err(|e| err(from, "cannot copy", e))?;
+    dst.set_permissions(m.permissions())
+        .map_err(|e| err(tmp, "cannot set the mode of", e))?;
+    if let Ok(t) = m.modified() {
+        dst.set_modified(t)
+            .map_err(|e| err(tmp, "cannot set the time of", e))?;
+    }
+    Ok(n)
 }
 
 /// Walks SRC depth first in name order, making each directory at DST as it
@@ -282,30 +299,47 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
     rt.block_on(async {
         let par = Par::new(cfg.workers.max(1));
         let stopping = stop.clone();
-        let inputs = w.take_while(|_| !stopping.load(Ordering::Relaxed));
-        let mut s = par.stream(inputs.map(Arc::new), |it: Arc<Item>| async move {
-            tokio::task::spawn_blocking(move || copy_one(&it, overwrite))
-                .await
-                .map_err(|e| e.to_string())?
+        let mut inputs = w.take_while(|_| !stopping.load(Ordering::Relaxed));
+        // Bunches of files per blocking task: one thread hand-over per
+        // bunch, not per file (a small file costs less to copy than to hand).
+        let bunches = std::iter::from_fn(|| {
+            let b: Vec<Item> = inputs.by_ref().take(BUNCH).collect();
+            (!b.is_empty()).then(|| Arc::new(b))
+        });
+        let mut s = par.stream(bunches, |b: Arc<Vec<Item>>| async move {
+            tokio::task::spawn_blocking(move || {
+                b.iter()
+                    .map(|it| copy_one(it, overwrite))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| e.to_string())
         });
         while let Some(o) = s.next().await {
-            match o.result {
-                Ok(Done::Copied(n)) => {
-                    counters.done.fetch_add(1, Ordering::Relaxed);
-                    counters.bytes.fetch_add(n, Ordering::Relaxed);
-                }
-                Ok(Done::Skipped) => {
-                    counters.skipped.fetch_add(1, Ordering::Relaxed);
-                }
+            let results = match o.result {
+                Ok(r) => r,
                 Err(e) => {
                     let why = match e {
                         TaskError::Failed(why) => why,
                         TaskError::TimedOut(d) => format!("timed out after {d:?}"),
                     };
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    failures.push((o.input.from.clone(), why));
+                    o.input.iter().map(|_| Err(why.clone())).collect()
+                }
+            };
+            let (mut done, mut bytes, mut skipped) = (0, 0, 0);
+            for (r, it) in results.into_iter().zip(o.input.iter()) {
+                match r {
+                    Ok(Done::Copied(n)) => (done, bytes) = (done + 1, bytes + n),
+                    Ok(Done::Skipped) => skipped += 1,
+                    Err(why) => {
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        failures.push((it.from.clone(), why));
+                    }
                 }
             }
+            counters.done.fetch_add(done, Ordering::Relaxed);
+            counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+            counters.skipped.fetch_add(skipped, Ordering::Relaxed);
         }
     });
     drop(reporter);
