@@ -39,11 +39,8 @@ pub fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
         .store_opts(&mut cfg.net, a.path.starts_with("s3://"));
     let stop = mirror::stop_on_signals();
     let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-    match bulkget::ls::run(&cfg, &mut out, &stop) {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(e) if e.to_string().contains("Broken pipe") => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(e.into()),
-    }
+    bulkget::ls::run(&cfg, &mut out, &stop)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]

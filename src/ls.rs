@@ -38,6 +38,8 @@ struct Out<'a> {
     json: bool,
     n: u64,
     progress: Option<Instant>,
+    /// The reader went away (`ls | head`): listing stops, and that is fine.
+    closed: bool,
 }
 
 impl Out<'_> {
@@ -61,7 +63,10 @@ impl Out<'_> {
         } else {
             writeln!(self.w, "{path}")
         };
-        r.map_err(|e| RunError::Other(format!("cannot write the listing: {e}")))?;
+        if let Err(e) = r {
+            self.closed = e.kind() == io::ErrorKind::BrokenPipe;
+            return Err(RunError::Other(format!("cannot write the listing: {e}")));
+        }
         self.n += 1;
         if let Some(t) = &mut self.progress
             && self.n.is_multiple_of(1024)
@@ -82,6 +87,7 @@ pub fn run(cfg: &LsConfig, w: &mut dyn Write, stop: &AtomicBool) -> Result<u64, 
         json: cfg.json,
         n: 0,
         progress: show.then(Instant::now),
+        closed: false,
     };
     let p = cfg.path.as_str();
     let r = if let Some(loc) = crate::store::parse(p) {
@@ -95,9 +101,14 @@ pub fn run(cfg: &LsConfig, w: &mut dyn Write, stop: &AtomicBool) -> Result<u64, 
     if show && out.n >= 1024 {
         eprintln!("\rbulkget: listed {}", out.n);
     }
-    out.w
-        .flush()
-        .map_err(|e| RunError::Other(format!("cannot write the listing: {e}")))?;
+    match out.w.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => out.closed = true,
+        Err(e) => return Err(RunError::Other(format!("cannot write the listing: {e}"))),
+        Ok(()) => {}
+    }
+    if out.closed {
+        return Ok(out.n);
+    }
     r.map(|()| out.n)
 }
 

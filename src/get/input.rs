@@ -7,8 +7,20 @@
 
 use percent_encoding::percent_decode_str;
 
+use crate::error::RunError;
 use crate::fetch::url::Url;
 use crate::names;
+
+/// A list of inputs, one a line: the file `p`, or standard input for `-`.
+pub fn open_list(p: &std::path::Path) -> Result<Box<dyn std::io::BufRead + Send>, RunError> {
+    use std::io::BufReader;
+    if p.as_os_str() == "-" {
+        return Ok(Box::new(BufReader::new(std::io::stdin())));
+    }
+    let f = std::fs::File::open(p)
+        .map_err(|e| RunError::Other(format!("cannot read the list {}: {e}", p.display())))?;
+    Ok(Box::new(BufReader::new(f)))
+}
 
 /// One file to fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]

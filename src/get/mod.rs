@@ -16,8 +16,7 @@
 pub mod input;
 mod split;
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -321,13 +320,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             "--checksum goes with exactly one URL (use a third list column for lists)".into(),
         ));
     }
-    let list: Option<Box<dyn BufRead + Send>> = match &cfg.list {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufReader::new(io::stdin()))),
-        Some(p) => Some(Box::new(BufReader::new(File::open(p).map_err(|e| {
-            RunError::Other(format!("cannot read the list {}: {e}", p.display()))
-        })?))),
-    };
+    let list = cfg.list.as_deref().map(input::open_list).transpose()?;
     let store = match &cfg.store {
         Some(loc) => Some((
             crate::store::s3_from_env(loc, &cfg.store_opts)?,

@@ -18,8 +18,7 @@
 
 pub mod order;
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::io::{self, BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +32,7 @@ use crate::fetch::http1::{Head, Method};
 use crate::fetch::net::{Net, NetConfig};
 use crate::fetch::url::{OriginKey, Url};
 use crate::fetch::{Conn, RetryPolicy, land};
+use crate::get::input::open_list;
 use crate::journal::Ledger;
 use crate::pipeline::{self, Admit, Batch, Landed, Limits, Plan, Shared};
 use crate::progress::{Counters, Display, Local, Reporter, Stats};
@@ -137,25 +137,18 @@ impl ProbeOutcome {
 /// One remote path to ask about.
 pub struct Probe {
     seq: u64,
-    /// As given (what is printed).
+    /// As given (what is printed; the URL asked, unless `signed`).
     path: Box<str>,
-    /// What is fetched: the URL, or an `s3://` path's presigned `HEAD`.
-    url: Box<str>,
-    /// The `GET` presigned beside `url` for an `s3://` path (a store that
-    /// refuses `HEAD`); empty otherwise.
-    get_url: Box<str>,
+    /// An `s3://` path's presigned `HEAD` URL.
+    signed: Option<Box<str>>,
     /// Ask with `GET bytes=0-0`: the server refused `HEAD`.
     get: std::cell::Cell<bool>,
 }
 
 impl Probe {
     fn target(&self) -> Url<'_> {
-        let u = if self.get.get() && !self.get_url.is_empty() {
-            &self.get_url
-        } else {
-            &self.url
-        };
-        Url::parse(u).expect("checked when the probe was made")
+        Url::parse(self.signed.as_deref().unwrap_or(&self.path))
+            .expect("checked when the probe was made")
     }
 }
 
@@ -302,25 +295,30 @@ impl Plan for ProbePlan {
                 Ok((Landed::Bytes(0), keep))
             }
             404 | 410 => {
-                let (err, keep) = land::refuse(c, head).await;
-                if !err.keeps_connection() {
-                    return Err((err, false));
-                }
+                let keep = drain(c, head).await?;
                 self.absent(e.seq, &e.path);
                 Ok((Landed::Bytes(0), keep))
             }
-            // No HEAD here: ask for the first byte instead.
-            405 | 501 if !e.get.get() => {
-                let (err, keep) = land::refuse(c, head).await;
-                if !err.keeps_connection() {
-                    return Err((err, false));
-                }
+            // No HEAD here: ask for the first byte instead (not with a
+            // presigned URL: it is signed for HEAD alone).
+            405 | 501 if !e.get.get() && e.signed.is_none() => {
+                let keep = drain(c, head).await?;
                 e.get.set(true);
                 Ok((Landed::Again, keep))
             }
             _ => Err(land::refuse(c, head).await),
         }
     }
+}
+
+/// Reads the body of an answer that is not an error for the path (a 404
+/// is an answer); whether the connection carries on.
+async fn drain(c: &mut Conn, head: &Head) -> Result<bool, (FetchError, bool)> {
+    let (err, keep) = land::refuse(c, head).await;
+    if !err.keeps_connection() {
+        return Err((err, false));
+    }
+    Ok(keep)
 }
 
 /// An ETag without its quotes (`W/` kept: a weak one says so).
@@ -373,13 +371,7 @@ fn kind(p: &str) -> PathKind {
 pub fn run(cfg: &ProbeConfig, stop: Arc<AtomicBool>) -> Result<ProbeOutcome, RunError> {
     let started = Instant::now();
     let net = Net::new(cfg.net.clone())?;
-    let list: Option<Box<dyn BufRead + Send>> = match &cfg.list {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufReader::new(io::stdin()))),
-        Some(p) => Some(Box::new(BufReader::new(File::open(p).map_err(|e| {
-            RunError::Other(format!("cannot read the list {}: {e}", p.display()))
-        })?))),
-    };
+    let list = cfg.list.as_deref().map(open_list).transpose()?;
     if let Some(p) = &cfg.failures {
         // A fresh record of this run's failures.
         let _ = std::fs::remove_file(p);
@@ -457,6 +449,8 @@ struct Feed<'a> {
     size: usize,
     seq: u64,
     local: Local,
+    /// Paths read and not yet added to the run's `listed` count.
+    listed: u64,
 }
 
 impl Feed<'_> {
@@ -466,32 +460,30 @@ impl Feed<'_> {
         let s = self.seq;
         self.seq += 1;
         plan.out.wait_room(s);
-        sh.ctx.counters.listed.fetch_add(1, Ordering::Relaxed);
-        let remote = |url: String, get_url: String| Probe {
+        self.listed += 1;
+        if self.listed >= 1024 {
+            self.publish();
+        }
+        let remote = |signed: Option<String>| Probe {
             seq: s,
             path: p.into(),
-            url: url.into(),
-            get_url: get_url.into(),
+            signed: signed.map(String::into_boxed_str),
             get: false.into(),
         };
         let why = match kind(p) {
             PathKind::Remote => match Url::parse(p) {
                 Ok(_) => {
-                    self.batch.push(remote(p.to_string(), String::new()));
+                    self.batch.push(remote(None));
                     None
                 }
                 Err(why) => Some(format!("not a usable URL: {why}")),
             },
-            PathKind::S3 => match (
-                self.signer.presign(Method::Head, p),
-                self.signer.presign(Method::Get, p),
-            ) {
-                (Ok(Some(h)), Ok(Some(g))) => {
-                    self.batch.push(remote(h, g));
+            PathKind::S3 => match self.signer.presign(Method::Head, p) {
+                Ok(signed) => {
+                    self.batch.push(remote(signed));
                     None
                 }
-                (Err(why), _) | (_, Err(why)) => Some(why),
-                _ => unreachable!("an s3:// path"),
+                Err(why) => Some(why),
             },
             PathKind::Unsupported(why) => Some(why.to_string()),
             PathKind::Local => match std::fs::metadata(p) {
@@ -527,6 +519,11 @@ impl Feed<'_> {
         true
     }
 
+    fn publish(&mut self) {
+        let n = std::mem::take(&mut self.listed);
+        self.sh.ctx.counters.listed.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn send(&mut self) -> bool {
         let entries = std::mem::take(&mut self.batch);
         entries.is_empty()
@@ -555,6 +552,7 @@ fn feed(
         size: 4,
         seq: 0,
         local: Local::default(),
+        listed: 0,
     };
     let mut ok = paths.iter().all(|p| f.one(p));
     let mut r = Ok(());
@@ -579,6 +577,7 @@ fn feed(
         }
     }
     f.send();
+    f.publish();
     f.local.publish(&sh.ctx.counters);
     r
 }

@@ -36,7 +36,7 @@ pub struct Window {
 struct Inner {
     /// The seq of `slots[0]`: every earlier line is written.
     base: u64,
-    slots: VecDeque<Option<(Box<str>, Kind)>>,
+    slots: VecDeque<Option<(String, Kind)>>,
     out: Box<dyn Write + Send>,
     /// Flush after each run of lines (a person is watching).
     eager: bool,
@@ -77,7 +77,7 @@ impl Window {
         if g.slots.len() <= i {
             g.slots.resize(i + 1, None);
         }
-        g.slots[i] = Some((line.into_boxed_str(), kind));
+        g.slots[i] = Some((line, kind));
         let mut moved = false;
         while let Some(Some(_)) = g.slots.front() {
             let (line, kind) = g.slots.pop_front().flatten().expect("checked");
@@ -116,8 +116,9 @@ impl Window {
         Ok(g.tally)
     }
 
-    /// Lines held for earlier inputs (for tests).
-    pub fn held(&self) -> usize {
+    /// Lines held for earlier inputs.
+    #[cfg(test)]
+    fn held(&self) -> usize {
         let g = self.inner.lock().expect("window lock");
         g.slots.iter().filter(|s| s.is_some()).count()
     }
