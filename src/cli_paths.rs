@@ -94,50 +94,112 @@ pub fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCod
 
 #[derive(Args)]
 pub struct CpArgs {
-    /// A local file or directory.
-    src: PathBuf,
-    /// A local path: a tree's contents go into it (created if need be), as `rclone copy` does.
-    dst: PathBuf,
-    /// Copy a directory tree.
+    /// A local file or directory, s3://BUCKET/KEY or s3://BUCKET/PREFIX (with -r), an http(s):// URL, or a list-API server's base URL (with -r).
+    src: String,
+    /// A local path (a tree's contents go into it, created if need be, as `rclone copy` does), or s3://BUCKET/PREFIX/ (or s3://BUCKET/KEY for one file).
+    dst: String,
+    /// Copy a directory tree (or every object under a prefix, every file a server lists).
     #[arg(long, short = 'r')]
     recursive: bool,
     /// Copy files even when DST has one of the same size and modification time.
     #[arg(long)]
     overwrite: bool,
-    /// Bunches of up to 32 files copied at once (each on its own thread).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    workers: u64,
+    /// To s3://: skip an object only when its ETag is the file's MD5 (by parts for a multipart one), not by size and time.
+    #[arg(long)]
+    checksum: bool,
+    /// Copies in flight at once [default: 16 bunches of files between local paths, 64 files to a store].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    workers: Option<u64>,
+    /// To s3://: files larger than this go up in parts of this size, in parallel (at least 5M; grown past 10 000 parts).
+    #[arg(long, default_value = "8M", value_parser = bulkget::units::parse_bytes)]
+    part_size: u64,
     /// Also record the files that could not be copied in FILE (JSON lines).
     #[arg(long, value_name = "FILE")]
     failures: Option<PathBuf>,
-    /// No progress and no per-file error lines (the summary is still printed).
-    #[arg(long, short = 'q')]
-    quiet: bool,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+/// Where a cp side is.
+enum Side {
+    Local(PathBuf),
+    S3 { bucket: String, key: String },
+    Http,
+}
+
+fn side(p: &str) -> anyhow::Result<Side> {
+    if let Some(rest) = p.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("{p}: no bucket");
+        }
+        return Ok(Side::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+        });
+    }
+    if p.starts_with("http://") || p.starts_with("https://") {
+        return Ok(Side::Http);
+    }
+    if let Some((scheme, _)) = p.split_once("://")
+        && !scheme.contains('/')
+    {
+        bail!("{p}: {scheme}:// is not supported yet (local paths, s3://, http(s):// are)");
+    }
+    Ok(Side::Local(p.into()))
 }
 
 pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
-    for p in [&a.src, &a.dst] {
-        let s = p.to_string_lossy();
-        if s.contains("://") {
-            bail!("{s}: cp copies between local paths so far (use get or mirror to download)");
-        }
-    }
-    let cfg = bulkget::cp::CpConfig {
-        src: a.src.clone(),
-        dst: a.dst.clone(),
-        recursive: a.recursive,
-        overwrite: a.overwrite,
-        workers: a.workers as usize,
-        display: if a.quiet {
-            bulkget::progress::Display::Quiet
-        } else {
-            bulkget::progress::Display::Auto
-        },
+    let display = if a.fetch.quiet {
+        bulkget::progress::Display::Quiet
+    } else {
+        bulkget::progress::Display::Auto
     };
-    let out = bulkget::cp::run(&cfg, mirror::stop_on_signals())?;
+    let stop = mirror::stop_on_signals();
+    let out = match (side(&a.src)?, side(&a.dst)?) {
+        (Side::Local(src), Side::Local(dst)) => {
+            let cfg = bulkget::cp::CpConfig {
+                src,
+                dst,
+                recursive: a.recursive,
+                overwrite: a.overwrite,
+                workers: a.workers.unwrap_or(16) as usize,
+                display,
+            };
+            bulkget::cp::run(&cfg, stop)?
+        }
+        (Side::Local(src), Side::S3 { bucket, key }) => {
+            if a.part_size < 5 << 20 {
+                bail!("--part-size must be at least 5M (S3's smallest part)");
+            }
+            let c = a.fetch.common()?;
+            let mut cfg = bulkget::cp::up::UpConfig {
+                src,
+                bucket,
+                key,
+                recursive: a.recursive,
+                overwrite: a.overwrite,
+                checksum: a.checksum,
+                workers: a.workers.unwrap_or(64) as usize,
+                part_size: a.part_size,
+                display,
+                net: c.net,
+                policy: c.policy,
+                store_opts: Default::default(),
+            };
+            cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
+            bulkget::cp::up::run(&cfg, stop)?
+        }
+        (Side::S3 { .. } | Side::Http, Side::Local(dst)) => return download(a, dst),
+        _ => bail!(
+            "cp copies local to local, local to s3://, and s3:// or http(s):// to local; {} to {} is not supported yet",
+            a.src,
+            a.dst
+        ),
+    };
     let mut ledger = String::new();
     for (p, why) in &out.failures {
-        if !a.quiet {
+        if !a.fetch.quiet {
             eprintln!("bulkget: failed {}: {why}", p.display());
         }
         let rec = serde_json::json!({ "path": p.to_string_lossy(), "error": why });
@@ -148,4 +210,40 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("{}", out.summary());
     Ok(ExitCode::from(out.exit_code()))
+}
+
+/// From a store or a server to a local directory: `mirror` for a tree
+/// (`-r`: with its journal in DST/.bulkget, so a rerun resumes), `get`
+/// for one file (it keeps its name, in DST).
+fn download(a: CpArgs, dst: PathBuf) -> anyhow::Result<ExitCode> {
+    if a.failures.is_some() {
+        bail!("--failures: downloads keep their ledger in DST/.bulkget/failures.jsonl");
+    }
+    if a.recursive {
+        return super::mirror(super::MirrorArgs {
+            url: a.src,
+            dest: dst,
+            sink: "dir".into(),
+            shard_size: 1 << 30,
+            checksum: a.checksum,
+            fetch: a.fetch,
+        });
+    }
+    if dst.exists() && !dst.is_dir() || !dst.exists() && !a.dst.ends_with('/') {
+        bail!(
+            "{}: give a directory to copy {} into (the file keeps its name), or -r for a tree",
+            a.dst,
+            a.src
+        );
+    }
+    super::get(super::GetArgs {
+        urls: vec![a.src],
+        input: None,
+        dir: dst,
+        split: 4,
+        split_size: 8 << 20,
+        sink: "dir".into(),
+        checksum: None,
+        fetch: a.fetch,
+    })
 }

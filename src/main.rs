@@ -45,7 +45,7 @@ enum Cmd {
     Get(GetArgs),
     /// List a local directory, a list-API server (its base URL) or s3://BUCKET[/PREFIX]: one full path a line.
     Ls(cli_paths::LsArgs),
-    /// Copy a file or a tree between local paths, in parallel; a rerun copies only what is missing or changed.
+    /// Copy a file or a tree, local to local, local to s3://, s3:// or http(s):// to local, in parallel; a rerun copies only what is missing or changed.
     Cp(cli_paths::CpArgs),
     /// Whether each path exists (local, http(s) URL, s3://BUCKET/KEY): PATH<TAB>true|false, in input order.
     Exists(cli_paths::ProbeArgs),
@@ -120,7 +120,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Args)]
-struct MirrorArgs {
+pub(crate) struct MirrorArgs {
     /// Base URL of the server (http(s)://HOST[:PORT][/PATH]), or s3://BUCKET[/PREFIX] for every object under it.
     url: String,
     /// Destination directory (created if needed; DEST/.bulkget holds the journal).
@@ -140,7 +140,7 @@ struct MirrorArgs {
 
 /// How to fetch (mirror and get).
 #[derive(Args)]
-struct FetchArgs {
+pub(crate) struct FetchArgs {
     /// s3://: the S3-compatible endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS itself).
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
@@ -294,7 +294,7 @@ fn sink_kind(name: &str, shard_size: u64) -> SinkKind {
     }
 }
 
-fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     if let Some(loc) = bulkget::store::parse(&a.url) {
         return mirror_store(a, loc.map_err(anyhow::Error::msg)?);
     }
@@ -335,7 +335,7 @@ fn mirror_store(a: MirrorArgs, loc: bulkget::store::Location) -> anyhow::Result<
 }
 
 #[derive(Args)]
-struct GetArgs {
+pub(crate) struct GetArgs {
     /// URLs to download (http://, https:// or s3://BUCKET/KEY); each lands under its last path segment.
     urls: Vec<String>,
     /// Read URLs from FILE ('-' = standard input): lines of URL [NAME] [sha256=HEX]; '#' comments.
@@ -365,7 +365,7 @@ struct GetArgs {
     fetch: FetchArgs,
 }
 
-fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     if a.urls.is_empty() && a.input.is_none() {
         bail!("give URLs, or a list with -i FILE");
     }

@@ -97,6 +97,32 @@ impl Conn {
         }
     }
 
+    /// Queues a request with a body and header lines `(name, value)`;
+    /// `path` is the encoded path and query. Sent as [`Conn::request`] is.
+    pub fn send(
+        &mut self,
+        method: Method,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: bytes::Bytes,
+    ) -> Result<(), FetchError> {
+        match self {
+            Conn::H1(c) => {
+                let mut lines = String::new();
+                for (k, v) in headers {
+                    lines.push_str(k);
+                    lines.push_str(": ");
+                    lines.push_str(v);
+                    lines.push_str("\r\n");
+                }
+                c.request_with_body(method, authority, path, &lines, &body);
+                Ok(())
+            }
+            Conn::H2(c) => c.send(method, authority, path, headers, body),
+        }
+    }
+
     pub async fn flush(&mut self) -> Result<(), FetchError> {
         match self {
             Conn::H1(c) => c.flush().await,

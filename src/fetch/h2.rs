@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,7 +25,7 @@ type Answer = Pin<Box<dyn Future<Output = Result<hyper::Response<Incoming>, hype
 
 /// One HTTP/2 connection.
 pub struct H2 {
-    send: SendRequest<Empty<Bytes>>,
+    send: SendRequest<Full<Bytes>>,
     scheme: &'static str,
     /// Answers in the order asked, each with whether it answers a `HEAD`.
     pending: VecDeque<(Answer, bool)>,
@@ -43,7 +43,7 @@ impl H2 {
     /// task is spawned on the current runtime.
     pub async fn handshake(stream: Stream, tls: bool, timeout: Duration) -> Result<H2, FetchError> {
         let hs = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake::<_, Empty<Bytes>>(TokioIo::new(stream));
+            .handshake::<_, Full<Bytes>>(TokioIo::new(stream));
         let (send, conn) = match tokio::time::timeout(timeout, hs).await {
             Ok(r) => r.map_err(error)?,
             Err(_) => return Err(FetchError::Timeout(timeout)),
@@ -73,15 +73,39 @@ impl H2 {
         path: impl FnOnce(&mut Vec<u8>),
         range: Option<(u64, u64)>,
     ) -> Result<(), FetchError> {
-        self.path.clear();
-        path(&mut self.path);
-        let path = std::str::from_utf8(&self.path)
-            .map_err(|_| FetchError::Protocol("request path is not ASCII".into()))?;
+        // The path's buffer is reused from request to request.
+        let mut buf = std::mem::take(&mut self.path);
+        buf.clear();
+        path(&mut buf);
+        let range = range.map(|(a, b)| format!("bytes={a}-{b}"));
+        let headers: &[(&str, &str)] = match &range {
+            Some(r) => &[("range", r.as_str())],
+            None => &[],
+        };
+        let r = match std::str::from_utf8(&buf) {
+            Ok(p) => self.send(method, authority, p, headers, Bytes::new()),
+            Err(_) => Err(FetchError::Protocol("request path is not ASCII".into())),
+        };
+        self.path = buf;
+        r
+    }
+
+    /// Sends a request with `headers` and `body` now (a new stream).
+    pub fn send(
+        &mut self,
+        method: Method,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(), FetchError> {
         let head = method == Method::Head;
-        let m = if head {
-            hyper::Method::HEAD
-        } else {
-            hyper::Method::GET
+        let m = match method {
+            Method::Get => hyper::Method::GET,
+            Method::Head => hyper::Method::HEAD,
+            Method::Put => hyper::Method::PUT,
+            Method::Post => hyper::Method::POST,
+            Method::Delete => hyper::Method::DELETE,
         };
         let mut req = hyper::Request::builder()
             .method(m)
@@ -90,11 +114,11 @@ impl H2 {
                 hyper::header::USER_AGENT,
                 concat!("bulkget/", env!("CARGO_PKG_VERSION")),
             );
-        if let Some((a, b)) = range {
-            req = req.header(hyper::header::RANGE, format!("bytes={a}-{b}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let req = req
-            .body(Empty::new())
+            .body(Full::new(body))
             .map_err(|e| FetchError::Protocol(format!("cannot make the request: {e}")))?;
         self.pending
             .push_back((Box::pin(self.send.send_request(req)), head));

@@ -48,6 +48,12 @@ pub enum Method {
     Get,
     /// Metadata only (`exists`, `stat`): the answer has no body.
     Head,
+    /// Uploads (objects and their parts), with a body.
+    Put,
+    /// Starting and completing a multipart upload.
+    Post,
+    /// Aborting a multipart upload.
+    Delete,
 }
 
 impl Method {
@@ -55,6 +61,9 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
         }
     }
 }
@@ -160,6 +169,29 @@ impl H1 {
         }
     }
 
+    /// Queues a request with a body (`Content-Length` framed) and header
+    /// lines `headers` (each ending in CRLF); sent by the next [`H1::flush`].
+    pub fn request_with_body(
+        &mut self,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) {
+        let mut extra = Vec::with_capacity(self.extra.len() + headers.len() + 32);
+        extra.extend_from_slice(&self.extra);
+        extra.extend_from_slice(headers.as_bytes());
+        extra.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        let target = &self.target;
+        let path = |o: &mut Vec<u8>| o.extend_from_slice(path.as_bytes());
+        write_request(&mut self.out, method, target, host, path, None, &extra);
+        self.out.extend_from_slice(body);
+        if !self.heads.is_empty() {
+            self.heads.push_back(false);
+        }
+    }
+
     pub async fn flush(&mut self) -> Result<(), FetchError> {
         if self.out.is_empty() {
             return Ok(());
@@ -173,6 +205,10 @@ impl H1 {
             Err(_) => return Err(FetchError::Timeout(self.timeout)),
         }
         self.out.clear();
+        if self.out.capacity() > READ_MAX {
+            // An upload's body went out: do not keep its room.
+            self.out = Vec::new();
+        }
         Ok(())
     }
 

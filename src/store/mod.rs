@@ -16,6 +16,7 @@
 //! `journal::Tracker`, whose cursor is the key the next run lists after
 //! (`start-after`: continuation tokens are not meant to outlive a run).
 
+pub mod put;
 pub mod s3;
 pub mod sigv4;
 

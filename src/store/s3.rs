@@ -216,6 +216,31 @@ impl S3 {
         self.url(method, &path, &[], unix)
     }
 
+    /// As [`S3::object_url`], with query parameters (`uploadId`,
+    /// `partNumber`, `uploads`: the multipart calls).
+    pub fn object_url_with(
+        &self,
+        method: Method,
+        key: &str,
+        query: &[(&str, &str)],
+        unix: u64,
+    ) -> String {
+        let mut path = format!("{}/", self.bucket_path);
+        sigv4::encode(&mut path, key, true);
+        self.url(method, &path, query, unix)
+    }
+
+    /// A URL for `method` of the bucket itself, with `query`
+    /// (ListMultipartUploads).
+    pub fn bucket_url(&self, method: Method, query: &[(&str, &str)], unix: u64) -> String {
+        let path = if self.bucket_path.is_empty() {
+            "/".to_string()
+        } else {
+            self.bucket_path.clone()
+        };
+        self.url(method, &path, query, unix)
+    }
+
     /// A URL for one ListObjectsV2 page of keys under `prefix`, after
     /// `start_after` or from `token`.
     pub fn list_url(
@@ -254,12 +279,7 @@ impl S3 {
         } else if let Some(s) = start_after {
             q.push(("start-after", s));
         }
-        let path = if self.bucket_path.is_empty() {
-            "/".to_string()
-        } else {
-            self.bucket_path.clone()
-        };
-        self.url(Method::Get, &path, &q, unix)
+        self.bucket_url(Method::Get, &q, unix)
     }
 }
 
@@ -302,7 +322,7 @@ pub struct Page {
 
 /// Decodes a key of an `encoding-type=url` listing (S3 writes a space as
 /// `+`, as HTML forms do).
-fn url_decode(s: &str) -> Option<String> {
+pub(crate) fn url_decode(s: &str) -> Option<String> {
     let s = s.replace('+', " ");
     percent_decode(s.as_bytes())
         .decode_utf8()
@@ -310,7 +330,7 @@ fn url_decode(s: &str) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-fn entity(name: &[u8]) -> Option<char> {
+pub(crate) fn entity(name: &[u8]) -> Option<char> {
     Some(match name {
         b"amp" => '&',
         b"lt" => '<',

@@ -15,3 +15,4 @@ mod serve;
 mod store;
 mod tar;
 mod tls;
+mod upload;

@@ -21,7 +21,7 @@ fn python() -> PathBuf {
     "python3".into()
 }
 
-struct Moto {
+pub struct Moto {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -29,7 +29,7 @@ struct Moto {
 }
 
 impl Moto {
-    fn start() -> Moto {
+    pub fn start() -> Moto {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/moto_s3.py");
         let mut child = Command::new(python())
             .arg(script)
@@ -53,7 +53,7 @@ impl Moto {
     }
 
     /// Sends one command; the answer after "ok ".
-    fn cmd(&mut self, c: &str) -> String {
+    pub fn cmd(&mut self, c: &str) -> String {
         writeln!(self.stdin, "{c}").unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
@@ -67,7 +67,7 @@ impl Moto {
         self.cmd(&format!("put {bucket} {size} {}", serde_json::json!(key)));
     }
 
-    fn bulkget(&self, args: &[&str]) -> Command {
+    pub fn bulkget(&self, args: &[&str]) -> Command {
         let mut c = command(args);
         c.env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")

@@ -26,6 +26,8 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 
+pub mod up;
+
 use crate::error::RunError;
 use crate::par::{Par, TaskError};
 use crate::progress::{Counters, Display, Reporter, Stats};

@@ -1,0 +1,552 @@
+//! `bulkget cp [-r] SRC s3://BUCKET/PREFIX/`: a local file or tree
+//! uploaded, many objects at once, each whole or not at all.
+//!
+//! ```text
+//!  walker thread: local tree in key order ──merge── ListObjectsV2 of DST (lazy, same order)
+//!     │ one Up per file, with the object already there (if any)
+//!     ▼ bounded channel
+//!  workers × --workers (one runtime, one thread per core)
+//!     ≤ part size: read, MD5, PUT (Content-MD5)           ─┐ store::put::Client:
+//!     larger: multipart — the upload a killed run left      │ presigned requests, retried,
+//!             (ListMultipartUploads + ListParts: parts      │ a few shared idle connections
+//!             whose MD5 matches are kept), parts in         │
+//!             parallel, then CompleteMultipartUpload       ─┘
+//!  bytes read wait on a budget (256 MiB in memory at most)
+//! ```
+//!
+//! The walk yields files in the order S3 lists keys (bytes of the
+//! relative path, a directory sorting as `name/`), so the listing of the
+//! destination is merged with it in constant memory. An object already
+//! there is skipped when its size is the file's and it was written after
+//! the file was last modified (`LastModified` ≥ mtime: a rerun after a kill
+//! skips what the first run sent without reading it), or else when its
+//! ETag is the file's MD5 (for a multipart object, the MD5 of the parts'
+//! MD5s at this part size): a file touched but not changed is read, not
+//! sent. `--checksum` trusts no time: content only. `--overwrite` sends
+//! everything. Object stores have no
+//! directories, so empty ones are not copied; a link to a file is copied
+//! as the file's contents, a link to a directory is not followed (a
+//! failure, named).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+
+use super::CpOutcome;
+use crate::error::RunError;
+use crate::fetch::RetryPolicy;
+use crate::fetch::net::{Net, NetConfig};
+use crate::progress::{Counters, Display, Reporter};
+use crate::store::StoreOpts;
+use crate::store::put::{Client, hex, md5};
+use crate::store::s3::{Object, S3};
+
+/// Bytes of files held in memory at once, in KiB (the semaphore's permits).
+const BUDGET_KIB: usize = 256 << 10;
+/// Parts of one file sent at once.
+const PARTS_AT_ONCE: usize = 8;
+/// The most parts S3 takes in one upload.
+const MAX_PARTS: u64 = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct UpConfig {
+    pub src: PathBuf,
+    pub bucket: String,
+    /// The key (one file to a key not ending in `/`) or the prefix.
+    pub key: String,
+    pub recursive: bool,
+    pub overwrite: bool,
+    pub checksum: bool,
+    /// Files in flight at once.
+    pub workers: usize,
+    /// Files larger than this go in parts of this size (grown where a file
+    /// would need more than 10 000).
+    pub part_size: u64,
+    pub display: Display,
+    pub net: NetConfig,
+    pub policy: RetryPolicy,
+    pub store_opts: StoreOpts,
+}
+
+/// One file to send.
+struct Up {
+    path: PathBuf,
+    key: String,
+    size: u64,
+    /// Modification time, whole seconds since the epoch.
+    mtime: u64,
+    /// The object under that key now.
+    there: Option<Object>,
+}
+
+/// `2026-11-23T10:00:00.000Z` as seconds since the epoch.
+pub fn iso_secs(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    if b.len() < 19 || b[4] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// The part size for a file of `size` bytes.
+fn part_size_for(size: u64, min: u64) -> u64 {
+    let need = size.div_ceil(MAX_PARTS);
+    min.max(need.div_ceil(1 << 20) << 20)
+}
+
+/// Where each file of SRC goes: (source, key) in key order, lazily.
+struct KeyWalk {
+    /// Per directory open, its entries not yet taken, last first.
+    stack: Vec<Vec<(String, PathBuf, bool)>>,
+    failures: Arc<Mutex<Vec<(PathBuf, String)>>>,
+}
+
+impl KeyWalk {
+    fn fail(&self, p: PathBuf, why: String) {
+        self.failures.lock().expect("failures").push((p, why));
+    }
+
+    /// Reads one directory; `rel` is its key relative to the prefix.
+    fn open(&mut self, dir: &std::path::Path, rel: &str) {
+        let rd = match std::fs::read_dir(dir).and_then(|r| r.collect::<Result<Vec<_>, _>>()) {
+            Ok(v) => v,
+            Err(e) => return self.fail(dir.into(), format!("cannot read {}: {e}", dir.display())),
+        };
+        let mut v = Vec::with_capacity(rd.len());
+        for e in rd {
+            let p = e.path();
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                self.fail(p, "the name is not UTF-8, as object keys must be".into());
+                continue;
+            };
+            let is_dir = match e.file_type() {
+                Ok(t) if t.is_dir() => true,
+                Ok(t) if t.is_file() => false,
+                Ok(t) if t.is_symlink() => match std::fs::metadata(&p) {
+                    Ok(m) if m.is_file() => false,
+                    Ok(m) if m.is_dir() => {
+                        let why = "a link to a directory: not followed".to_string();
+                        self.fail(p, why);
+                        continue;
+                    }
+                    Ok(_) => {
+                        self.fail(p, "a link to neither a file nor a directory".into());
+                        continue;
+                    }
+                    Err(e) => {
+                        self.fail(p, format!("a broken link: {e}"));
+                        continue;
+                    }
+                },
+                Ok(_) => {
+                    self.fail(p, "not a file, directory or link: not copied".into());
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(p.clone(), format!("cannot read {}: {e}", p.display()));
+                    continue;
+                }
+            };
+            // A directory sorts as "name/", as its keys do.
+            let key = if is_dir {
+                format!("{rel}{name}/")
+            } else {
+                format!("{rel}{name}")
+            };
+            v.push((key, p, is_dir));
+        }
+        v.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        self.stack.push(v);
+    }
+}
+
+impl Iterator for KeyWalk {
+    /// (the file, its key relative to the prefix).
+    type Item = (PathBuf, String);
+
+    fn next(&mut self) -> Option<(PathBuf, String)> {
+        loop {
+            let top = self.stack.last_mut()?;
+            let Some((key, path, is_dir)) = top.pop() else {
+                self.stack.pop();
+                continue;
+            };
+            if is_dir {
+                self.open(&path, &key);
+            } else {
+                return Some((path, key));
+            }
+        }
+    }
+}
+
+/// The objects under the prefix, in key order, a page at a time.
+struct There<'a> {
+    s3: &'a S3,
+    net: &'a Net,
+    policy: &'a RetryPolicy,
+    stop: &'a AtomicBool,
+    prefix: String,
+    conn: Option<crate::fetch::Conn>,
+    page: std::collections::VecDeque<Object>,
+    token: Option<String>,
+    done: bool,
+}
+
+impl There<'_> {
+    /// The object under `key`, if listed; objects before it are passed.
+    async fn find(&mut self, key: &str) -> Result<Option<Object>, RunError> {
+        loop {
+            while let Some(o) = self.page.front() {
+                match o.key.as_str().cmp(key) {
+                    std::cmp::Ordering::Less => drop(self.page.pop_front()),
+                    std::cmp::Ordering::Equal => return Ok(self.page.pop_front()),
+                    std::cmp::Ordering::Greater => return Ok(None),
+                }
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let url = self.s3.list_url(
+                &self.prefix,
+                None,
+                self.token.as_deref(),
+                crate::store::now(),
+            );
+            let (net, policy, stop) = (self.net, self.policy, self.stop);
+            let p = crate::store::page(net, policy, stop, &mut self.conn, &url).await?;
+            self.done = !(p.truncated && p.next.is_some());
+            self.token = p.next;
+            self.page.extend(p.objects);
+        }
+    }
+}
+
+/// What the workers share.
+struct Shared<'a> {
+    client: Client<'a>,
+    cfg: &'a UpConfig,
+    budget: Semaphore,
+    counters: &'a Counters,
+    failures: &'a Mutex<Vec<(PathBuf, String)>>,
+}
+
+async fn read_at(path: PathBuf, at: u64, len: u64) -> Result<Vec<u8>, String> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut b = vec![0; len as usize];
+        f.read_exact_at(&mut b, at).map_err(|e| {
+            format!(
+                "cannot read {} (bytes {at}..{}): {e}; did it shrink?",
+                path.display(),
+                at + len
+            )
+        })?;
+        Ok(b)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The ETag S3 gives a multipart object of these parts' MD5s.
+fn multipart_etag(md5s: &[[u8; 16]]) -> String {
+    let all: Vec<u8> = md5s.iter().flatten().copied().collect();
+    format!("{}-{}", hex(&md5(&all)), md5s.len())
+}
+
+impl Shared<'_> {
+    /// Bytes of memory for `len` bytes, waited for.
+    async fn room(&self, len: u64) -> tokio::sync::SemaphorePermit<'_> {
+        let kib = (len.div_ceil(1024) as usize).clamp(1, BUDGET_KIB);
+        self.budget
+            .acquire_many(kib as u32)
+            .await
+            .expect("the budget is never closed")
+    }
+
+    /// Sends one file; Ok(false) when it was already there.
+    async fn send(&self, up: &Up) -> Result<bool, String> {
+        // Only an object of the same size can be the same: by time (written
+        // after the file last changed), unless --checksum, else by content.
+        let same_size = !self.cfg.overwrite && up.there.as_ref().is_some_and(|o| o.size == up.size);
+        if same_size && !self.cfg.checksum {
+            let o = up.there.as_ref().expect("listed");
+            let written = o.modified.as_deref().and_then(iso_secs);
+            if written.is_some_and(|w| w >= up.mtime) {
+                return Ok(false);
+            }
+        }
+        let ps = part_size_for(up.size, self.cfg.part_size);
+        if up.size <= ps {
+            let _room = self.room(up.size).await;
+            let body = read_at(up.path.clone(), 0, up.size).await?;
+            if same_size
+                && let Some(there) = up.there.as_ref().and_then(|o| o.md5)
+                && there == md5(&body)
+            {
+                return Ok(false);
+            }
+            self.client.put_object(&up.key, Bytes::from(body)).await?;
+            self.counters.bytes.fetch_add(up.size, Ordering::Relaxed);
+            return Ok(true);
+        }
+        self.multipart(up, ps, same_size).await
+    }
+
+    /// A large file in parts, resuming an upload a killed run left.
+    async fn multipart(&self, up: &Up, ps: u64, same_size: bool) -> Result<bool, String> {
+        let n = up.size.div_ceil(ps) as u32;
+        let range = |i: u32| {
+            let at = u64::from(i - 1) * ps;
+            (at, ps.min(up.size - at))
+        };
+        if same_size
+            && let Some(etag) = up.there.as_ref().and_then(|o| o.etag.clone())
+            && etag.ends_with(&format!("-{n}"))
+        {
+            let mut md5s = Vec::with_capacity(n as usize);
+            for i in 1..=n {
+                let (at, len) = range(i);
+                let _room = self.room(len).await;
+                md5s.push(md5(&read_at(up.path.clone(), at, len).await?));
+            }
+            if multipart_etag(&md5s) == etag {
+                return Ok(false);
+            }
+        }
+        let (id, had) = match self.client.resume(&up.key).await? {
+            Some(r) => r,
+            None => (self.client.create(&up.key).await?, Vec::new()),
+        };
+        let had = &had;
+        let id = &id;
+        let sent: Vec<Result<(u32, String), String>> = futures_util::stream::iter(1..=n)
+            .map(|i| async move {
+                let (at, len) = range(i);
+                let _room = self.room(len).await;
+                let body = read_at(up.path.clone(), at, len).await?;
+                let sum = hex(&md5(&body));
+                let kept = had.iter().find(|p| p.number == i);
+                let etag = match kept {
+                    Some(p) if p.size == len && p.etag.eq_ignore_ascii_case(&sum) => sum,
+                    _ => self.client.part(&up.key, id, i, Bytes::from(body)).await?,
+                };
+                self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+                Ok((i, etag))
+            })
+            .buffer_unordered(PARTS_AT_ONCE)
+            .collect()
+            .await;
+        let mut parts = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
+        parts.sort_by_key(|p| p.0);
+        self.client.complete(&up.key, id, &parts).await?;
+        Ok(true)
+    }
+}
+
+/// Where SRC's files go: the key prefix for a tree, or for one file its key.
+fn plan(cfg: &UpConfig) -> Result<(bool, String), RunError> {
+    let m = std::fs::metadata(&cfg.src)
+        .map_err(|e| RunError::Other(format!("cannot read {}: {e}", cfg.src.display())))?;
+    let key = &cfg.key;
+    if m.is_dir() {
+        if !cfg.recursive {
+            return Err(RunError::Other(format!(
+                "{} is a directory: give -r to copy a tree",
+                cfg.src.display()
+            )));
+        }
+        let prefix = if key.is_empty() || key.ends_with('/') {
+            key.clone()
+        } else {
+            format!("{key}/")
+        };
+        return Ok((true, prefix));
+    }
+    if key.is_empty() || key.ends_with('/') {
+        let name = cfg.src.file_name().unwrap_or_default();
+        let Some(name) = name.to_str() else {
+            return Err(RunError::Other(format!(
+                "{}: the name is not UTF-8, as object keys must be",
+                cfg.src.display()
+            )));
+        };
+        return Ok((false, format!("{key}{name}")));
+    }
+    Ok((false, key.clone()))
+}
+
+pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
+    let started = Instant::now();
+    let (tree, key) = plan(cfg)?;
+    let loc = crate::store::Location {
+        bucket: cfg.bucket.clone(),
+        prefix: String::new(),
+    };
+    let s3 = crate::store::s3_from_env(&loc, &cfg.store_opts)?;
+    let net = Net::new(cfg.net.clone())?;
+    let counters = Arc::new(Counters::default());
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let reporter = Reporter::start(counters.clone(), started, cfg.display);
+    let workers = cfg.workers.max(1);
+    let (tx, rx) = async_channel::bounded::<Up>(workers * 4);
+
+    let walker = {
+        let (failures, counters, stop) = (failures.clone(), counters.clone(), stop.clone());
+        let (s3, net, policy) = (&s3, &net, &cfg.policy);
+        let prefix = if tree { key.clone() } else { String::new() };
+        let src = cfg.src.clone();
+        move || -> Result<(), RunError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| RunError::Other(e.to_string()))?;
+            let mut there = There {
+                s3,
+                net,
+                policy,
+                stop: &stop,
+                prefix: if tree { prefix.clone() } else { key.clone() },
+                conn: None,
+                page: Default::default(),
+                token: None,
+                done: false,
+            };
+            let mut walk = KeyWalk {
+                stack: Vec::new(),
+                failures: failures.clone(),
+            };
+            let files: Box<dyn Iterator<Item = (PathBuf, String)>> = if tree {
+                walk.open(&src, "");
+                Box::new(walk)
+            } else {
+                Box::new(std::iter::once((src.clone(), String::new())))
+            };
+            for (path, rel) in files {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("{prefix}{rel}");
+                let key = if tree { key } else { there.prefix.clone() };
+                let m = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let why = format!("cannot read {}: {e}", path.display());
+                        failures.lock().expect("failures").push((path, why));
+                        continue;
+                    }
+                };
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                let found = rt.block_on(there.find(&key))?;
+                counters.listed.fetch_add(1, Ordering::Relaxed);
+                let up = Up {
+                    path,
+                    key,
+                    size: m.len(),
+                    mtime,
+                    there: found,
+                };
+                if tx.send_blocking(up).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Other(e.to_string()))?;
+    let sh = Shared {
+        client: Client::new(&s3, &net, &cfg.policy, &stop),
+        cfg,
+        budget: Semaphore::new(BUDGET_KIB),
+        counters: &counters,
+        failures: &failures,
+    };
+    let walked = std::thread::scope(|scope| {
+        let w = scope.spawn(walker);
+        rt.block_on(async {
+            let sh = &sh;
+            let tasks = (0..workers).map(|_| {
+                let rx = rx.clone();
+                async move {
+                    while let Ok(up) = rx.recv().await {
+                        match sh.send(&up).await {
+                            Ok(true) => sh.counters.done.fetch_add(1, Ordering::Relaxed),
+                            Ok(false) => sh.counters.skipped.fetch_add(1, Ordering::Relaxed),
+                            Err(why) => {
+                                sh.failures.lock().expect("failures").push((up.path, why));
+                                sh.counters.failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                }
+            });
+            futures_util::future::join_all(tasks).await;
+        });
+        w.join().expect("the walker does not panic")
+    });
+    drop(reporter);
+    walked?;
+    let failures = std::mem::take(&mut *failures.lock().expect("failures"));
+    Ok(CpOutcome {
+        stats: counters.stats(started.elapsed()),
+        failures,
+        interrupted: stop.load(Ordering::Relaxed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times() {
+        assert_eq!(iso_secs("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(iso_secs("2013-05-24T00:00:00.000Z"), Some(1_369_353_600));
+        assert_eq!(
+            iso_secs("2000-02-29T01:01:01.5Z"),
+            Some(951_782_400 + 3_661)
+        );
+        assert_eq!(iso_secs("yesterday"), None);
+    }
+
+    #[test]
+    fn parts_grow_past_ten_thousand() {
+        assert_eq!(part_size_for(100 << 20, 8 << 20), 8 << 20);
+        let big = 1 << 40;
+        let ps = part_size_for(big, 8 << 20);
+        assert!(big.div_ceil(ps) <= MAX_PARTS && ps.is_multiple_of(1 << 20));
+    }
+
+    #[test]
+    fn multipart_etags_are_md5s_of_md5s() {
+        // Two parts "a" and "b": md5(md5("a") ‖ md5("b")) with "-2".
+        let e = multipart_etag(&[md5(b"a"), md5(b"b")]);
+        assert!(e.ends_with("-2") && e.len() == 34, "{e}");
+    }
+}

@@ -1,0 +1,414 @@
+//! Writing objects to S3: one `PUT` for a small object, a multipart upload
+//! for a large one (create, parts, complete), each call one presigned
+//! request on bulkget's own connections (proxy, TLS, HTTP/2 as for every
+//! fetch), retried with the run's backoff on connection errors, 408, 429
+//! and 5xx (`SlowDown` included; `Retry-After` honoured).
+//!
+//! Nothing is ever visible half-written: S3 shows a `PUT` or a multipart
+//! upload only once it is whole. A multipart upload killed halfway is
+//! found again by [`Client::resume`] (ListMultipartUploads for that exact
+//! key, then ListParts), so a rerun sends only the parts the store lacks.
+//!
+//! Every body goes with `Content-MD5`, which S3 checks; and where the ETag
+//! the store answers is an MD5 (32 hex digits) it is checked here too,
+//! since not every S3-compatible store checks `Content-MD5`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use base64::Engine;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use quick_xml::events::Event;
+
+use super::s3::S3;
+use crate::error::FetchError;
+use crate::fetch::http1::{Head, Method};
+use crate::fetch::net::Net;
+use crate::fetch::url::Url;
+use crate::fetch::{Conn, RetryPolicy};
+
+/// Largest answer body read (listing of parts, error documents).
+const MAX_ANSWER: usize = 16 << 20;
+
+/// One part already in the store: number, size, ETag (unquoted).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Part {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// Uploads to one bucket, sharing a few idle connections.
+pub struct Client<'a> {
+    pub s3: &'a S3,
+    pub net: &'a Net,
+    pub policy: &'a RetryPolicy,
+    pub stop: &'a AtomicBool,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// The MD5 of `b`.
+pub fn md5(b: &[u8]) -> [u8; 16] {
+    Md5::digest(b).into()
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An S3 error document's "Code: Message", if `body` is one.
+fn error_doc(body: &[u8]) -> Option<String> {
+    let l = leaves(body).ok()?;
+    let code = l.iter().find(|(k, _)| k == "Error/Code")?;
+    let msg = l.iter().find(|(k, _)| k == "Error/Message");
+    Some(match msg {
+        Some((_, m)) => format!("{}: {m}", code.1),
+        None => code.1.clone(),
+    })
+}
+
+/// Every element of an XML document as it ends, in order: (path from the
+/// root, its text), e.g. `ListPartsResult/Part/ETag`, then
+/// `ListPartsResult/Part` (text empty: it has elements inside). Written
+/// over quick-xml's events since the answers are few and small.
+pub fn leaves(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut r = quick_xml::Reader::from_reader(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut text = String::new();
+    let mut out = Vec::new();
+    loop {
+        match r.read_event() {
+            Err(e) => return Err(format!("not XML: {e}")),
+            Ok(Event::Eof) => return Ok(out),
+            Ok(Event::Start(e)) => {
+                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                text.clear();
+            }
+            Ok(Event::Text(t)) => text.push_str(&t.decode().map_err(|e| e.to_string())?),
+            Ok(Event::GeneralRef(g)) => {
+                text.push(super::s3::entity(g.as_ref()).ok_or("an unknown XML entity")?)
+            }
+            Ok(Event::End(_)) => {
+                out.push((path.join("/"), std::mem::take(&mut text)));
+                path.pop();
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A path of [`leaves`] without the root's name (which differs between
+/// stores: moto answers ListParts with `ListPartsResponse`, S3 with
+/// `ListPartsResult`).
+fn below_root(path: &str) -> &str {
+    path.split_once('/').map_or("", |(_, rest)| rest)
+}
+
+/// The newest multipart upload of exactly `key` in a ListMultipartUploads
+/// answer (uploads are listed oldest first; an upload's `Key` and
+/// `UploadId` come in any order).
+fn newest_upload(l: Vec<(String, String)>, key: &str) -> Option<String> {
+    let (mut found, mut k, mut u) = (None, None, None);
+    for (path, v) in l {
+        match below_root(&path) {
+            "Upload/Key" => k = Some(v),
+            "Upload/UploadId" => u = Some(v),
+            "Upload" => {
+                let (key_here, id) = (k.take(), u.take());
+                if key_here.as_deref() == Some(key) && id.is_some() {
+                    found = id;
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// One ListParts answer: its parts, whether more follow, and from where.
+fn parts_page(l: Vec<(String, String)>) -> (Vec<Part>, bool, Option<String>) {
+    let (mut parts, mut truncated, mut next) = (Vec::new(), false, None);
+    let mut p = Part::default();
+    for (path, v) in l {
+        let v = v.trim();
+        match below_root(&path) {
+            "Part/PartNumber" => p.number = v.parse().unwrap_or(0),
+            "Part/Size" => p.size = v.parse().unwrap_or(0),
+            "Part/ETag" => p.etag = v.trim_matches('"').to_string(),
+            "Part" => {
+                let whole = std::mem::take(&mut p);
+                if whole.number > 0 {
+                    parts.push(whole);
+                }
+            }
+            "IsTruncated" => truncated = v == "true",
+            "NextPartNumberMarker" => next = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    (parts, truncated, next)
+}
+
+impl<'a> Client<'a> {
+    pub fn new(s3: &'a S3, net: &'a Net, policy: &'a RetryPolicy, stop: &'a AtomicBool) -> Self {
+        Client {
+            s3,
+            net,
+            policy,
+            stop,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// One exchange on one connection: the answer's head and body.
+    async fn once(
+        &self,
+        conn: &mut Option<Conn>,
+        method: Method,
+        url: &Url<'_>,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(Head, Vec<u8>), FetchError> {
+        if conn.is_none() {
+            let c = self.idle.lock().expect("idle connections").pop();
+            *conn = match c {
+                Some(c) => Some(c),
+                None => Some(self.net.connect(url.origin_key()).await?),
+            };
+        }
+        let c = conn.as_mut().expect("connected");
+        c.send(method, url.authority, url.path, headers, body)?;
+        c.flush().await?;
+        let head = c.read_head().await?;
+        let mut out = Vec::new();
+        c.read_body(&head, |b| {
+            if out.len() + b.len() > MAX_ANSWER {
+                return Err(FetchError::Protocol("answer too large".into()));
+            }
+            out.extend_from_slice(b);
+            Ok(())
+        })
+        .await?;
+        if !crate::fetch::land::reusable(&head) {
+            *conn = None;
+        }
+        Ok((head, out))
+    }
+
+    /// `method` of the presigned `url`, retried as the run's policy says;
+    /// a 2xx answer's head and body, or one line saying why not.
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(Head, Vec<u8>), String> {
+        let shown = url.split('?').next().unwrap_or(url);
+        let u = Url::parse(url).map_err(|e| format!("{shown}: {e}"))?;
+        let mut conn = None;
+        let mut attempt = 0;
+        let r = loop {
+            attempt += 1;
+            let r = self
+                .once(&mut conn, method, &u, headers, body.clone())
+                .await;
+            let e = match r {
+                Ok((h, b)) if (200..300).contains(&h.status) => break Ok((h, b)),
+                Ok((h, b)) => {
+                    let why = error_doc(&b).map(|d| format!(" ({d})")).unwrap_or_default();
+                    let e = FetchError::Status {
+                        status: h.status,
+                        retry_after: h.retry_after,
+                    };
+                    if !e.is_retryable() {
+                        break Err(format!("HTTP {}{why}", h.status));
+                    }
+                    e
+                }
+                Err(e) => {
+                    conn = None;
+                    if !e.is_retryable() {
+                        break Err(e.to_string());
+                    }
+                    e
+                }
+            };
+            if attempt > self.policy.retries || self.stop.load(Ordering::Relaxed) {
+                break Err(format!("{e} (gave up after {attempt} attempts)"));
+            }
+            let retry_after = match &e {
+                FetchError::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let salt = url.len() as u64 ^ attempt as u64;
+            tokio::time::sleep(self.policy.delay(attempt, retry_after, salt)).await;
+        };
+        if let Some(c) = conn {
+            self.idle.lock().expect("idle connections").push(c);
+        }
+        r.map_err(|why| format!("{} {shown}: {why}", method.as_str()))
+    }
+
+    /// Sends `body` with its `Content-MD5`; checks an MD5 ETag against it.
+    async fn put_checked(&self, url: String, body: Bytes) -> Result<String, String> {
+        let sum = md5(&body);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(sum);
+        let (head, _) = self
+            .call(Method::Put, &url, &[("Content-MD5", &b64)], body)
+            .await?;
+        let etag = head.etag.unwrap_or_default();
+        let bare = etag.trim_matches('"');
+        let is_md5 = bare.len() == 32 && bare.bytes().all(|c| c.is_ascii_hexdigit());
+        if is_md5 && !bare.eq_ignore_ascii_case(&hex(&sum)) {
+            let shown = url.split('?').next().unwrap_or(&url);
+            return Err(format!(
+                "PUT {shown}: the store's ETag {bare} is not the MD5 of the bytes sent ({})",
+                hex(&sum)
+            ));
+        }
+        Ok(bare.to_string())
+    }
+
+    /// One whole object.
+    pub async fn put_object(&self, key: &str, body: Bytes) -> Result<(), String> {
+        let url = self.s3.object_url(Method::Put, key, super::now());
+        self.put_checked(url, body).await.map(drop)
+    }
+
+    /// Starts a multipart upload; its id.
+    pub async fn create(&self, key: &str) -> Result<String, String> {
+        let url = self
+            .s3
+            .object_url_with(Method::Post, key, &[("uploads", "")], super::now());
+        let (_, body) = self.call(Method::Post, &url, &[], Bytes::new()).await?;
+        let l = leaves(&body).map_err(|e| format!("CreateMultipartUpload for {key:?}: {e}"))?;
+        l.into_iter()
+            .find(|(k, _)| k.ends_with("/UploadId"))
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("CreateMultipartUpload for {key:?}: no UploadId"))
+    }
+
+    /// A multipart upload of exactly `key` left by an earlier run (the
+    /// newest), with the parts it holds; `None` when there is none.
+    pub async fn resume(&self, key: &str) -> Result<Option<(String, Vec<Part>)>, String> {
+        let url = self.s3.bucket_url(
+            Method::Get,
+            &[("uploads", ""), ("prefix", key)],
+            super::now(),
+        );
+        let (_, body) = self.call(Method::Get, &url, &[], Bytes::new()).await?;
+        // A key XML cannot carry makes the page unreadable: start afresh.
+        let Ok(l) = leaves(&body) else {
+            return Ok(None);
+        };
+        let found = newest_upload(l, key);
+        let Some(id) = found else { return Ok(None) };
+        let mut parts = Vec::new();
+        let mut marker = String::from("0");
+        loop {
+            let url = self.s3.object_url_with(
+                Method::Get,
+                key,
+                &[("uploadId", &id), ("part-number-marker", &marker)],
+                super::now(),
+            );
+            let (_, body) = self.call(Method::Get, &url, &[], Bytes::new()).await?;
+            let l = leaves(&body).map_err(|e| format!("ListParts for {key:?}: {e}"))?;
+            let (more, truncated, next) = parts_page(l);
+            parts.extend(more);
+            match next.filter(|_| truncated) {
+                Some(n) if n != marker => marker = n,
+                _ => break,
+            }
+        }
+        parts.sort_by_key(|p| p.number);
+        parts.dedup_by_key(|p| p.number);
+        Ok(Some((id, parts)))
+    }
+
+    /// Sends part `number`; its ETag.
+    pub async fn part(
+        &self,
+        key: &str,
+        id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, String> {
+        let n = number.to_string();
+        let url = self.s3.object_url_with(
+            Method::Put,
+            key,
+            &[("partNumber", &n), ("uploadId", id)],
+            super::now(),
+        );
+        self.put_checked(url, body).await
+    }
+
+    /// Completes the upload: the object appears, whole, under `key`.
+    pub async fn complete(
+        &self,
+        key: &str,
+        id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<(), String> {
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (n, etag) in parts {
+            xml.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><ETag>\"{etag}\"</ETag></Part>"
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let url = self
+            .s3
+            .object_url_with(Method::Post, key, &[("uploadId", id)], super::now());
+        let (_, body) = self.call(Method::Post, &url, &[], Bytes::from(xml)).await?;
+        // S3 may answer 200 and then an error document.
+        if let Some(e) = error_doc(&body) {
+            return Err(format!("CompleteMultipartUpload for {key:?}: {e}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_and_parts_as_s3_and_moto_spell_them() {
+        // moto puts UploadId before Key; S3 the other way round.
+        let xml = br#"<?xml version="1.0"?><ListMultipartUploadsResult>
+<Upload><UploadId>old</UploadId><Key>k</Key></Upload>
+<Upload><Key>k2</Key><UploadId>other</UploadId></Upload>
+<Upload><Key>k</Key><UploadId>new</UploadId><Owner><ID>x</ID></Owner></Upload>
+</ListMultipartUploadsResult>"#;
+        let l = leaves(xml).unwrap();
+        assert_eq!(newest_upload(l.clone(), "k").as_deref(), Some("new"));
+        assert_eq!(newest_upload(l, "k3"), None);
+        for root in ["ListPartsResult", "ListPartsResponse"] {
+            let xml = format!(
+                r#"<{root}><IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker>
+<Part><PartNumber>1</PartNumber><ETag>&quot;aa&quot;</ETag><Size>5</Size></Part>
+<Part><Size>3</Size><PartNumber>2</PartNumber><ETag>"bb"</ETag></Part></{root}>"#
+            );
+            let (parts, more, next) = parts_page(leaves(xml.as_bytes()).unwrap());
+            let want = |number, size, etag: &str| Part {
+                number,
+                size,
+                etag: etag.into(),
+            };
+            assert_eq!(parts, vec![want(1, 5, "aa"), want(2, 3, "bb")]);
+            assert!(more);
+            assert_eq!(next.as_deref(), Some("2"));
+        }
+    }
+
+    #[test]
+    fn error_documents_read_as_one_line() {
+        let xml = b"<Error><Code>SlowDown</Code><Message>Please reduce</Message></Error>";
+        assert_eq!(error_doc(xml).as_deref(), Some("SlowDown: Please reduce"));
+        assert_eq!(error_doc(b"<Ok/>"), None);
+    }
+}

@@ -1,0 +1,271 @@
+//! `cp` to and from S3 against moto's server: a tree with odd names up,
+//! read back with boto3 (the store's own SDK), reruns that skip, changed
+//! files, `--checksum`, the way back down, and a multipart upload killed
+//! halfway and resumed with the parts already sent.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Stdio;
+
+use sha2::{Digest, Sha256};
+
+use crate::common::{stderr, wait_for};
+use crate::store::Moto;
+
+/// What the fixture's `tree` answers for these (key, bytes): the count and
+/// the sha256 of the sorted lines "KEY<TAB>sha256(bytes)".
+fn digest(mut objects: Vec<(String, Vec<u8>)>) -> String {
+    let mut lines: Vec<String> = objects
+        .drain(..)
+        .map(|(k, b)| {
+            let h: String = Sha256::digest(&b)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            format!("{k}\t{h}\n")
+        })
+        .collect();
+    lines.sort();
+    let all: String = lines.concat();
+    let h: String = Sha256::digest(all.as_bytes())
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    format!("{} {h}", lines.len())
+}
+
+/// Every file under `root` (links to files followed, links to directories
+/// not) as (`prefix` + relative path, bytes).
+fn files(root: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let link = p.symlink_metadata().unwrap().file_type().is_symlink();
+            if p.is_dir() {
+                if !link {
+                    stack.push(p);
+                }
+            } else if p.is_file() {
+                let rel = p.strip_prefix(root).unwrap().to_str().unwrap();
+                out.push((format!("{prefix}{rel}"), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// A small deterministic byte pattern (not compressible to nothing).
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn tree(root: &Path) {
+    for i in 0..150 {
+        let d = root.join(format!("d{}", i % 7));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(format!("f{i}")),
+            format!("object {i} ").repeat(i % 9),
+        )
+        .unwrap();
+    }
+    // "a!" sorts before "a/…" as keys do, though "a" < "a!" as names.
+    std::fs::create_dir_all(root.join("a/x")).unwrap();
+    std::fs::write(root.join("a!"), b"bang").unwrap();
+    std::fs::write(root.join("a/x/deep"), b"deep").unwrap();
+    std::fs::write(root.join("a.b"), b"dot").unwrap();
+    std::fs::write(root.join("sp ace+%\u{e9}.txt"), b"odd name").unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+    std::fs::write(root.join("large"), noise(12 << 20, 7)).unwrap();
+    std::fs::create_dir_all(root.join("nothing/inside")).unwrap();
+    symlink("a!", root.join("to-file")).unwrap();
+    symlink("d0", root.join("to-dir")).unwrap();
+}
+
+fn copied_and_skipped(o: &std::process::Output) -> (u64, u64) {
+    let e = stderr(o);
+    let line = e.lines().last().unwrap_or_default();
+    let num = |after: &str| -> u64 {
+        let i = line
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?} in {e}"));
+        line[i + after.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let skipped = line
+        .split("; ")
+        .find(|p| p.ends_with("already there and skipped"))
+        .and_then(|p| p.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{e}"))
+        .parse()
+        .unwrap();
+    (num("Copied "), skipped)
+}
+
+#[test]
+fn cp_r_uploads_a_tree_reruns_skip_and_it_comes_back_down() {
+    let mut moto = Moto::start();
+    moto.cmd("bucket upl");
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src);
+    let s = src.to_str().unwrap();
+    let up = |moto: &Moto, extra: &[&str]| {
+        let mut args = vec!["cp", "-r", s, "s3://upl/in/", "--part-size", "5M"];
+        args.extend_from_slice(extra);
+        moto.bulkget(&args).output().unwrap()
+    };
+    let o = up(&moto, &[]);
+    // The link to a directory is a failure, named; everything else went.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("to-dir") && e.contains("a link to a directory"),
+        "{e}"
+    );
+    let want = digest(files(&src, "in/"));
+    assert_eq!(moto.cmd("tree upl in/"), want);
+    assert_eq!(copied_and_skipped(&o), (150 + 7, 0));
+    assert_eq!(moto.cmd("uploads upl"), "0");
+
+    // A rerun sends nothing: every object is there, written after its file.
+    let o = up(&moto, &[]);
+    assert_eq!(copied_and_skipped(&o), (0, 157), "{}", stderr(&o));
+
+    // A file changed since (same size, newer): sent again, alone.
+    let f = src.join("d3/f10");
+    let mut b = std::fs::read(&f).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&f, &b).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let o = up(&moto, &[]);
+    assert_eq!(copied_and_skipped(&o), (1, 156), "{}", stderr(&o));
+    assert_eq!(moto.cmd("tree upl in/"), digest(files(&src, "in/")));
+
+    // Touched, not changed: read and compared by MD5 (single-part and
+    // multipart ETags), not sent.
+    let set_time = |p: &str, t: std::time::SystemTime| {
+        let f = std::fs::File::options().write(true).open(src.join(p));
+        f.unwrap().set_modified(t).unwrap();
+    };
+    for p in ["d4/f11", "large"] {
+        set_time(p, later + std::time::Duration::from_secs(5));
+    }
+    let o = up(&moto, &[]);
+    assert_eq!(copied_and_skipped(&o), (0, 157), "{}", stderr(&o));
+
+    // Changed, same size, but dated before the upload: the time says it
+    // is there; --checksum trusts no time and sends it.
+    let f = src.join("d5/f12");
+    let mut b = std::fs::read(&f).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&f, &b).unwrap();
+    set_time("d5/f12", std::time::UNIX_EPOCH);
+    let o = up(&moto, &[]);
+    assert_eq!(copied_and_skipped(&o), (0, 157), "{}", stderr(&o));
+    let o = up(&moto, &["--checksum"]);
+    assert_eq!(copied_and_skipped(&o), (1, 156), "{}", stderr(&o));
+    assert_eq!(moto.cmd("tree upl in/"), digest(files(&src, "in/")));
+
+    // And back down: the same bytes under the same names.
+    let back = t.path().join("back");
+    let b = back.to_str().unwrap();
+    let o = moto
+        .bulkget(&["cp", "-r", "s3://upl/in/", b, "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut got = files(&back, "in/");
+    got.retain(|(k, _)| !k.starts_with("in/.bulkget/"));
+    assert_eq!(digest(got), digest(files(&src, "in/")));
+}
+
+#[test]
+fn one_file_to_a_key_or_into_a_prefix() {
+    let mut moto = Moto::start();
+    moto.cmd("bucket one");
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("report.csv");
+    std::fs::write(&f, b"a,b\n1,2\n").unwrap();
+    let p = f.to_str().unwrap();
+    for dst in ["s3://one/exact/name.csv", "s3://one/into/"] {
+        let o = moto.bulkget(&["cp", p, dst, "-q"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let body = std::fs::read(&f).unwrap();
+    let want = digest(vec![
+        ("exact/name.csv".into(), body.clone()),
+        ("into/report.csv".into(), body),
+    ]);
+    assert_eq!(moto.cmd("tree one -"), want);
+    // A directory without -r is refused, in one line.
+    let o = moto
+        .bulkget(&["cp", t.path().to_str().unwrap(), "s3://one/x/"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give -r"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_multipart_upload_killed_halfway_resumes_with_the_parts_it_sent() {
+    let mut moto = Moto::start();
+    moto.cmd("bucket mpu");
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("big.bin");
+    let data = noise(40 << 20, 3);
+    std::fs::write(&f, &data).unwrap();
+    let p = f.to_str().unwrap();
+    let args = ["cp", p, "s3://mpu/big.bin", "--part-size", "5M", "-q"];
+    // Parts land one at a time, a quarter second apart.
+    moto.cmd("putdelay 0.25");
+    let mut child = moto.bulkget(&args).stderr(Stdio::null()).spawn().unwrap();
+    let mut sent = 0;
+    wait_for("three parts in the store", || {
+        sent = moto
+            .cmd(r#"parts mpu "big.bin""#)
+            .parse::<u64>()
+            .unwrap_or(0);
+        sent >= 3
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    moto.cmd("putdelay 0");
+    // Nothing visible yet, one upload in progress.
+    assert_eq!(moto.cmd("tree mpu -"), digest(vec![]));
+    assert_eq!(moto.cmd("uploads mpu"), "1");
+    let sent: u64 = moto.cmd(r#"parts mpu "big.bin""#).parse().unwrap();
+    let before: u64 = moto.cmd("partputs").parse().unwrap();
+    let o = moto.bulkget(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let again = moto.cmd("partputs").parse::<u64>().unwrap() - before;
+    assert!(
+        again <= 8 - sent,
+        "the rerun sent {again} parts; {sent} of 8 were there"
+    );
+    assert_eq!(
+        moto.cmd("tree mpu -"),
+        digest(vec![("big.bin".into(), data)])
+    );
+    assert_eq!(moto.cmd("uploads mpu"), "0");
+}
