@@ -7,6 +7,7 @@
 //!     │ files and links, one at a time
 //!     ▼
 //!  par::Par::stream (bounded in flight) ── spawn_blocking ─▶ outcomes (input + error kept)
+//!  progress::CopyBars: `listing` and `copying` bars (plain lines off a terminal)
 //!     bunches of 32 files per blocking task; each: copy_file_range (reflinks / in-kernel
 //!     copy) into DST/.NAME.bulkget-part, mode and mtime set, rename onto DST/NAME
 //! ```
@@ -30,7 +31,7 @@ pub mod up;
 
 use crate::error::RunError;
 use crate::par::{Par, TaskError};
-use crate::progress::{Counters, Display, Reporter, Stats};
+use crate::progress::{CopyBars, Counters, Display, Stats};
 
 #[derive(Clone, Debug)]
 pub struct CpConfig {
@@ -50,11 +51,15 @@ pub struct CpOutcome {
     /// Each failure: the source path and why.
     pub failures: Vec<(PathBuf, String)>,
     pub interrupted: bool,
+    /// Why the copy stopped early (the destination's disk is full): exit 2.
+    pub stopped: Option<String>,
 }
 
 impl CpOutcome {
     pub fn exit_code(&self) -> u8 {
-        if self.interrupted {
+        if self.stopped.is_some() {
+            2
+        } else if self.interrupted {
             130
         } else if self.failures.is_empty() {
             0
@@ -65,9 +70,9 @@ impl CpOutcome {
 
     pub fn summary(&self) -> String {
         let s = &self.stats;
-        format!(
+        let mut line = format!(
             "{} {} files ({} bytes) in {:.1} s: {:.0} files/s; {} already there and skipped; {} failed.",
-            if self.interrupted {
+            if self.interrupted || self.stopped.is_some() {
                 "Interrupted after copying"
             } else {
                 "Copied"
@@ -78,7 +83,13 @@ impl CpOutcome {
             s.files_per_sec,
             s.skipped,
             self.failures.len()
-        )
+        );
+        if let Some(why) = &self.stopped {
+            line += &format!(
+                " Stopped early: {why}. Files already copied stay; make room and run the same command again to go on."
+            );
+        }
+        line
     }
 }
 
@@ -99,15 +110,33 @@ enum Done {
     Skipped,
 }
 
-fn err(p: &Path, what: &str, e: io::Error) -> String {
-    format!("{what} {}: {e}", p.display())
+/// Why one file was not copied.
+#[derive(Debug)]
+struct Failed {
+    why: String,
+    /// The destination's disk is full (ENOSPC, EDQUOT): the whole copy
+    /// stops, since every other file would fail the same way.
+    full: bool,
+}
+
+impl From<Failed> for String {
+    fn from(f: Failed) -> String {
+        f.why
+    }
+}
+
+fn err(p: &Path, what: &str, e: io::Error) -> Failed {
+    Failed {
+        full: crate::error::is_disk_full(&e),
+        why: format!("{what} {}: {e}", p.display()),
+    }
 }
 
 /// Refuses a DST inside SRC (it would copy itself without end).
 fn check_not_inside(src: &Path, dst: &Path) -> Result<(), RunError> {
     let src = src
         .canonicalize()
-        .map_err(|e| RunError::Other(err(src, "cannot read", e)))?;
+        .map_err(|e| RunError::Other(err(src, "cannot read", e).why))?;
     // The nearest existing ancestor of DST, resolved, plus the rest.
     let mut probe = dst.to_path_buf();
     let mut rest = Vec::new();
@@ -140,7 +169,7 @@ fn check_not_inside(src: &Path, dst: &Path) -> Result<(), RunError> {
 
 /// Copies `it` (a file or a link), atomically: a temp file beside the
 /// target, then a rename.
-fn copy_one(it: &Item, overwrite: bool) -> Result<Done, String> {
+fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
     let name = it.to.file_name().expect("a file name").to_string_lossy();
     let tmp = it.to.with_file_name(format!(".{name}.bulkget-part"));
     if it.link {
@@ -175,7 +204,7 @@ fn copy_one(it: &Item, overwrite: bool) -> Result<Done, String> {
 /// Copies the bytes (`io::copy` between files is `copy_file_range`: an
 /// in-kernel copy, a reflink where the file system has them), the mode and
 /// the modification time, on one open file each side.
-fn copy_into(from: &Path, tmp: &Path, m: &std::fs::Metadata) -> Result<u64, String> {
+fn copy_into(from: &Path, tmp: &Path, m: &std::fs::Metadata) -> Result<u64, Failed> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut src = std::fs::File::open(from).map_err(|e| err(from, "cannot read", e))?;
     let mut dst = std::fs::File::options()
@@ -213,40 +242,54 @@ impl Iterator for Walk {
             if let Some(it) = self.pending.next() {
                 return Some(it);
             }
-            let (from, to) = self.stack.pop()?;
+            let Some((from, to)) = self.stack.pop() else {
+                self.counters.listing_done.store(true, Ordering::Relaxed);
+                return None;
+            };
             if let Err(e) = std::fs::create_dir_all(&to) {
-                self.failures.push((from, err(&to, "cannot make", e)));
+                self.failures.push((from, err(&to, "cannot make", e).why));
                 continue;
             }
             let mut entries: Vec<_> = match std::fs::read_dir(&from).and_then(|r| r.collect()) {
                 Ok(v) => v,
                 Err(e) => {
                     self.failures
-                        .push((from.clone(), err(&from, "cannot read", e)));
+                        .push((from.clone(), err(&from, "cannot read", e).why));
                     continue;
                 }
             };
             entries.sort_by_key(|e: &std::fs::DirEntry| e.file_name());
             let mut items = Vec::new();
             let mut dirs = Vec::new();
+            let mut bytes = 0;
             for e in entries {
                 let (f, t) = (e.path(), to.join(e.file_name()));
                 match e.file_type() {
                     Ok(ft) if ft.is_dir() => dirs.push((f, t)),
-                    Ok(ft) if ft.is_file() || ft.is_symlink() => items.push(Item {
-                        from: f,
-                        to: t,
-                        link: ft.is_symlink(),
-                    }),
+                    Ok(ft) if ft.is_file() || ft.is_symlink() => {
+                        if ft.is_file() {
+                            bytes += e.metadata().map_or(0, |m| m.len());
+                        }
+                        items.push(Item {
+                            from: f,
+                            to: t,
+                            link: ft.is_symlink(),
+                        })
+                    }
                     Ok(_) => self
                         .failures
                         .push((f, "not a file, directory or link: not copied".into())),
-                    Err(e) => self.failures.push((f.clone(), err(&f, "cannot read", e))),
+                    Err(e) => self
+                        .failures
+                        .push((f.clone(), err(&f, "cannot read", e).why)),
                 }
             }
             self.counters
                 .listed
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
+            self.counters
+                .listed_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
             self.stack.extend(dirs.into_iter().rev());
             self.pending = items.into_iter();
         }
@@ -256,7 +299,7 @@ impl Iterator for Walk {
 pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
     let started = Instant::now();
     let m = std::fs::symlink_metadata(&cfg.src)
-        .map_err(|e| RunError::Other(err(&cfg.src, "cannot read", e)))?;
+        .map_err(|e| RunError::Other(err(&cfg.src, "cannot read", e).why))?;
     let counters = Arc::new(Counters::default());
     let mut walk = Walk {
         stack: Vec::new(),
@@ -282,6 +325,8 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
             cfg.dst.clone()
         };
         counters.listed.fetch_add(1, Ordering::Relaxed);
+        counters.listed_bytes.fetch_add(m.len(), Ordering::Relaxed);
+        counters.listing_done.store(true, Ordering::Relaxed);
         let link = m.file_type().is_symlink();
         walk.pending = vec![Item {
             from: cfg.src.clone(),
@@ -290,18 +335,21 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
         }]
         .into_iter();
     }
-    let reporter = Reporter::start(counters.clone(), started, cfg.display);
+    let reporter = CopyBars::start(counters.clone(), started, cfg.display);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| RunError::Other(e.to_string()))?;
     let overwrite = cfg.overwrite;
     let mut failures = Vec::new();
+    let mut full: Option<String> = None;
+    let full_stop = Arc::new(AtomicBool::new(false));
     let w = &mut walk;
     rt.block_on(async {
         let par = Par::new(cfg.workers.max(1));
-        let stopping = stop.clone();
-        let mut inputs = w.take_while(|_| !stopping.load(Ordering::Relaxed));
+        let (stopping, filled) = (stop.clone(), full_stop.clone());
+        let mut inputs =
+            w.take_while(|_| !stopping.load(Ordering::Relaxed) && !filled.load(Ordering::Relaxed));
         // Bunches of files per blocking task: one thread hand-over per
         // bunch, not per file (a small file costs less to copy than to hand).
         let bunches = std::iter::from_fn(|| {
@@ -325,7 +373,13 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
                         TaskError::Failed(why) => why,
                         TaskError::TimedOut(d) => format!("timed out after {d:?}"),
                     };
-                    o.input.iter().map(|_| Err(why.clone())).collect()
+                    let failed = |_| {
+                        Err(Failed {
+                            why: why.clone(),
+                            full: false,
+                        })
+                    };
+                    o.input.iter().map(failed).collect()
                 }
             };
             let (mut done, mut bytes, mut skipped) = (0, 0, 0);
@@ -333,9 +387,16 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
                 match r {
                     Ok(Done::Copied(n)) => (done, bytes) = (done + 1, bytes + n),
                     Ok(Done::Skipped) => skipped += 1,
-                    Err(why) => {
+                    // The first full-disk error stops the copy and is the
+                    // one line said; files in flight then are not failures
+                    // of their own (the rerun copies them).
+                    Err(f) if f.full => {
+                        full_stop.store(true, Ordering::Relaxed);
+                        full.get_or_insert(format!("disk full: {}", f.why));
+                    }
+                    Err(f) => {
                         counters.failed.fetch_add(1, Ordering::Relaxed);
-                        failures.push((it.from.clone(), why));
+                        failures.push((it.from.clone(), f.why));
                     }
                 }
             }
@@ -350,5 +411,6 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
         stats: counters.stats(started.elapsed()),
         failures,
         interrupted: stop.load(Ordering::Relaxed),
+        stopped: full,
     })
 }

@@ -41,7 +41,7 @@ use super::CpOutcome;
 use crate::error::RunError;
 use crate::fetch::RetryPolicy;
 use crate::fetch::net::{Net, NetConfig};
-use crate::progress::{Counters, Display, Reporter};
+use crate::progress::{CopyBars, Counters, Display};
 use crate::store::StoreOpts;
 use crate::store::put::{Client, hex, md5};
 use crate::store::s3::{Object, S3};
@@ -405,7 +405,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
     let net = Net::new(cfg.net.clone())?;
     let counters = Arc::new(Counters::default());
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let reporter = Reporter::start(counters.clone(), started, cfg.display);
+    let reporter = CopyBars::start(counters.clone(), started, cfg.display);
     let workers = cfg.workers.max(1);
     let (tx, rx) = async_channel::bounded::<Up>(workers * 4);
 
@@ -461,6 +461,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
                     .map_or(0, |d| d.as_secs());
                 let found = rt.block_on(there.find(&key))?;
                 counters.listed.fetch_add(1, Ordering::Relaxed);
+                counters.listed_bytes.fetch_add(m.len(), Ordering::Relaxed);
                 let up = Up {
                     path,
                     key,
@@ -472,6 +473,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
                     break;
                 }
             }
+            counters.listing_done.store(true, Ordering::Relaxed);
             Ok(())
         }
     };
@@ -517,6 +519,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
         stats: counters.stats(started.elapsed()),
         failures,
         interrupted: stop.load(Ordering::Relaxed),
+        stopped: None,
     })
 }
 

@@ -1,6 +1,6 @@
-//! Object stores as sources: `s3://BUCKET/PREFIX` (S3 and S3-compatible
-//! stores). `gs://` and `az://` are recognised and refused with a clear
-//! line: not built yet.
+//! Object stores: `s3://BUCKET/PREFIX` (S3 and S3-compatible stores) as
+//! sources here, as destinations in [`put`] (used by `cp`). `gs://` and
+//! `az://` are recognised and refused with a clear line: not built yet.
 //!
 //! ```text
 //!  ListObjectsV2 pages ──▶ Feeder (get) ──▶ pipeline::core × cores ──▶ sink

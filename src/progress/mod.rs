@@ -14,10 +14,17 @@ use serde::Serialize;
 
 use crate::units::{group, human_bytes};
 
+mod bars;
+pub use bars::CopyBars;
+
 /// Run-wide totals.
 #[derive(Default)]
 pub struct Counters {
     pub listed: AtomicU64,
+    /// Bytes of the files listed (`cp`: known from the walk).
+    pub listed_bytes: AtomicU64,
+    /// The listing has ended (`cp`: totals and ETA are final).
+    pub listing_done: AtomicBool,
     pub done: AtomicU64,
     pub skipped: AtomicU64,
     pub failed: AtomicU64,
