@@ -99,6 +99,9 @@ struct Item {
     from: PathBuf,
     to: PathBuf,
     link: bool,
+    /// The file's metadata, read by the walk (its size counts in the
+    /// `listing` bar; the copy then needs no second stat).
+    meta: Option<std::fs::Metadata>,
 }
 
 /// Files per blocking task.
@@ -182,7 +185,10 @@ fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
         std::fs::rename(&tmp, &it.to).map_err(|e| err(&it.to, "cannot write", e))?;
         return Ok(Done::Copied(0));
     }
-    let m = std::fs::metadata(&it.from).map_err(|e| err(&it.from, "cannot read", e))?;
+    let m = match &it.meta {
+        Some(m) => m.clone(),
+        None => std::fs::metadata(&it.from).map_err(|e| err(&it.from, "cannot read", e))?,
+    };
     if !overwrite
         && let Ok(d) = std::fs::symlink_metadata(&it.to)
         && d.is_file()
@@ -267,13 +273,13 @@ impl Iterator for Walk {
                 match e.file_type() {
                     Ok(ft) if ft.is_dir() => dirs.push((f, t)),
                     Ok(ft) if ft.is_file() || ft.is_symlink() => {
-                        if ft.is_file() {
-                            bytes += e.metadata().map_or(0, |m| m.len());
-                        }
+                        let meta = ft.is_file().then(|| e.metadata().ok()).flatten();
+                        bytes += meta.as_ref().map_or(0, |m| m.len());
                         items.push(Item {
                             from: f,
                             to: t,
                             link: ft.is_symlink(),
+                            meta,
                         })
                     }
                     Ok(_) => self
@@ -332,6 +338,7 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
             from: cfg.src.clone(),
             to,
             link,
+            meta: None,
         }]
         .into_iter();
     }
