@@ -332,12 +332,14 @@ impl Shared<'_> {
                 return Ok(false);
             }
         }
-        let (id, had) = match self.client.resume(&up.key).await? {
+        let found = match self.client.resume(&up.key).await? {
             Some(r) => r,
-            None => (self.client.create(&up.key).await?, Vec::new()),
+            None => crate::store::put::Resumed {
+                id: self.client.create(&up.key).await?,
+                ..Default::default()
+            },
         };
-        let had = &had;
-        let id = &id;
+        let (had, id) = (&found.parts, &found.id);
         let sent: Vec<Result<(u32, String), String>> = futures_util::stream::iter(1..=n)
             .map(|i| async move {
                 let (at, len) = range(i);
@@ -358,6 +360,12 @@ impl Shared<'_> {
         let mut parts = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
         parts.sort_by_key(|p| p.0);
         self.client.complete(&up.key, id, &parts).await?;
+        // Uploads of this key older than the one finished (several killed
+        // runs) would keep their parts, billed, for ever: dropped, best
+        // effort (a rerun's listing finds any left).
+        for old in &found.stale {
+            let _ = self.client.abort(&up.key, old).await;
+        }
         Ok(true)
     }
 }

@@ -156,6 +156,24 @@ pub struct ProbePlan {
     mode: Mode,
     json: bool,
     out: Arc<Window>,
+    /// Origins that refused `HEAD` (405/501), with how often and whether
+    /// one answered a `HEAD` since. One that refused [`NO_HEAD_AFTER`]
+    /// times and answered none gets `GET bytes=0-0` for its other paths at
+    /// once; one that answers `HEAD` elsewhere (a single location refusing
+    /// it) keeps `HEAD`, with the fallback path by path.
+    no_head: std::sync::Mutex<std::collections::HashMap<crate::fetch::url::OwnedKey, NoHead>>,
+    /// Any origin refused: until then the per-request check is one load.
+    any_no_head: std::sync::atomic::AtomicBool,
+}
+
+/// Refusals of `HEAD` before an origin's paths are all asked by `GET`.
+const NO_HEAD_AFTER: u32 = 3;
+
+/// One origin's record of `HEAD` refusals.
+#[derive(Default)]
+struct NoHead {
+    refused: u32,
+    answered: bool,
 }
 
 /// What an answer says of a path.
@@ -167,6 +185,39 @@ struct Meta {
 }
 
 impl ProbePlan {
+    /// Whether to ask for `e` with `GET bytes=0-0` rather than `HEAD`.
+    fn by_get(&self, e: &Probe) -> bool {
+        use std::sync::atomic::Ordering;
+        if e.get.get() {
+            return true;
+        }
+        if e.signed.is_some() || !self.any_no_head.load(Ordering::Relaxed) {
+            return false;
+        }
+        let key = e.target().origin_key().to_owned();
+        let refused = self.no_head.lock().is_ok_and(|m| {
+            m.get(&key)
+                .is_some_and(|n| n.refused >= NO_HEAD_AFTER && !n.answered)
+        });
+        e.get.set(refused);
+        refused
+    }
+
+    /// Notes a `HEAD` answered (not refused) by `e`'s origin, once some
+    /// origin has refused one.
+    fn head_answered(&self, e: &Probe, head: &Head) {
+        use std::sync::atomic::Ordering;
+        if !head.bodiless || !self.any_no_head.load(Ordering::Relaxed) {
+            return;
+        }
+        let key = e.target().origin_key().to_owned();
+        if let Ok(mut m) = self.no_head.lock()
+            && let Some(n) = m.get_mut(&key)
+        {
+            n.answered = true;
+        }
+    }
+
     fn present(&self, seq: u64, path: &str, m: &Meta) {
         let line = match (self.mode, self.json) {
             (Mode::Exists, false) => format!("{path}\ttrue\n"),
@@ -245,11 +296,11 @@ impl Plan for ProbePlan {
     }
 
     fn range(&self, e: &Probe) -> Option<(u64, u64)> {
-        e.get.get().then_some((0, 0))
+        self.by_get(e).then_some((0, 0))
     }
 
     fn method(&self, e: &Probe) -> Method {
-        if e.get.get() {
+        if self.by_get(e) {
             Method::Get
         } else {
             Method::Head
@@ -292,11 +343,13 @@ impl Plan for ProbePlan {
                     etag: head.etag.as_deref().map(unquote),
                 };
                 self.present(e.seq, &e.path, &m);
+                self.head_answered(e, head);
                 Ok((Landed::Bytes(0), keep))
             }
             404 | 410 => {
                 let keep = drain(c, head).await?;
                 self.absent(e.seq, &e.path);
+                self.head_answered(e, head);
                 Ok((Landed::Bytes(0), keep))
             }
             // No HEAD here: ask for the first byte instead (not with a
@@ -304,6 +357,12 @@ impl Plan for ProbePlan {
             405 | 501 if !e.get.get() && e.signed.is_none() => {
                 let keep = drain(c, head).await?;
                 e.get.set(true);
+                if let Ok(mut m) = self.no_head.lock() {
+                    let key = e.target().origin_key().to_owned();
+                    m.entry(key).or_default().refused += 1;
+                }
+                self.any_no_head
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok((Landed::Again, keep))
             }
             _ => Err(land::refuse(c, head).await),
@@ -400,6 +459,8 @@ pub fn run(cfg: &ProbeConfig, stop: Arc<AtomicBool>) -> Result<ProbeOutcome, Run
             mode: cfg.mode,
             json: cfg.json,
             out: out.clone(),
+            no_head: Default::default(),
+            any_no_head: Default::default(),
         },
         rx,
         tracker: None,

@@ -39,6 +39,14 @@ pub struct Part {
     pub etag: String,
 }
 
+/// An upload found again: its id, its parts, and older uploads of the key.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    pub id: String,
+    pub parts: Vec<Part>,
+    pub stale: Vec<String>,
+}
+
 /// Uploads to one bucket, sharing a few idle connections.
 pub struct Client<'a> {
     pub s3: &'a S3,
@@ -105,19 +113,19 @@ fn below_root(path: &str) -> &str {
     path.split_once('/').map_or("", |(_, rest)| rest)
 }
 
-/// The newest multipart upload of exactly `key` in a ListMultipartUploads
-/// answer (uploads are listed oldest first; an upload's `Key` and
-/// `UploadId` come in any order).
-fn newest_upload(l: Vec<(String, String)>, key: &str) -> Option<String> {
-    let (mut found, mut k, mut u) = (None, None, None);
+/// The multipart uploads of exactly `key` in a ListMultipartUploads
+/// answer, oldest first as listed (an upload's `Key` and `UploadId` come in
+/// any order).
+fn uploads_of(l: Vec<(String, String)>, key: &str) -> Vec<String> {
+    let (mut found, mut k, mut u) = (Vec::new(), None, None);
     for (path, v) in l {
         match below_root(&path) {
             "Upload/Key" => k = Some(v),
             "Upload/UploadId" => u = Some(v),
             "Upload" => {
                 let (key_here, id) = (k.take(), u.take());
-                if key_here.as_deref() == Some(key) && id.is_some() {
-                    found = id;
+                if let Some(id) = id.filter(|_| key_here.as_deref() == Some(key)) {
+                    found.push(id);
                 }
             }
             _ => {}
@@ -291,8 +299,9 @@ impl<'a> Client<'a> {
     }
 
     /// A multipart upload of exactly `key` left by an earlier run (the
-    /// newest), with the parts it holds; `None` when there is none.
-    pub async fn resume(&self, key: &str) -> Result<Option<(String, Vec<Part>)>, String> {
+    /// newest), with the parts it holds, and any older ones (to abort once
+    /// the object is whole); `None` when there is none.
+    pub async fn resume(&self, key: &str) -> Result<Option<Resumed>, String> {
         let url = self.s3.bucket_url(
             Method::Get,
             &[("uploads", ""), ("prefix", key)],
@@ -303,8 +312,10 @@ impl<'a> Client<'a> {
         let Ok(l) = leaves(&body) else {
             return Ok(None);
         };
-        let found = newest_upload(l, key);
-        let Some(id) = found else { return Ok(None) };
+        let mut stale = uploads_of(l, key);
+        let Some(id) = stale.pop() else {
+            return Ok(None);
+        };
         let mut parts = Vec::new();
         let mut marker = String::from("0");
         loop {
@@ -325,7 +336,7 @@ impl<'a> Client<'a> {
         }
         parts.sort_by_key(|p| p.number);
         parts.dedup_by_key(|p| p.number);
-        Ok(Some((id, parts)))
+        Ok(Some(Resumed { id, parts, stale }))
     }
 
     /// Sends part `number`; its ETag.
@@ -344,6 +355,16 @@ impl<'a> Client<'a> {
             super::now(),
         );
         self.put_checked(url, body).await
+    }
+
+    /// Aborts an upload (its parts are dropped by the store).
+    pub async fn abort(&self, key: &str, id: &str) -> Result<(), String> {
+        let url = self
+            .s3
+            .object_url_with(Method::Delete, key, &[("uploadId", id)], super::now());
+        self.call(Method::Delete, &url, &[], Bytes::new())
+            .await
+            .map(drop)
     }
 
     /// Completes the upload: the object appears, whole, under `key`.
@@ -385,8 +406,8 @@ mod tests {
 <Upload><Key>k</Key><UploadId>new</UploadId><Owner><ID>x</ID></Owner></Upload>
 </ListMultipartUploadsResult>"#;
         let l = leaves(xml).unwrap();
-        assert_eq!(newest_upload(l.clone(), "k").as_deref(), Some("new"));
-        assert_eq!(newest_upload(l, "k3"), None);
+        assert_eq!(uploads_of(l.clone(), "k"), ["old", "new"]);
+        assert!(uploads_of(l, "k3").is_empty());
         for root in ["ListPartsResult", "ListPartsResponse"] {
             let xml = format!(
                 r#"<{root}><IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker>

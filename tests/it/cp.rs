@@ -177,3 +177,31 @@ fn a_full_disk_stops_cp_with_one_line_and_a_rerun_completes() {
     );
     assert_eq!(snapshot(&copy), snapshot(&src));
 }
+
+#[test]
+fn cp_from_a_server_runs_mirror_for_a_tree_and_get_for_one_url() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("served");
+    for i in 0..120 {
+        let d = src.join(format!("d{}", i % 3));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f {i}")), format!("served {i}")).unwrap();
+    }
+    let server = crate::common::dir_server(&src, 50);
+    let dst = t.path().join("dst");
+    let d = dst.to_str().unwrap();
+    let o = bulkget(&["cp", "-r", "-q", &server.url(), d]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut got = snapshot(&dst);
+    got.retain(|(p, _)| !p.starts_with(".bulkget"));
+    assert_eq!(got, snapshot(&src));
+    // One URL into a directory keeps its name; into a file path it is refused.
+    let one = t.path().join("one/");
+    let url = format!("{}/get/d1/f%201", server.url());
+    let o = bulkget(&["cp", "-q", &url, &format!("{}/", one.display())]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(one.join("f 1")).unwrap(), b"served 1");
+    let o = bulkget(&["cp", &url, t.path().join("nowhere.txt").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give a directory"), "{}", stderr(&o));
+}

@@ -116,6 +116,41 @@ fn exists_answers_in_input_order_and_tells_errors_from_absence() {
 }
 
 #[test]
+fn a_server_that_refuses_head_everywhere_is_asked_by_get_after_a_few() {
+    let t = tempfile::tempdir().unwrap();
+    www(t.path(), 20, 1000);
+    let conf = "server { listen 127.0.0.1:{P0}; root {DIR}/www;
+        if ($request_method = HEAD) { return 405; } }\n";
+    let ng = Nginx::start(t.path(), 1, conf);
+    let b = format!("http://{}", ng.addrs[0]);
+    let n = 400;
+    let list: String = (0..n)
+        .map(|i| {
+            if i % 4 == 0 {
+                format!("{b}/d/gone{i}\n")
+            } else {
+                format!("{b}/d/f{}\n", i % 20)
+            }
+        })
+        .collect();
+    let lf = t.path().join("paths.txt");
+    std::fs::write(&lf, list).unwrap();
+    let o = run(&["exists", "-i", lf.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().filter(|l| l.ends_with("\ttrue")).count(), 300);
+    assert_eq!(out.lines().filter(|l| l.ends_with("\tfalse")).count(), 100);
+    // Refused a few times (those in flight when the third refusal came
+    // back), then asked by GET bytes=0-0 at once: not 400 refusals.
+    let log = ng.access_log();
+    let refused = log.lines().filter(|l| l.contains(" 405")).count();
+    assert!(
+        (3..=n / 4).contains(&refused),
+        "{refused} HEADs refused of {n} paths"
+    );
+}
+
+#[test]
 fn stat_gives_size_mtime_and_etag_in_text_and_json() {
     let t = tempfile::tempdir().unwrap();
     let w = www(t.path(), 6, 1000);

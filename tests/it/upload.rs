@@ -237,6 +237,10 @@ fn a_multipart_upload_killed_halfway_resumes_with_the_parts_it_sent() {
     std::fs::write(&f, &data).unwrap();
     let p = f.to_str().unwrap();
     let args = ["cp", p, "s3://mpu/big.bin", "--part-size", "5M", "-q"];
+    // Two uploads of the key left by earlier runs: the newest is taken up,
+    // the older aborted once the object is whole.
+    moto.cmd(r#"startupload mpu "big.bin""#);
+    moto.cmd(r#"startupload mpu "big.bin""#);
     // Parts land one at a time, a quarter second apart.
     moto.cmd("putdelay 0.25");
     let mut child = moto.bulkget(&args).stderr(Stdio::null()).spawn().unwrap();
@@ -251,9 +255,9 @@ fn a_multipart_upload_killed_halfway_resumes_with_the_parts_it_sent() {
     child.kill().unwrap();
     child.wait().unwrap();
     moto.cmd("putdelay 0");
-    // Nothing visible yet, one upload in progress.
+    // Nothing visible yet; the old upload and the killed one in progress.
     assert_eq!(moto.cmd("tree mpu -"), digest(vec![]));
-    assert_eq!(moto.cmd("uploads mpu"), "1");
+    assert_eq!(moto.cmd("uploads mpu"), "2");
     let sent: u64 = moto.cmd(r#"parts mpu "big.bin""#).parse().unwrap();
     let before: u64 = moto.cmd("partputs").parse().unwrap();
     let o = moto.bulkget(&args).output().unwrap();
