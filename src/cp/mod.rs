@@ -102,6 +102,9 @@ struct Item {
     /// The file's metadata, read by the walk (its size counts in the
     /// `listing` bar; the copy then needs no second stat).
     meta: Option<std::fs::Metadata>,
+    /// Its directory at DST was made by this run: nothing there to skip,
+    /// so no stat of the target.
+    fresh: bool,
 }
 
 /// Files per blocking task.
@@ -190,6 +193,7 @@ fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
         None => std::fs::metadata(&it.from).map_err(|e| err(&it.from, "cannot read", e))?,
     };
     if !overwrite
+        && !it.fresh
         && let Ok(d) = std::fs::symlink_metadata(&it.to)
         && d.is_file()
         && d.len() == m.len()
@@ -207,22 +211,89 @@ fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
     Ok(Done::Copied(n))
 }
 
-/// Copies the bytes (`io::copy` between files is `copy_file_range`: an
-/// in-kernel copy, a reflink where the file system has them), the mode and
-/// the modification time, on one open file each side.
+/// The process's umask (read once: reading it means setting it).
+fn umask() -> u32 {
+    static MASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MASK.get_or_init(|| {
+        // SAFETY: umask(2) cannot fail; the old mask is put back at once.
+        let old = unsafe { libc::umask(0o022) };
+        unsafe { libc::umask(old) };
+        old as u32
+    })
+}
+
+/// Copies `len` bytes between the open files with `copy_file_range` (an
+/// in-kernel copy, a reflink where the file system has them), called by
+/// hand: `io::copy` would first `fstat` both files and then ask once more
+/// at the end, three calls a file that a tree of small files pays for.
+/// Falls back to `io::copy` where the kernel cannot (another file system
+/// type, old kernels). A source that shrank gives fewer bytes (the size
+/// then differs, so a rerun copies it again).
+fn copy_range(src: &mut std::fs::File, dst: &mut std::fs::File, len: u64) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open files owned by the caller; null
+        // offsets mean each file's own position is used and advanced.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
+                    Ok(done + io::copy(src, dst)?)
+                }
+                Some(libc::EINTR) => continue,
+                _ => Err(e),
+            };
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as u64;
+    }
+    Ok(done)
+}
+
+/// Copies the bytes, the mode and the modification time, on one open file
+/// each side: the temp file is made with the source's mode (a `fchmod`
+/// only where the umask took bits away), and its time set before the
+/// rename.
 fn copy_into(from: &Path, tmp: &Path, m: &std::fs::Metadata) -> Result<u64, Failed> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut src = std::fs::File::open(from).map_err(|e| err(from, "cannot read", e))?;
-    let mut dst = std::fs::File::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(|e| err(tmp, "cannot write", e))?;
-    let n = io::copy(&mut src, &mut dst).map_err(|e| err(from, "cannot copy", e))?;
-    dst.set_permissions(m.permissions())
-        .map_err(|e| err(tmp, "cannot set the mode of", e))?;
+    let mode = m.permissions().mode() & 0o7777;
+    // A new file, so that it takes this mode: one left by a killed run
+    // goes first.
+    let open = || {
+        std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(tmp)
+    };
+    let mut dst = match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(tmp);
+            open()
+        }
+        r => r,
+    }
+    .map_err(|e| err(tmp, "cannot write", e))?;
+    let n = copy_range(&mut src, &mut dst, m.len()).map_err(|e| err(from, "cannot copy", e))?;
+    if mode & !umask() != mode || mode & 0o7000 != 0 {
+        dst.set_permissions(m.permissions())
+            .map_err(|e| err(tmp, "cannot set the mode of", e))?;
+    }
     if let Ok(t) = m.modified() {
         dst.set_modified(t)
             .map_err(|e| err(tmp, "cannot set the time of", e))?;
@@ -252,10 +323,19 @@ impl Iterator for Walk {
                 self.counters.listing_done.store(true, Ordering::Relaxed);
                 return None;
             };
-            if let Err(e) = std::fs::create_dir_all(&to) {
-                self.failures.push((from, err(&to, "cannot make", e).why));
-                continue;
-            }
+            // Made now (DST's own parents too, if need be), or there before.
+            let made = match std::fs::create_dir(&to) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(&to),
+                r => r,
+            };
+            let fresh = match made {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                Err(e) => {
+                    self.failures.push((from, err(&to, "cannot make", e).why));
+                    continue;
+                }
+            };
             let mut entries: Vec<_> = match std::fs::read_dir(&from).and_then(|r| r.collect()) {
                 Ok(v) => v,
                 Err(e) => {
@@ -280,6 +360,7 @@ impl Iterator for Walk {
                             to: t,
                             link: ft.is_symlink(),
                             meta,
+                            fresh,
                         })
                     }
                     Ok(_) => self
@@ -339,6 +420,7 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
             to,
             link,
             meta: None,
+            fresh: false,
         }]
         .into_iter();
     }
