@@ -190,9 +190,36 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
             bulkget::cp::up::run(&cfg, stop)?
         }
+        (
+            Side::S3 {
+                bucket: src_bucket,
+                key: src_key,
+            },
+            Side::S3 {
+                bucket: dst_bucket,
+                key: dst_key,
+            },
+        ) => {
+            let c = a.fetch.common()?;
+            let mut cfg = bulkget::cp::between::BetweenConfig {
+                src_bucket,
+                src_key,
+                dst_bucket,
+                dst_key,
+                recursive: a.recursive,
+                overwrite: a.overwrite,
+                workers: a.workers.unwrap_or(64) as usize,
+                display,
+                net: c.net,
+                policy: c.policy,
+                store_opts: Default::default(),
+            };
+            cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
+            bulkget::cp::between::run(&cfg, stop)?
+        }
         (Side::S3 { .. } | Side::Http, Side::Local(dst)) => return download(a, dst),
         _ => bail!(
-            "cp copies local to local, local to s3://, and s3:// or http(s):// to local; {} to {} is not supported yet",
+            "cp copies local to local, local to s3://, s3:// to s3://, and s3:// or http(s):// to local; {} to {} is not supported yet",
             a.src,
             a.dst
         ),

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 
+pub mod between;
 pub mod up;
 
 use crate::error::RunError;

@@ -197,21 +197,69 @@ impl Iterator for KeyWalk {
 }
 
 /// The objects under the prefix, in key order, a page at a time.
-struct There<'a> {
-    s3: &'a S3,
-    net: &'a Net,
-    policy: &'a RetryPolicy,
-    stop: &'a AtomicBool,
-    prefix: String,
-    conn: Option<crate::fetch::Conn>,
-    page: std::collections::VecDeque<Object>,
-    token: Option<String>,
-    done: bool,
+pub(super) struct There<'a> {
+    pub s3: &'a S3,
+    pub net: &'a Net,
+    pub policy: &'a RetryPolicy,
+    pub stop: &'a AtomicBool,
+    pub prefix: String,
+    pub conn: Option<crate::fetch::Conn>,
+    pub page: std::collections::VecDeque<Object>,
+    pub token: Option<String>,
+    pub done: bool,
 }
 
-impl There<'_> {
+impl<'a> There<'a> {
+    pub fn new(
+        s3: &'a S3,
+        net: &'a Net,
+        policy: &'a RetryPolicy,
+        stop: &'a AtomicBool,
+        prefix: String,
+    ) -> Self {
+        There {
+            s3,
+            net,
+            policy,
+            stop,
+            prefix,
+            conn: None,
+            page: Default::default(),
+            token: None,
+            done: false,
+        }
+    }
+
+    /// The next object listed, in key order.
+    pub async fn next(&mut self) -> Result<Option<Object>, RunError> {
+        loop {
+            if let Some(o) = self.page.pop_front() {
+                return Ok(Some(o));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            self.fetch().await?;
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<(), RunError> {
+        let url = self.s3.list_url(
+            &self.prefix,
+            None,
+            self.token.as_deref(),
+            crate::store::now(),
+        );
+        let (net, policy, stop) = (self.net, self.policy, self.stop);
+        let p = crate::store::page(net, policy, stop, &mut self.conn, &url).await?;
+        self.done = !(p.truncated && p.next.is_some());
+        self.token = p.next;
+        self.page.extend(p.objects);
+        Ok(())
+    }
+
     /// The object under `key`, if listed; objects before it are passed.
-    async fn find(&mut self, key: &str) -> Result<Option<Object>, RunError> {
+    pub async fn find(&mut self, key: &str) -> Result<Option<Object>, RunError> {
         loop {
             while let Some(o) = self.page.front() {
                 match o.key.as_str().cmp(key) {
@@ -223,17 +271,7 @@ impl There<'_> {
             if self.done {
                 return Ok(None);
             }
-            let url = self.s3.list_url(
-                &self.prefix,
-                None,
-                self.token.as_deref(),
-                crate::store::now(),
-            );
-            let (net, policy, stop) = (self.net, self.policy, self.stop);
-            let p = crate::store::page(net, policy, stop, &mut self.conn, &url).await?;
-            self.done = !(p.truncated && p.next.is_some());
-            self.token = p.next;
-            self.page.extend(p.objects);
+            self.fetch().await?;
         }
     }
 }
@@ -427,17 +465,8 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
                 .enable_all()
                 .build()
                 .map_err(|e| RunError::Other(e.to_string()))?;
-            let mut there = There {
-                s3,
-                net,
-                policy,
-                stop: &stop,
-                prefix: if tree { prefix.clone() } else { key.clone() },
-                conn: None,
-                page: Default::default(),
-                token: None,
-                done: false,
-            };
+            let listed = if tree { prefix.clone() } else { key.clone() };
+            let mut there = There::new(s3, net, policy, &stop, listed);
             let mut walk = KeyWalk {
                 stack: Vec::new(),
                 failures: failures.clone(),

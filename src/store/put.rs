@@ -285,6 +285,19 @@ impl<'a> Client<'a> {
         self.put_checked(url, body).await.map(drop)
     }
 
+    /// Copies `source` (`BUCKET/KEY`, encoded) to `key` inside the store
+    /// (CopyObject: no byte passes through here; up to 5 GiB).
+    pub async fn copy_object(&self, key: &str, source: &str) -> Result<(), String> {
+        let url = self.s3.copy_url(key, source, super::now());
+        let h = [("x-amz-copy-source", source)];
+        let (_, body) = self.call(Method::Put, &url, &h, Bytes::new()).await?;
+        // S3 may answer 200 and then an error document.
+        if let Some(e) = error_doc(&body) {
+            return Err(format!("CopyObject to {key:?}: {e}"));
+        }
+        Ok(())
+    }
+
     /// Starts a multipart upload; its id.
     pub async fn create(&self, key: &str) -> Result<String, String> {
         let url = self

@@ -183,6 +183,17 @@ impl S3 {
     }
 
     fn url(&self, method: Method, path: &str, query: &[(&str, &str)], unix: u64) -> String {
+        self.url_signing(method, path, query, &[], unix)
+    }
+
+    fn url_signing(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        unix: u64,
+    ) -> String {
         let pq = match &self.creds {
             Some(c) => {
                 let r = Request {
@@ -190,6 +201,7 @@ impl S3 {
                     host: &self.host,
                     path,
                     query,
+                    headers,
                 };
                 sigv4::presign(&r, c, &self.region, unix, EXPIRES)
             }
@@ -228,6 +240,16 @@ impl S3 {
         let mut path = format!("{}/", self.bucket_path);
         sigv4::encode(&mut path, key, true);
         self.url(method, &path, query, unix)
+    }
+
+    /// A presigned `PUT` of `key` that copies `source` (`/BUCKET/KEY`,
+    /// encoded: the `x-amz-copy-source` header, signed, which the request
+    /// must carry as given).
+    pub fn copy_url(&self, key: &str, source: &str, unix: u64) -> String {
+        let mut path = format!("{}/", self.bucket_path);
+        sigv4::encode(&mut path, key, true);
+        let h = [("x-amz-copy-source", source)];
+        self.url_signing(Method::Put, &path, &[], &h, unix)
     }
 
     /// A URL for `method` of the bucket itself, with `query`

@@ -273,3 +273,62 @@ fn a_multipart_upload_killed_halfway_resumes_with_the_parts_it_sent() {
     );
     assert_eq!(moto.cmd("uploads mpu"), "0");
 }
+
+#[test]
+fn cp_r_between_buckets_copies_inside_the_store_and_reruns_skip() {
+    let mut moto = Moto::start();
+    moto.cmd("bucket srcb");
+    moto.cmd("bucket dstb");
+    let keys = [
+        "p/a",
+        "p/a!",
+        "p/a/b c+%\u{e9}",
+        "p/x//y",
+        "p/z/deep/er",
+        "p-not-under/q",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        moto.cmd(&format!("put srcb {} {}", 10 + i, serde_json::json!(k)));
+    }
+    let body = |k: &str, n: usize| -> Vec<u8> { k.bytes().cycle().take(n).collect() };
+    let want = |keys: &[(&str, usize)]| {
+        digest(
+            keys.iter()
+                .map(|(k, n)| (format!("q/{}", &k[2..]), body(k, *n)))
+                .collect(),
+        )
+    };
+    let under: Vec<(&str, usize)> = keys[..5]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (*k, 10 + i))
+        .collect();
+    let cp = |moto: &Moto| {
+        moto.bulkget(&["cp", "-r", "s3://srcb/p", "s3://dstb/q/"])
+            .output()
+            .unwrap()
+    };
+    let o = cp(&moto);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(copied_and_skipped(&o), (5, 0));
+    assert_eq!(moto.cmd("tree dstb -"), want(&under));
+    let o = cp(&moto);
+    assert_eq!(copied_and_skipped(&o), (0, 5), "{}", stderr(&o));
+    // A source object rewritten (other size): copied again, alone.
+    moto.cmd(&format!("put srcb 40 {}", serde_json::json!("p/a!")));
+    let o = cp(&moto);
+    assert_eq!(copied_and_skipped(&o), (1, 4), "{}", stderr(&o));
+    let mut now = under.clone();
+    now[1].1 = 40;
+    assert_eq!(moto.cmd("tree dstb -"), want(&now));
+    // One object, to an exact key.
+    let o = moto
+        .bulkget(&["cp", "s3://srcb/p/z/deep/er", "s3://dstb/one/copy", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        moto.cmd("tree dstb one/"),
+        digest(vec![("one/copy".into(), body("p/z/deep/er", 14))])
+    );
+}
