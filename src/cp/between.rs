@@ -192,19 +192,13 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
     });
     drop(bars);
     listed?;
-    let failures = std::mem::take(&mut *failures.lock().expect("failures"));
     if counters.listed.load(Ordering::Relaxed) == 0 && !cfg.recursive {
         return Err(RunError::Other(format!(
             "s3://{}/{}: no such object (give -r for a prefix)",
             cfg.src_bucket, cfg.src_key
         )));
     }
-    Ok(CpOutcome {
-        stats: counters.stats(started.elapsed()),
-        failures,
-        interrupted: stop.load(Ordering::Relaxed),
-        stopped: None,
-    })
+    Ok(CpOutcome::ended(&counters, started, &failures, &stop))
 }
 
 #[cfg(test)]

@@ -57,6 +57,22 @@ pub struct CpOutcome {
 }
 
 impl CpOutcome {
+    /// A copy to or inside a store that ran its course: its figures, the
+    /// failures collected, whether a signal stopped it.
+    fn ended(
+        counters: &Counters,
+        started: Instant,
+        failures: &std::sync::Mutex<Vec<(PathBuf, String)>>,
+        stop: &AtomicBool,
+    ) -> CpOutcome {
+        CpOutcome {
+            stats: counters.stats(started.elapsed()),
+            failures: std::mem::take(&mut *failures.lock().expect("failures")),
+            interrupted: stop.load(Ordering::Relaxed),
+            stopped: None,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         if self.stopped.is_some() {
             2

@@ -551,13 +551,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
     });
     drop(reporter);
     walked?;
-    let failures = std::mem::take(&mut *failures.lock().expect("failures"));
-    Ok(CpOutcome {
-        stats: counters.stats(started.elapsed()),
-        failures,
-        interrupted: stop.load(Ordering::Relaxed),
-        stopped: None,
-    })
+    Ok(CpOutcome::ended(&counters, started, &failures, &stop))
 }
 
 #[cfg(test)]

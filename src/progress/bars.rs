@@ -11,7 +11,7 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -21,8 +21,7 @@ use crate::units::{group, human_bytes};
 
 /// Shows the bars until dropped.
 pub struct CopyBars {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _painter: super::Painter,
 }
 
 /// The two lines' text: (listing, copying, fraction done once known).
@@ -72,60 +71,47 @@ fn lines(c: &Counters, elapsed: Duration) -> (String, String, Option<f64>) {
 
 impl CopyBars {
     pub fn start(counters: Arc<Counters>, started: Instant, display: Display) -> CopyBars {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = (display != Display::Quiet).then(|| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let tty = std::io::stderr().is_terminal();
-                let bars = tty.then(|| {
-                    let m = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-                    let spin = ProgressStyle::with_template("{spinner} {msg}").expect("template");
-                    let bar =
-                        ProgressStyle::with_template("{spinner} {bar:24} {msg}").expect("template");
-                    let l = m.add(ProgressBar::new_spinner().with_style(spin.clone()));
-                    let c = m.add(ProgressBar::new(1000).with_style(bar));
-                    (m, l, c)
-                });
-                let every = if tty {
-                    Duration::from_millis(200)
-                } else {
-                    Duration::from_secs(5)
-                };
-                let mut last = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    if last.elapsed() < every {
-                        continue;
-                    }
-                    last = Instant::now();
-                    let (listing, copying, frac) = lines(&counters, started.elapsed());
-                    match &bars {
-                        Some((_, l, c)) => {
-                            l.set_message(listing);
-                            l.tick();
-                            c.set_position((frac.unwrap_or(0.0) * 1000.0) as u64);
-                            c.set_message(copying);
-                        }
-                        None => eprintln!("bulkget: {listing} | {copying}"),
-                    }
+        let painter = super::Painter::spawn(display, move |stop| {
+            let tty = std::io::stderr().is_terminal();
+            let bars = tty.then(|| {
+                let m = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+                let spin = ProgressStyle::with_template("{spinner} {msg}").expect("template");
+                let bar =
+                    ProgressStyle::with_template("{spinner} {bar:24} {msg}").expect("template");
+                let l = m.add(ProgressBar::new_spinner().with_style(spin.clone()));
+                let c = m.add(ProgressBar::new(1000).with_style(bar));
+                (m, l, c)
+            });
+            let every = if tty {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(5)
+            };
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() < every {
+                    continue;
                 }
-                if let Some((m, l, c)) = bars {
-                    l.finish_and_clear();
-                    c.finish_and_clear();
-                    let _ = m.clear();
+                last = Instant::now();
+                let (listing, copying, frac) = lines(&counters, started.elapsed());
+                match &bars {
+                    Some((_, l, c)) => {
+                        l.set_message(listing);
+                        l.tick();
+                        c.set_position((frac.unwrap_or(0.0) * 1000.0) as u64);
+                        c.set_message(copying);
+                    }
+                    None => eprintln!("bulkget: {listing} | {copying}"),
                 }
-            })
+            }
+            if let Some((m, l, c)) = bars {
+                l.finish_and_clear();
+                c.finish_and_clear();
+                let _ = m.clear();
+            }
         });
-        CopyBars { stop, thread }
-    }
-}
-
-impl Drop for CopyBars {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        CopyBars { _painter: painter }
     }
 }
 

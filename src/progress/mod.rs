@@ -230,79 +230,95 @@ pub enum Display {
     Quiet,
 }
 
-/// Shows progress until dropped.
-pub struct Reporter {
+/// A thread that shows something until dropped (then it is stopped,
+/// cleans up its lines, and is joined); none with `--quiet`.
+pub(crate) struct Painter {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Reporter {
-    pub fn start(counters: Arc<Counters>, started: Instant, display: Display) -> Reporter {
+impl Painter {
+    /// Runs `paint(stop)` on its own thread unless `display` is quiet.
+    pub(crate) fn spawn(
+        display: Display,
+        paint: impl FnOnce(Arc<AtomicBool>) + Send + 'static,
+    ) -> Painter {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = (display != Display::Quiet).then(|| {
             let stop = stop.clone();
-            std::thread::spawn(move || {
-                let tty = std::io::stderr().is_terminal();
-                let bar = tty.then(|| {
-                    let b = indicatif::ProgressBar::new_spinner();
-                    b.set_style(
-                        indicatif::ProgressStyle::with_template("{spinner} {msg}")
-                            .expect("template"),
-                    );
-                    b.enable_steady_tick(Duration::from_millis(120));
-                    b
-                });
-                let every = if tty {
-                    Duration::from_millis(250)
-                } else {
-                    Duration::from_secs(5)
-                };
-                let mut last = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    if last.elapsed() < every {
-                        continue;
-                    }
-                    last = Instant::now();
-                    let st = counters.stats(started.elapsed());
-                    let mut line = st.line();
-                    let (total, done) = (
-                        counters.big_total.load(Ordering::Relaxed),
-                        counters.big_done.load(Ordering::Relaxed),
-                    );
-                    if let Some(o) = counters.origins.lock().ok().and_then(|b| b.live()) {
-                        line += &format!(" · {o}");
-                    }
-                    if total > 0 {
-                        let left = total.saturating_sub(done) as f64;
-                        line += &format!(
-                            " · large files {} of {} ({:.0}%), ETA {:.0}s",
-                            human_bytes(done as f64),
-                            human_bytes(total as f64),
-                            100.0 * done as f64 / total as f64,
-                            left / st.bytes_per_sec.max(1.0)
-                        );
-                    }
-                    match &bar {
-                        Some(b) => b.set_message(line),
-                        None => eprintln!("bulkget: {line}"),
-                    }
-                }
-                if let Some(b) = bar {
-                    b.finish_and_clear();
-                }
-            })
+            std::thread::spawn(move || paint(stop))
         });
-        Reporter { stop, thread }
+        Painter { stop, thread }
     }
 }
 
-impl Drop for Reporter {
+impl Drop for Painter {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Shows progress until dropped.
+pub struct Reporter {
+    _painter: Painter,
+}
+
+impl Reporter {
+    pub fn start(counters: Arc<Counters>, started: Instant, display: Display) -> Reporter {
+        let painter = Painter::spawn(display, move |stop| {
+            let tty = std::io::stderr().is_terminal();
+            let bar = tty.then(|| {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("template"),
+                );
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            });
+            let every = if tty {
+                Duration::from_millis(250)
+            } else {
+                Duration::from_secs(5)
+            };
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = Instant::now();
+                let st = counters.stats(started.elapsed());
+                let mut line = st.line();
+                let (total, done) = (
+                    counters.big_total.load(Ordering::Relaxed),
+                    counters.big_done.load(Ordering::Relaxed),
+                );
+                if let Some(o) = counters.origins.lock().ok().and_then(|b| b.live()) {
+                    line += &format!(" · {o}");
+                }
+                if total > 0 {
+                    let left = total.saturating_sub(done) as f64;
+                    line += &format!(
+                        " · large files {} of {} ({:.0}%), ETA {:.0}s",
+                        human_bytes(done as f64),
+                        human_bytes(total as f64),
+                        100.0 * done as f64 / total as f64,
+                        left / st.bytes_per_sec.max(1.0)
+                    );
+                }
+                match &bar {
+                    Some(b) => b.set_message(line),
+                    None => eprintln!("bulkget: {line}"),
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        Reporter { _painter: painter }
     }
 }
 
