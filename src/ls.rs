@@ -10,6 +10,7 @@
 //! connection: the stores and servers page in key order anyway.
 
 use std::io::{self, IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -43,16 +44,19 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
+    /// One entry; `path` as bytes: a local name that is not UTF-8 is
+    /// written as it is (a shell can use it), and only `--json`, whose
+    /// strings are UTF-8, shows it with U+FFFD in place of the bad bytes.
     fn entry(
         &mut self,
-        path: &str,
+        path: &[u8],
         size: Option<u64>,
         mtime: Option<String>,
         etag: Option<String>,
     ) -> Result<(), RunError> {
         let r = if self.json {
             let line = json_line(
-                path,
+                &String::from_utf8_lossy(path),
                 &[
                     ("size", size.into()),
                     ("mtime", mtime.into()),
@@ -61,7 +65,9 @@ impl Out<'_> {
             );
             self.w.write_all(line.as_bytes())
         } else {
-            writeln!(self.w, "{path}")
+            self.w
+                .write_all(path)
+                .and_then(|()| self.w.write_all(b"\n"))
         };
         if let Err(e) = r {
             self.closed = e.kind() == io::ErrorKind::BrokenPipe;
@@ -142,7 +148,7 @@ fn list_api(cfg: &LsConfig, out: &mut Out<'_>, stop: &AtomicBool) -> Result<(), 
                 url.extend_from_slice(base.as_bytes());
                 url.extend_from_slice(b"/get/");
                 crate::names::push_url_path(&mut url, n);
-                out.entry(&String::from_utf8_lossy(&url), None, None, None)?;
+                out.entry(&url, None, None, None)?;
             }
             match page.next.filter(|m| !m.is_empty()) {
                 // A server that hands back the marker it was given would
@@ -177,14 +183,15 @@ fn s3(
             let page = crate::store::page(&net, &cfg.policy, stop, &mut conn, &url).await?;
             let b = &loc.bucket;
             for p in &page.prefixes {
-                out.entry(&format!("s3://{b}/{p}"), None, None, None)?;
+                out.entry(format!("s3://{b}/{p}").as_bytes(), None, None, None)?;
             }
             for o in page.objects {
                 let mtime = o.modified.map(|m| match m.split_once('.') {
                     Some((s, _)) => format!("{s}Z"), // whole seconds, as elsewhere
                     None => m,
                 });
-                out.entry(&format!("s3://{b}/{}", o.key), Some(o.size), mtime, o.etag)?;
+                let path = format!("s3://{b}/{}", o.key);
+                out.entry(path.as_bytes(), Some(o.size), mtime, o.etag)?;
             }
             for k in &page.unreadable {
                 eprintln!("bulkget: a key is not UTF-8 once decoded: {k}");
@@ -203,12 +210,13 @@ fn local(root: &Path, shown: &str, recursive: bool, out: &mut Out<'_>) -> Result
     let m = std::fs::symlink_metadata(root).map_err(|e| cannot(root, e))?;
     if !m.is_dir() {
         let mtime = m.modified().ok().map(rfc3339);
-        return out.entry(shown, Some(m.len()), mtime, None);
+        return out.entry(shown.as_bytes(), Some(m.len()), mtime, None);
     }
     let base = shown.trim_end_matches('/');
     // Depth first, each directory in name order; a stack of directories
     // still to read (never more than the tree is deep, times its width).
-    let mut stack = vec![(root.to_path_buf(), base.to_string())];
+    // Paths are bytes: names are written as the file system has them.
+    let mut stack = vec![(root.to_path_buf(), base.as_bytes().to_vec())];
     while let Some((dir, shown)) = stack.pop() {
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .map_err(|e| cannot(&dir, e))?
@@ -216,20 +224,19 @@ fn local(root: &Path, shown: &str, recursive: bool, out: &mut Out<'_>) -> Result
             .map_err(|e| cannot(&dir, e))?;
         names.sort_by_key(|e| e.file_name());
         if recursive && names.is_empty() && dir != root {
-            out.entry(&format!("{shown}/"), None, None, None)?;
+            out.entry(&[&shown[..], b"/"].concat(), None, None, None)?;
         }
         let mut subdirs = Vec::new();
         for e in names {
             let name = e.file_name();
-            let name = name.to_string_lossy();
-            let path = format!("{shown}/{name}");
+            let path = [&shown[..], b"/", name.as_bytes()].concat();
             let m = e.metadata().map_err(|err| cannot(&e.path(), err))?;
             let mtime = m.modified().ok().map(rfc3339);
             if m.is_dir() {
                 if recursive {
                     subdirs.push((e.path(), path));
                 } else {
-                    out.entry(&format!("{path}/"), None, mtime, None)?;
+                    out.entry(&[&path[..], b"/"].concat(), None, mtime, None)?;
                 }
             } else {
                 out.entry(&path, Some(m.len()), mtime, None)?;

@@ -83,3 +83,22 @@ fn ls_a_list_api_server_gives_urls_that_exists_takes() {
     assert_eq!(e.status.code(), Some(0), "{}", stderr(&e));
     assert_eq!(lines(&e), [format!("{base}/get/d/a%20b%25\ttrue")]);
 }
+
+#[test]
+fn ls_writes_a_name_that_is_not_utf8_as_its_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("tree");
+    std::fs::create_dir_all(&r).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(r.join(odd), b"latin-1").unwrap();
+    let root = r.to_str().unwrap();
+    let o = bulkget(&["ls", "-r", root]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = [root.as_bytes(), b"/caf\xe9.txt\n"].concat();
+    assert_eq!(o.stdout, want);
+    // JSON strings are UTF-8: there the bad byte shows as U+FFFD.
+    let o = bulkget(&["ls", "--json", root]);
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("caf\u{fffd}.txt"), "{out}");
+}
