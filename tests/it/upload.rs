@@ -332,3 +332,35 @@ fn cp_r_between_buckets_copies_inside_the_store_and_reruns_skip() {
         digest(vec![("one/copy".into(), body("p/z/deep/er", 14))])
     );
 }
+
+#[test]
+fn puts_answered_503_slowdown_are_retried_and_every_object_lands() {
+    let mut moto = Moto::start();
+    moto.cmd("bucket slow");
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    for i in 0..300 {
+        let d = src.join(format!("d{}", i % 3));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), noise(100 + i, i as u64)).unwrap();
+    }
+    std::fs::write(src.join("large"), noise(11 << 20, 9)).unwrap();
+    moto.cmd("putfault 0.1");
+    let o = moto
+        .bulkget(&[
+            "cp",
+            "-r",
+            src.to_str().unwrap(),
+            "s3://slow/s/",
+            "--part-size",
+            "5M",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let faults: u64 = moto.cmd("putfault 0").parse().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(faults >= 10, "only {faults} PUTs were answered 503");
+    assert_eq!(copied_and_skipped(&o), (301, 0));
+    assert_eq!(moto.cmd("tree slow s/"), digest(files(&src, "s/")));
+}
