@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use super::CpOutcome;
 use super::up::{There, iso_secs};
+use super::work::{runtime, work};
 use crate::error::RunError;
 use crate::fetch::RetryPolicy;
 use crate::fetch::net::{Net, NetConfig};
@@ -88,29 +89,19 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
     let dst = crate::store::s3_from_env(&loc(&cfg.dst_bucket), &cfg.store_opts)?;
     let net = Net::new(cfg.net.clone())?;
     let counters = Arc::new(Counters::default());
-    let failures: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+    let failures = Mutex::new(Vec::new());
     let bars = CopyBars::start(counters.clone(), started, cfg.display);
-    let workers = cfg.workers.max(1);
-    let (tx, rx) = async_channel::bounded::<Copy>(workers * 4);
+    let (tx, rx) = async_channel::bounded::<Copy>(cfg.workers.max(1) * 4);
     // (source prefix listed, and what each key below it becomes at DST).
     let (from_prefix, to_prefix) = if cfg.recursive {
         (with_slash(&cfg.src_key), with_slash(&cfg.dst_key))
     } else {
         (cfg.src_key.clone(), cfg.dst_key.clone())
     };
-    let one_name = cfg
-        .src_key
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let one_name = cfg.src_key.rsplit('/').next().unwrap_or_default();
 
     let lister = || -> Result<(), RunError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| RunError::Other(e.to_string()))?;
-        rt.block_on(async {
+        runtime(false)?.block_on(async {
             let policy = &cfg.policy;
             let mut from = There::new(&src, &net, policy, &stop, from_prefix.clone());
             let mut there = There::new(&dst, &net, policy, &stop, to_prefix.clone());
@@ -145,51 +136,25 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
         })
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Other(e.to_string()))?;
     let client = Client::new(&dst, &net, &cfg.policy, &stop);
-    let listed = std::thread::scope(|scope| {
-        let l = scope.spawn(lister);
-        rt.block_on(async {
-            let (client, counters, failures) = (&client, &counters, &failures);
-            let tasks = (0..workers).map(|_| {
-                let rx = rx.clone();
-                async move {
-                    while let Ok(c) = rx.recv().await {
-                        let r = if !cfg.overwrite && c.there.as_ref().is_some_and(|t| same(&c.from, t)) {
-                            Ok(false)
-                        } else if c.from.size > MAX_COPY {
-                            Err("larger than 5 GiB: a copy in parts (UploadPartCopy) is not built yet".to_string())
-                        } else {
-                            let mut source = String::new();
-                            crate::store::sigv4::encode(&mut source, &cfg.src_bucket, false);
-                            source.push('/');
-                            crate::store::sigv4::encode(&mut source, &c.from.key, true);
-                            client.copy_object(&c.key, &source).await.map(|()| true)
-                        };
-                        match r {
-                            Ok(true) => {
-                                counters.done.fetch_add(1, Ordering::Relaxed);
-                                counters.bytes.fetch_add(c.from.size, Ordering::Relaxed);
-                            }
-                            Ok(false) => {
-                                counters.skipped.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(why) => {
-                                counters.failed.fetch_add(1, Ordering::Relaxed);
-                                let shown = format!("s3://{}/{}", cfg.src_bucket, c.from.key);
-                                failures.lock().expect("failures").push((shown.into(), why));
-                            }
-                        }
-                    }
-                }
-            });
-            futures_util::future::join_all(tasks).await;
-        });
-        l.join().expect("the lister does not panic")
-    });
+    let copy = async |c: &Copy| {
+        if !cfg.overwrite && c.there.as_ref().is_some_and(|t| same(&c.from, t)) {
+            return Ok(false);
+        }
+        if c.from.size > MAX_COPY {
+            let why = "larger than 5 GiB: a copy in parts (UploadPartCopy) is not built yet";
+            return Err(why.to_string());
+        }
+        let mut source = String::new();
+        crate::store::sigv4::encode(&mut source, &cfg.src_bucket, false);
+        source.push('/');
+        crate::store::sigv4::encode(&mut source, &c.from.key, true);
+        client.copy_object(&c.key, &source).await?;
+        counters.bytes.fetch_add(c.from.size, Ordering::Relaxed);
+        Ok(true)
+    };
+    let shown = |c: Copy| PathBuf::from(format!("s3://{}/{}", cfg.src_bucket, c.from.key));
+    let listed = work(lister, rx, cfg.workers, &counters, &failures, copy, shown);
     drop(bars);
     listed?;
     if counters.listed.load(Ordering::Relaxed) == 0 && !cfg.recursive {

@@ -38,6 +38,7 @@ use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::CpOutcome;
+use super::work::{runtime, work};
 use crate::error::RunError;
 use crate::fetch::RetryPolicy;
 use crate::fetch::net::{Net, NetConfig};
@@ -111,13 +112,13 @@ fn part_size_for(size: u64, min: u64) -> u64 {
 }
 
 /// Where each file of SRC goes: (source, key) in key order, lazily.
-struct KeyWalk {
+struct KeyWalk<'a> {
     /// Per directory open, its entries not yet taken, last first.
     stack: Vec<Vec<(String, PathBuf, bool)>>,
-    failures: Arc<Mutex<Vec<(PathBuf, String)>>>,
+    failures: &'a Mutex<Vec<(PathBuf, String)>>,
 }
 
-impl KeyWalk {
+impl KeyWalk<'_> {
     fn fail(&self, p: PathBuf, why: String) {
         self.failures.lock().expect("failures").push((p, why));
     }
@@ -176,7 +177,7 @@ impl KeyWalk {
     }
 }
 
-impl Iterator for KeyWalk {
+impl Iterator for KeyWalk<'_> {
     /// (the file, its key relative to the prefix).
     type Item = (PathBuf, String);
 
@@ -198,15 +199,15 @@ impl Iterator for KeyWalk {
 
 /// The objects under the prefix, in key order, a page at a time.
 pub(super) struct There<'a> {
-    pub s3: &'a S3,
-    pub net: &'a Net,
-    pub policy: &'a RetryPolicy,
-    pub stop: &'a AtomicBool,
-    pub prefix: String,
-    pub conn: Option<crate::fetch::Conn>,
-    pub page: std::collections::VecDeque<Object>,
-    pub token: Option<String>,
-    pub done: bool,
+    s3: &'a S3,
+    net: &'a Net,
+    policy: &'a RetryPolicy,
+    stop: &'a AtomicBool,
+    prefix: String,
+    conn: Option<crate::fetch::Conn>,
+    page: std::collections::VecDeque<Object>,
+    token: Option<String>,
+    done: bool,
 }
 
 impl<'a> There<'a> {
@@ -282,7 +283,6 @@ struct Shared<'a> {
     cfg: &'a UpConfig,
     budget: Semaphore,
     counters: &'a Counters,
-    failures: &'a Mutex<Vec<(PathBuf, String)>>,
 }
 
 async fn read_at(path: PathBuf, at: u64, len: u64) -> Result<Vec<u8>, String> {
@@ -442,6 +442,7 @@ fn plan(cfg: &UpConfig) -> Result<(bool, String), RunError> {
 
 pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
     let started = Instant::now();
+    // A tree's prefix, or one file's key (its `rel` below is empty).
     let (tree, key) = plan(cfg)?;
     let loc = crate::store::Location {
         bucket: cfg.bucket.clone(),
@@ -450,106 +451,76 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
     let s3 = crate::store::s3_from_env(&loc, &cfg.store_opts)?;
     let net = Net::new(cfg.net.clone())?;
     let counters = Arc::new(Counters::default());
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let reporter = CopyBars::start(counters.clone(), started, cfg.display);
-    let workers = cfg.workers.max(1);
-    let (tx, rx) = async_channel::bounded::<Up>(workers * 4);
+    let failures = Mutex::new(Vec::new());
+    let bars = CopyBars::start(counters.clone(), started, cfg.display);
+    let (tx, rx) = async_channel::bounded::<Up>(cfg.workers.max(1) * 4);
 
-    let walker = {
-        let (failures, counters, stop) = (failures.clone(), counters.clone(), stop.clone());
-        let (s3, net, policy) = (&s3, &net, &cfg.policy);
-        let prefix = if tree { key.clone() } else { String::new() };
-        let src = cfg.src.clone();
-        move || -> Result<(), RunError> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| RunError::Other(e.to_string()))?;
-            let listed = if tree { prefix.clone() } else { key.clone() };
-            let mut there = There::new(s3, net, policy, &stop, listed);
+    let walker = || -> Result<(), RunError> {
+        let rt = runtime(false)?;
+        let mut there = There::new(&s3, &net, &cfg.policy, &stop, key.clone());
+        let files: Box<dyn Iterator<Item = (PathBuf, String)>> = if tree {
             let mut walk = KeyWalk {
                 stack: Vec::new(),
-                failures: failures.clone(),
+                failures: &failures,
             };
-            let files: Box<dyn Iterator<Item = (PathBuf, String)>> = if tree {
-                walk.open(&src, "");
-                Box::new(walk)
-            } else {
-                Box::new(std::iter::once((src.clone(), String::new())))
-            };
-            for (path, rel) in files {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = format!("{prefix}{rel}");
-                let key = if tree { key } else { there.prefix.clone() };
-                let m = match std::fs::metadata(&path) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        let why = format!("cannot read {}: {e}", path.display());
-                        failures.lock().expect("failures").push((path, why));
-                        continue;
-                    }
-                };
-                let mtime = m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs());
-                let found = rt.block_on(there.find(&key))?;
-                counters.listed.fetch_add(1, Ordering::Relaxed);
-                counters.listed_bytes.fetch_add(m.len(), Ordering::Relaxed);
-                let up = Up {
-                    path,
-                    key,
-                    size: m.len(),
-                    mtime,
-                    there: found,
-                };
-                if tx.send_blocking(up).is_err() {
-                    break;
-                }
+            walk.open(&cfg.src, "");
+            Box::new(walk)
+        } else {
+            Box::new(std::iter::once((cfg.src.clone(), String::new())))
+        };
+        for (path, rel) in files {
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
-            counters.listing_done.store(true, Ordering::Relaxed);
-            Ok(())
+            let m = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    let why = format!("cannot read {}: {e}", path.display());
+                    failures.lock().expect("failures").push((path, why));
+                    continue;
+                }
+            };
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            let key = format!("{key}{rel}");
+            let found = rt.block_on(there.find(&key))?;
+            counters.listed.fetch_add(1, Ordering::Relaxed);
+            counters.listed_bytes.fetch_add(m.len(), Ordering::Relaxed);
+            let up = Up {
+                path,
+                key,
+                size: m.len(),
+                mtime,
+                there: found,
+            };
+            if tx.send_blocking(up).is_err() {
+                break;
+            }
         }
+        drop(tx);
+        counters.listing_done.store(true, Ordering::Relaxed);
+        Ok(())
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Other(e.to_string()))?;
     let sh = Shared {
         client: Client::new(&s3, &net, &cfg.policy, &stop),
         cfg,
         budget: Semaphore::new(BUDGET_KIB),
         counters: &counters,
-        failures: &failures,
     };
-    let walked = std::thread::scope(|scope| {
-        let w = scope.spawn(walker);
-        rt.block_on(async {
-            let sh = &sh;
-            let tasks = (0..workers).map(|_| {
-                let rx = rx.clone();
-                async move {
-                    while let Ok(up) = rx.recv().await {
-                        match sh.send(&up).await {
-                            Ok(true) => sh.counters.done.fetch_add(1, Ordering::Relaxed),
-                            Ok(false) => sh.counters.skipped.fetch_add(1, Ordering::Relaxed),
-                            Err(why) => {
-                                sh.failures.lock().expect("failures").push((up.path, why));
-                                sh.counters.failed.fetch_add(1, Ordering::Relaxed)
-                            }
-                        };
-                    }
-                }
-            });
-            futures_util::future::join_all(tasks).await;
-        });
-        w.join().expect("the walker does not panic")
-    });
-    drop(reporter);
+    let walked = work(
+        walker,
+        rx,
+        cfg.workers,
+        &counters,
+        &failures,
+        async |up: &Up| sh.send(up).await,
+        |up| up.path,
+    );
+    drop(bars);
     walked?;
     Ok(CpOutcome::ended(&counters, started, &failures, &stop))
 }
