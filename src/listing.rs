@@ -10,13 +10,12 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::{FetchError, RunError};
 use crate::fetch::net::Net;
-use crate::fetch::{Conn, Endpoint, RetryPolicy};
+use crate::fetch::{Conn, Endpoint, GiveUp, RetryPolicy};
 use crate::journal::{FailureNames, Tracker};
 use crate::progress::Counters;
 
@@ -232,30 +231,14 @@ pub async fn backoff(
     err: &FetchError,
     attempt: u32,
 ) -> Result<(), RunError> {
-    let fail = |why: String| {
-        Err(RunError::List {
+    match policy.pause(stop, err, attempt, attempt as u64).await {
+        Ok(()) => Ok(()),
+        Err(GiveUp::Stopped) => Err(RunError::Other("stopped".into())),
+        Err(GiveUp::Failed(why)) => Err(RunError::List {
             url: url.to_string(),
             why,
-        })
-    };
-    if !err.is_retryable() {
-        return fail(err.to_string());
+        }),
     }
-    if attempt > policy.retries {
-        return fail(format!("{err} (gave up after {attempt} attempts)"));
-    }
-    let until =
-        tokio::time::Instant::now() + policy.delay(attempt, err.retry_after(), attempt as u64);
-    while tokio::time::Instant::now() < until {
-        if stop.load(Ordering::Relaxed) {
-            return Err(RunError::Other("stopped".into()));
-        }
-        tokio::time::sleep_until(
-            until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
-        )
-        .await;
-    }
-    Ok(())
 }
 
 /// GETs `path` (with query) from `key` on `conn` (connecting if need be)

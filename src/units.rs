@@ -48,6 +48,16 @@ pub fn human_bytes(n: f64) -> String {
 }
 
 /// `1 234 567` with thin grouping, for counts people read.
+/// Bytes as lower-case hex digits (digests in messages, ETags, signatures).
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
 pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);

@@ -44,8 +44,9 @@ use crate::fetch::RetryPolicy;
 use crate::fetch::net::{Net, NetConfig};
 use crate::progress::{CopyBars, Counters, Display};
 use crate::store::StoreOpts;
-use crate::store::put::{Client, hex, md5};
-use crate::store::s3::{Object, S3};
+use crate::store::put::{Client, md5};
+use crate::store::s3::{Object, S3, etag_md5};
+use crate::units::hex;
 
 /// Bytes of files held in memory at once, in KiB (the semaphore's permits).
 const BUDGET_KIB: usize = 256 << 10;
@@ -336,13 +337,13 @@ impl Shared<'_> {
         if up.size <= ps {
             let _room = self.room(up.size).await;
             let body = read_at(up.path.clone(), 0, up.size).await?;
-            if same_size
-                && let Some(there) = up.there.as_ref().and_then(|o| o.md5)
-                && there == md5(&body)
-            {
+            let sum = md5(&body);
+            if same_size && up.there.as_ref().and_then(|o| o.md5) == Some(sum) {
                 return Ok(false);
             }
-            self.client.put_object(&up.key, Bytes::from(body)).await?;
+            self.client
+                .put_object(&up.key, Bytes::from(body), sum)
+                .await?;
             self.counters.bytes.fetch_add(up.size, Ordering::Relaxed);
             return Ok(true);
         }
@@ -383,11 +384,15 @@ impl Shared<'_> {
                 let (at, len) = range(i);
                 let _room = self.room(len).await;
                 let body = read_at(up.path.clone(), at, len).await?;
-                let sum = hex(&md5(&body));
+                let sum = md5(&body);
                 let kept = had.iter().find(|p| p.number == i);
                 let etag = match kept {
-                    Some(p) if p.size == len && p.etag.eq_ignore_ascii_case(&sum) => sum,
-                    _ => self.client.part(&up.key, id, i, Bytes::from(body)).await?,
+                    Some(p) if p.size == len && etag_md5(&p.etag) == Some(sum) => hex(&sum),
+                    _ => {
+                        self.client
+                            .part(&up.key, id, i, Bytes::from(body), sum)
+                            .await?
+                    }
                 };
                 self.counters.bytes.fetch_add(len, Ordering::Relaxed);
                 Ok((i, etag))

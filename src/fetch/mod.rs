@@ -17,10 +17,10 @@ pub mod url;
 
 pub use conn::Conn;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::RunError;
+use crate::error::{FetchError, RunError};
 use crate::synthetic::splitmix64;
 
 /// Runs `tasks` tasks made by `make(id)` on `threads` threads (0 = one per
@@ -119,7 +119,47 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Why [`RetryPolicy::pause`] says not to try again.
+#[derive(Debug)]
+pub enum GiveUp {
+    /// The run is stopping (a signal).
+    Stopped,
+    /// Not worth another attempt, or none left: why.
+    Failed(String),
+}
+
 impl RetryPolicy {
+    /// After failed attempt `attempt` (from 1) with `err`: waits out the
+    /// backoff (`Retry-After` honoured, `salt` for the jitter; never past a
+    /// stop) and returns Ok to try again, or why not.
+    pub async fn pause(
+        &self,
+        stop: &AtomicBool,
+        err: &FetchError,
+        attempt: u32,
+        salt: u64,
+    ) -> Result<(), GiveUp> {
+        if !err.is_retryable() {
+            return Err(GiveUp::Failed(err.to_string()));
+        }
+        if attempt > self.retries {
+            return Err(GiveUp::Failed(format!(
+                "{err} (gave up after {attempt} attempts)"
+            )));
+        }
+        let until = tokio::time::Instant::now() + self.delay(attempt, err.retry_after(), salt);
+        while tokio::time::Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return Err(GiveUp::Stopped);
+            }
+            tokio::time::sleep_until(
+                until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
     /// Delay before attempt `attempt + 1` (attempt counts from 1): exponential
     /// with full jitter in [d/2, d], and never less than the server's `Retry-After`.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, salt: u64) -> Duration {

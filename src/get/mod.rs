@@ -156,8 +156,8 @@ impl GetPlan {
                 return Err((
                     FetchError::Checksum {
                         algo: "sha256",
-                        want: split::hex(&want),
-                        got: split::hex(&got),
+                        want: crate::units::hex(&want),
+                        got: crate::units::hex(&got),
                     },
                     keep,
                 ));
@@ -166,7 +166,7 @@ impl GetPlan {
         if let (Some(want), Some(m)) = (job.md5(), m5) {
             let got: [u8; 16] = m.finalize().into();
             if got != want {
-                let (want, got) = (split::hex(&want), split::hex(&got));
+                let (want, got) = (crate::units::hex(&want), crate::units::hex(&got));
                 let algo = "md5 (the ETag)";
                 return Err((FetchError::Checksum { algo, want, got }, keep));
             }

@@ -35,6 +35,7 @@ use crate::fetch::{Conn, land};
 use crate::journal::write_atomic;
 use crate::pipeline::Shared;
 use crate::progress::{Counters, Local};
+use crate::units::hex;
 
 /// What the sidecar says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -360,10 +361,6 @@ impl Split {
         let _ = fs::remove_file(&self.st.side_path);
         Ok(Some(self.st.total))
     }
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn sha256_file(p: &Path) -> std::io::Result<[u8; 32]> {

@@ -16,6 +16,7 @@ use blake2::digest::{Digest, KeyInit, Mac, consts::U8};
 use blake2::{Blake2b512, Blake2bMac};
 
 use crate::synthetic::{self, Content};
+use crate::units::hex;
 
 /// Where an object's bytes come from.
 pub enum Source {
@@ -97,10 +98,6 @@ impl Tokens {
         }
         String::from_utf8(cursor).ok()
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -14,7 +14,7 @@
 //! since not every S3-compatible store checks `Content-MD5`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -26,7 +26,8 @@ use crate::error::FetchError;
 use crate::fetch::http1::{Head, Method};
 use crate::fetch::net::Net;
 use crate::fetch::url::Url;
-use crate::fetch::{Conn, RetryPolicy};
+use crate::fetch::{Conn, GiveUp, RetryPolicy};
+use crate::units::hex;
 
 /// Largest answer body read (listing of parts, error documents).
 const MAX_ANSWER: usize = 16 << 20;
@@ -59,10 +60,6 @@ pub struct Client<'a> {
 /// The MD5 of `b`.
 pub fn md5(b: &[u8]) -> [u8; 16] {
     Md5::digest(b).into()
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// An S3 error document's "Code: Message", if `body` is one.
@@ -225,33 +222,28 @@ impl<'a> Client<'a> {
             let e = match r {
                 Ok((h, b)) if (200..300).contains(&h.status) => break Ok((h, b)),
                 Ok((h, b)) => {
-                    let why = error_doc(&b).map(|d| format!(" ({d})")).unwrap_or_default();
                     let e = FetchError::Status {
                         status: h.status,
                         retry_after: h.retry_after,
                     };
                     if !e.is_retryable() {
+                        let why = error_doc(&b).map(|d| format!(" ({d})")).unwrap_or_default();
                         break Err(format!("HTTP {}{why}", h.status));
                     }
                     e
                 }
                 Err(e) => {
                     conn = None;
-                    if !e.is_retryable() {
-                        break Err(e.to_string());
-                    }
                     e
                 }
             };
-            if attempt > self.policy.retries || self.stop.load(Ordering::Relaxed) {
-                break Err(format!("{e} (gave up after {attempt} attempts)"));
+            // Workers retrying at once spread out by their URLs.
+            let salt = url.len() as u64 ^ u64::from(attempt) << 32;
+            match self.policy.pause(self.stop, &e, attempt, salt).await {
+                Ok(()) => {}
+                Err(GiveUp::Stopped) => break Err(format!("{e} (stopped)")),
+                Err(GiveUp::Failed(why)) => break Err(why),
             }
-            let retry_after = match &e {
-                FetchError::Status { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            let salt = url.len() as u64 ^ attempt as u64;
-            tokio::time::sleep(self.policy.delay(attempt, retry_after, salt)).await;
         };
         if let Some(c) = conn {
             self.idle.lock().expect("idle connections").push(c);
@@ -259,17 +251,16 @@ impl<'a> Client<'a> {
         r.map_err(|why| format!("{} {shown}: {why}", method.as_str()))
     }
 
-    /// Sends `body` with its `Content-MD5`; checks an MD5 ETag against it.
-    async fn put_checked(&self, url: String, body: Bytes) -> Result<String, String> {
-        let sum = md5(&body);
+    /// Sends `body`, whose MD5 is `sum`, with its `Content-MD5`; an ETag
+    /// that is an MD5 must be `sum`. The ETag, unquoted.
+    async fn put_checked(&self, url: String, body: Bytes, sum: [u8; 16]) -> Result<String, String> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(sum);
         let (head, _) = self
             .call(Method::Put, &url, &[("Content-MD5", &b64)], body)
             .await?;
         let etag = head.etag.unwrap_or_default();
         let bare = etag.trim_matches('"');
-        let is_md5 = bare.len() == 32 && bare.bytes().all(|c| c.is_ascii_hexdigit());
-        if is_md5 && !bare.eq_ignore_ascii_case(&hex(&sum)) {
+        if super::s3::etag_md5(bare).is_some_and(|m| m != sum) {
             let shown = url.split('?').next().unwrap_or(&url);
             return Err(format!(
                 "PUT {shown}: the store's ETag {bare} is not the MD5 of the bytes sent ({})",
@@ -279,10 +270,10 @@ impl<'a> Client<'a> {
         Ok(bare.to_string())
     }
 
-    /// One whole object.
-    pub async fn put_object(&self, key: &str, body: Bytes) -> Result<(), String> {
+    /// One whole object; `sum` is the body's MD5.
+    pub async fn put_object(&self, key: &str, body: Bytes, sum: [u8; 16]) -> Result<(), String> {
         let url = self.s3.object_url(Method::Put, key, super::now());
-        self.put_checked(url, body).await.map(drop)
+        self.put_checked(url, body, sum).await.map(drop)
     }
 
     /// Copies `source` (`BUCKET/KEY`, encoded) to `key` inside the store
@@ -352,13 +343,14 @@ impl<'a> Client<'a> {
         Ok(Some(Resumed { id, parts, stale }))
     }
 
-    /// Sends part `number`; its ETag.
+    /// Sends part `number` (`sum`: its MD5); its ETag.
     pub async fn part(
         &self,
         key: &str,
         id: &str,
         number: u32,
         body: Bytes,
+        sum: [u8; 16],
     ) -> Result<String, String> {
         let n = number.to_string();
         let url = self.s3.object_url_with(
@@ -367,7 +359,7 @@ impl<'a> Client<'a> {
             &[("partNumber", &n), ("uploadId", id)],
             super::now(),
         );
-        self.put_checked(url, body).await
+        self.put_checked(url, body, sum).await
     }
 
     /// Aborts an upload (its parts are dropped by the store).

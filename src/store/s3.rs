@@ -318,7 +318,7 @@ pub struct Object {
     pub modified: Option<String>,
 }
 
-fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+pub(crate) fn etag_md5(etag: &str) -> Option<[u8; 16]> {
     let h = etag.trim().trim_matches('"');
     if h.len() != 32 {
         return None;

@@ -11,6 +11,8 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::units::hex;
+
 /// Credentials to sign with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Creds {
@@ -36,10 +38,6 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
     m.update(data);
     m.finalize().into_bytes().into()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `YYYYMMDD'T'HHMMSS'Z'` for a Unix time (UTC).
