@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::CpOutcome;
-use super::up::{There, iso_secs};
+use super::up::There;
 use super::work::{runtime, work};
 use crate::error::RunError;
 use crate::fetch::RetryPolicy;
@@ -67,8 +67,7 @@ fn same(from: &Object, there: &Object) -> bool {
     if from.etag.is_some() && from.etag == there.etag {
         return true;
     }
-    let t = |o: &Object| o.modified.as_deref().and_then(iso_secs);
-    matches!((t(from), t(there)), (Some(a), Some(b)) if b >= a)
+    matches!((from.modified_secs(), there.modified_secs()), (Some(a), Some(b)) if b >= a)
 }
 
 fn with_slash(p: &str) -> String {

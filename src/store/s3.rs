@@ -318,6 +318,33 @@ pub struct Object {
     pub modified: Option<String>,
 }
 
+/// `2026-11-23T10:00:00.000Z` as seconds since the epoch.
+fn iso_secs(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    if b.len() < 19 || b[4] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+impl Object {
+    /// `LastModified` as seconds since the epoch.
+    pub fn modified_secs(&self) -> Option<u64> {
+        self.modified.as_deref().and_then(iso_secs)
+    }
+}
+
 pub(crate) fn etag_md5(etag: &str) -> Option<[u8; 16]> {
     let h = etag.trim().trim_matches('"');
     if h.len() != 32 {
@@ -455,6 +482,17 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_times() {
+        assert_eq!(iso_secs("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(iso_secs("2013-05-24T00:00:00.000Z"), Some(1_369_353_600));
+        assert_eq!(
+            iso_secs("2000-02-29T01:01:01.5Z"),
+            Some(951_782_400 + 3_661)
+        );
+        assert_eq!(iso_secs("yesterday"), None);
+    }
 
     #[test]
     fn a_page_with_odd_keys() {
