@@ -82,18 +82,7 @@ impl CopyBars {
                 let c = m.add(ProgressBar::new(1000).with_style(bar));
                 (m, l, c)
             });
-            let every = if tty {
-                Duration::from_millis(200)
-            } else {
-                Duration::from_secs(5)
-            };
-            let mut last = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-                if last.elapsed() < every {
-                    continue;
-                }
-                last = Instant::now();
+            super::every_period(&stop, tty, Duration::from_millis(200), || {
                 let (listing, copying, frac) = lines(&counters, started.elapsed());
                 match &bars {
                     Some((_, l, c)) => {
@@ -104,7 +93,7 @@ impl CopyBars {
                     }
                     None => eprintln!("bulkget: {listing} | {copying}"),
                 }
-            }
+            });
             if let Some((m, l, c)) = bars {
                 l.finish_and_clear();
                 c.finish_and_clear();

@@ -261,6 +261,20 @@ impl Drop for Painter {
     }
 }
 
+/// Calls `f` every `on_tty` on a terminal, every 5 s otherwise, until
+/// `stop` (looked at every 50 ms).
+pub(crate) fn every_period(stop: &AtomicBool, tty: bool, on_tty: Duration, mut f: impl FnMut()) {
+    let every = if tty { on_tty } else { Duration::from_secs(5) };
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if last.elapsed() >= every {
+            last = Instant::now();
+            f();
+        }
+    }
+}
+
 /// Shows progress until dropped.
 pub struct Reporter {
     _painter: Painter,
@@ -278,18 +292,7 @@ impl Reporter {
                 b.enable_steady_tick(Duration::from_millis(120));
                 b
             });
-            let every = if tty {
-                Duration::from_millis(250)
-            } else {
-                Duration::from_secs(5)
-            };
-            let mut last = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-                if last.elapsed() < every {
-                    continue;
-                }
-                last = Instant::now();
+            every_period(&stop, tty, Duration::from_millis(250), || {
                 let st = counters.stats(started.elapsed());
                 let mut line = st.line();
                 let (total, done) = (
@@ -313,7 +316,7 @@ impl Reporter {
                     Some(b) => b.set_message(line),
                     None => eprintln!("bulkget: {line}"),
                 }
-            }
+            });
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
