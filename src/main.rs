@@ -350,7 +350,7 @@ pub(crate) struct GetArgs {
     )]
     dir: PathBuf,
     /// Connections for one large file.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    #[arg(long, default_value_t = get::DEFAULT_SPLIT as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
     split: u64,
     /// Files larger than this are split into chunks of this size (e.g. 8M).
     #[arg(long, default_value = "8M", value_parser = parse_bytes)]

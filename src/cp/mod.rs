@@ -206,9 +206,13 @@ fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
         std::fs::rename(&tmp, &it.to).map_err(|e| err(&it.to, "cannot write", e))?;
         return Ok(Done::Copied(0));
     }
+    let stat;
     let m = match &it.meta {
-        Some(m) => m.clone(),
-        None => std::fs::metadata(&it.from).map_err(|e| err(&it.from, "cannot read", e))?,
+        Some(m) => m,
+        None => {
+            stat = std::fs::metadata(&it.from).map_err(|e| err(&it.from, "cannot read", e))?;
+            &stat
+        }
     };
     if !overwrite
         && !it.fresh
@@ -219,7 +223,7 @@ fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
     {
         return Ok(Done::Skipped);
     }
-    let n = copy_into(&it.from, &tmp, &m).inspect_err(|_| {
+    let n = copy_into(&it.from, &tmp, m).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })?;
     std::fs::rename(&tmp, &it.to).map_err(|e| {

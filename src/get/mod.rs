@@ -67,6 +67,11 @@ pub struct GetConfig {
     pub store_opts: crate::store::StoreOpts,
 }
 
+/// Connections for one large file, and the size past which a file is
+/// split into chunks of that size (`--split`, `--split-size`).
+pub const DEFAULT_SPLIT: usize = 4;
+pub const DEFAULT_SPLIT_SIZE: u64 = 8 << 20;
+
 impl GetConfig {
     pub fn new(dest: &Path) -> GetConfig {
         GetConfig {
@@ -74,8 +79,8 @@ impl GetConfig {
             list: None,
             dest: dest.to_path_buf(),
             limits: Limits::default(),
-            split: 4,
-            split_size: 8 << 20,
+            split: DEFAULT_SPLIT,
+            split_size: DEFAULT_SPLIT_SIZE,
             net: NetConfig::default(),
             max_redirs: 10,
             policy: RetryPolicy::default(),
