@@ -162,7 +162,9 @@ pub struct ProbePlan {
     /// times and answered none gets `GET bytes=0-0` for its other paths at
     /// once; one that answers `HEAD` elsewhere (a single location refusing
     /// it) keeps `HEAD`, with the fallback path by path.
-    no_head: std::sync::Mutex<std::collections::HashMap<crate::fetch::url::OwnedKey, NoHead>>,
+    /// Keyed by a hash of the origin (no allocation per request; a
+    /// collision only means `GET bytes=0-0`, which every server answers).
+    no_head: std::sync::Mutex<std::collections::HashMap<u64, NoHead>>,
     /// Any origin refused: until then the per-request check is one load.
     any_no_head: std::sync::atomic::AtomicBool,
 }
@@ -175,6 +177,16 @@ const NO_HEAD_AFTER: u32 = 3;
 struct NoHead {
     refused: u32,
     answered: bool,
+}
+
+/// A hash of the probe's origin (scheme and authority).
+fn origin_hash(e: &Probe) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let u = e.target();
+    let k = u.origin_key();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (k.tls, k.authority).hash(&mut h);
+    h.finish()
 }
 
 /// What an answer says of a path.
@@ -195,7 +207,7 @@ impl ProbePlan {
         if e.signed.is_some() || !self.any_no_head.load(Ordering::Relaxed) {
             return false;
         }
-        let key = e.target().origin_key().to_owned();
+        let key = origin_hash(e);
         let refused = self.no_head.lock().is_ok_and(|m| {
             m.get(&key)
                 .is_some_and(|n| n.refused >= NO_HEAD_AFTER && !n.answered)
@@ -211,7 +223,7 @@ impl ProbePlan {
         if !head.bodiless || !self.any_no_head.load(Ordering::Relaxed) {
             return;
         }
-        let key = e.target().origin_key().to_owned();
+        let key = origin_hash(e);
         if let Ok(mut m) = self.no_head.lock()
             && let Some(n) = m.get_mut(&key)
         {
@@ -359,7 +371,7 @@ impl Plan for ProbePlan {
                 let keep = drain(c, head).await?;
                 e.get.set(true);
                 if let Ok(mut m) = self.no_head.lock() {
-                    let key = e.target().origin_key().to_owned();
+                    let key = origin_hash(e);
                     m.entry(key).or_default().refused += 1;
                 }
                 self.any_no_head
