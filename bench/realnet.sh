@@ -10,13 +10,15 @@
 #   h1-20ms   nginx over https, HTTP/1.1 at 20 ms RTT
 #   limit8    nginx allowing 8 connections (limit_conn; the rest get 503)
 # and mirror for svc5 and rtt40. Needs nginx-light, curl, openssl, python3;
-# cargo build --release first.  ONLY="svc5 rtt40" runs some rows; SERVE=1
+# cargo build --release first.  ALSO=BIN times a second build too.  ONLY="svc5 rtt40" runs some rows; SERVE=1
 # only starts the servers and waits.
 set -euo pipefail
 N=${1:-20000}
 PY=${PY:-python3}  # a python with uvloop makes the delay lines cheaper
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/target/release/bulkget
+# ALSO=/path/to/another/bulkget adds its rows (an A/B of two builds in one run)
+ALSO=${ALSO:-}
 W=/dev/shm/bulkget-realnet
 rm -rf "$W" && mkdir -p "$W/tmp"
 python3 "$ROOT/../shared/bench/gen_dataset.py" "$N" 1000 "$W/www" >/dev/null
@@ -95,6 +97,7 @@ for round in $(seq 1 "${ROUNDS:-1}"); do
   for row in $ROWS; do
     flag=""; [ "$row" = h1-20ms ] && flag=--http1.1
     timed "$row bulkget get" $B get -i urls-$row.txt -o {OUT} --cacert ca.pem -q $flag
+    [ -z "$ALSO" ] || timed "$row also get" $ALSO get -i urls-$row.txt -o {OUT} --cacert ca.pem -q $flag
     case $row in
       svc5) timed "$row bulkget mirror" $B mirror http://127.0.0.1:18490 {OUT} -q ;;
       rtt40) timed "$row bulkget mirror" $B mirror http://127.0.0.1:18580 {OUT} -q ;;

@@ -126,7 +126,10 @@ impl Conn {
     pub async fn flush(&mut self) -> Result<(), FetchError> {
         match self {
             Conn::H1(c) => c.flush().await,
-            Conn::H2(_) => Ok(()),
+            Conn::H2(c) => {
+                c.flush();
+                Ok(())
+            }
         }
     }
 

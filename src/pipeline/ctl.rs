@@ -59,6 +59,10 @@ enum Step {
     Depth,
     /// Half the depth (latency queues), kept unless files/s fell.
     Shallower,
+    /// A quarter fewer connections (latency queues), kept unless files/s
+    /// fell by a twentieth: of two settings that do as well, the one that
+    /// costs the client and the server less.
+    Fewer,
 }
 
 impl Step {
@@ -100,9 +104,16 @@ pub struct Ctl {
     /// Periods for which inflated latency does not cut depth (a cut was
     /// just tried and cost files/s).
     keep_depth: u32,
+    /// Likewise for connections after fewer cost files/s.
+    keep_conns: u32,
+    /// The next probe while latency queues is for fewer connections (they
+    /// alternate with probes for more).
+    down_next: bool,
     holds: u32,
     settle: bool,
     cut_at: Option<Instant>,
+    /// The origin multiplexes (HTTP/2): depth is grown before connections.
+    mux: bool,
     /// Files/s in the last judged period (for display).
     pub rate: f64,
 }
@@ -138,9 +149,12 @@ impl Ctl {
             trial: None,
             next: Step::Conns,
             keep_depth: 0,
+            keep_conns: 0,
+            down_next: true,
             holds: 0,
             settle: false,
             cut_at: None,
+            mux: false,
             rate: 0.0,
         }
     }
@@ -184,6 +198,7 @@ impl Ctl {
         let (conns, depth) = (self.conns, self.depth);
         let inflated = mean > floor * 2 + SLACK;
         self.keep_depth = self.keep_depth.saturating_sub(1);
+        self.keep_conns = self.keep_conns.saturating_sub(1);
         // Latency queues: fewer per connection is worth a trial, unless
         // one lately showed depth pays even so (a client or server that
         // does more per system call when given more at once).
@@ -213,6 +228,7 @@ impl Ctl {
                             .ref_lat
                             .is_none_or(|l| now_per_conn >= per_conn(d0, l) * 0.9)
                 }
+                Step::Fewer => rate >= base * 0.95,
             };
             if paid {
                 self.reference = Some(rate);
@@ -224,15 +240,18 @@ impl Ctl {
                     self.try_step(Step::Shallower);
                 } else if inflated {
                     // As shallow as it goes: only more connections may
-                    // still pay (and are undone if they do not).
-                    if self.ss_conns || step == Step::Conns {
+                    // still pay (and are undone if they do not); over
+                    // HTTP/2, more streams first.
+                    if self.mux && step == Step::Depth && self.depth < self.max_depth {
+                        self.try_step(Step::Depth);
+                    } else if self.ss_conns || step == Step::Conns {
                         self.try_conns();
                     }
-                } else if step != Step::Shallower {
+                } else if step != Step::Shallower && step != Step::Fewer {
                     // Again (in slow start, the other figure while it
-                    // still grows fast).
+                    // still grows fast; over HTTP/2, depth while it pays).
                     let other = step.other();
-                    let again = if self.in_slow_start(other) {
+                    let again = if self.in_slow_start(other) && !(self.mux && step == Step::Depth) {
                         other
                     } else {
                         step
@@ -248,6 +267,7 @@ impl Ctl {
                     Step::Conns => self.ss_conns = false,
                     Step::Depth => self.ss_depth = false,
                     Step::Shallower => self.keep_depth = KEEP_DEPTH,
+                    Step::Fewer => self.keep_conns = KEEP_DEPTH,
                 }
                 self.holds = 0;
                 self.next = step.other();
@@ -264,12 +284,25 @@ impl Ctl {
                 self.try_step(Step::Shallower);
             } else if inflated {
                 // Latency inflated, and depth will not come off: only
-                // connections.
-                if self.ss_conns {
+                // connections (over HTTP/2, streams first: a trial of
+                // depth is judged by what one connection does, so depth
+                // that only queues is undone).
+                if self.mux && self.ss_conns && self.depth < self.max_depth {
+                    self.try_step(Step::Depth);
+                } else if self.ss_conns {
                     self.try_conns();
                 } else if self.holds >= PROBE_EVERY {
+                    // Probes for more connections alone would ratchet up
+                    // on noise (each has some chance to look 10 % better
+                    // and none ever comes off): probes for fewer take
+                    // turns with them.
                     self.holds = 0;
-                    self.try_conns();
+                    self.down_next = !self.down_next;
+                    if !self.down_next && self.keep_conns == 0 && self.conns > START_CONNS {
+                        self.try_step(Step::Fewer);
+                    } else {
+                        self.try_conns();
+                    }
                 }
             } else if self.ss_conns || self.ss_depth {
                 let step = if self.in_slow_start(self.next) {
@@ -297,15 +330,27 @@ impl Ctl {
         self.settle = changed
             && self
                 .trial
-                .is_none_or(|(step, _, _)| step == Step::Shallower);
+                .is_none_or(|(step, _, _)| matches!(step, Step::Shallower | Step::Fewer));
         changed
+    }
+
+    /// The origin speaks HTTP/2: streams cost far less than connections (no
+    /// handshake, and one socket's system calls carry many answers), so
+    /// depth is grown first and connections once depth stops paying.
+    pub fn multiplexed(&mut self) {
+        if !self.mux {
+            self.mux = true;
+            if self.trial.is_none() {
+                self.next = Step::Depth;
+            }
+        }
     }
 
     fn in_slow_start(&self, step: Step) -> bool {
         match step {
             Step::Conns => self.ss_conns,
             Step::Depth => self.ss_depth,
-            Step::Shallower => false,
+            Step::Shallower | Step::Fewer => false,
         }
     }
 
@@ -329,12 +374,22 @@ impl Ctl {
             }
             return;
         }
+        if step == Step::Fewer {
+            self.conns = (c0 - (c0 / 4).max(1)).max(START_CONNS.min(self.max_conns));
+            if self.conns != c0 {
+                self.ss_conns = false;
+                self.trial = Some((step, c0, d0));
+            }
+            return;
+        }
         for step in [step, step.other()] {
             match step {
                 Step::Conns if self.ss_conns => self.conns = (c0 * 4).min(self.max_conns),
                 Step::Conns => self.conns = (c0 + (c0 / 4).max(1)).min(self.max_conns),
                 Step::Depth if self.ss_depth => self.depth = (d0 * 4).min(self.max_depth),
-                Step::Depth | Step::Shallower => self.depth = (d0 * 2).min(self.max_depth),
+                Step::Depth | Step::Shallower | Step::Fewer => {
+                    self.depth = (d0 * 2).min(self.max_depth)
+                }
             }
             if (self.conns, self.depth) != (c0, d0) {
                 self.trial = Some((step, c0, d0));
@@ -465,6 +520,60 @@ mod tests {
         );
         assert!(c.conns <= 16, "{c:?}");
         assert!(c.conns * c.depth <= 64, "queueing kept short: {c:?}");
+    }
+
+    #[test]
+    fn a_saturated_server_sheds_connections_it_does_not_need() {
+        // Connections that the ramp-up (or noise) took past what pays are
+        // given back: the server does 20 000 files/s however many there
+        // are, and the latency of a deeper queue shows it.
+        let t0 = Instant::now();
+        let mut c = Ctl::new(128, 64, t0);
+        c.conns = 128;
+        c.depth = 4;
+        c.ss_conns = false;
+        c.ss_depth = false;
+        let mut now = t0;
+        for i in 0..400_000u32 {
+            let inflight = (c.conns * c.depth) as f64;
+            now += Duration::from_secs_f64(1.0 / 20_000.0);
+            let lat = if i % 4 == 0 {
+                0.000_05
+            } else {
+                inflight / 20_000.0
+            };
+            c.answered(now, Duration::from_secs_f64(lat));
+        }
+        assert!(c.conns <= 32, "{c:?}");
+    }
+
+    #[test]
+    fn over_http2_depth_grows_before_connections() {
+        // 20 ms away, streams answered as fast as asked up to 50 000
+        // files/s: depth alone gets there, so connections stay few.
+        let rtt = 0.020;
+        let t0 = Instant::now();
+        let mut c = Ctl::new(128, 64, t0);
+        c.multiplexed();
+        let mut now = t0;
+        for i in 0..400_000u32 {
+            let (cc, d) = (c.conns, c.depth);
+            let rate = ((cc * d) as f64 / rtt).min(50_000.0);
+            let mean = ((cc * d) as f64 / rate).max(rtt);
+            now += Duration::from_secs_f64(1.0 / rate);
+            let lat = if i % 4 == 0 {
+                rtt
+            } else {
+                (4.0 * mean - rtt) / 3.0
+            };
+            c.answered(now, Duration::from_secs_f64(lat));
+            if now - t0 > Duration::from_secs(20) {
+                break;
+            }
+        }
+        assert_eq!(c.depth, 64, "{c:?}");
+        assert!(c.conns * c.depth >= 900, "{c:?}");
+        assert!(c.conns <= 32, "{c:?}");
     }
 
     #[test]

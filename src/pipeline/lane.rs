@@ -126,6 +126,9 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                 match sh.ctx.net.connect(key.borrow()).await {
                     Ok(c) => {
                         served = 0;
+                        if c.is_h2() {
+                            origin(&mut core.st.borrow_mut(), oid).ctl.multiplexed();
+                        }
                         conn = Some(c);
                     }
                     Err(e) => {
