@@ -172,25 +172,26 @@ fn s3(
     out: &mut Out<'_>,
     stop: &AtomicBool,
 ) -> Result<(), RunError> {
-    let store = crate::store::s3_from_env(loc, &cfg.store_opts)?;
+    let store = crate::store::from_env(loc, &cfg.store_opts)?;
     let net = Net::new(cfg.net.clone())?;
+    let scheme = loc.kind.scheme();
     runtime()?.block_on(async {
         let mut conn = None;
         let mut token: Option<String> = None;
         loop {
-            let now = crate::store::now();
-            let url = store.list_url_with(&loc.prefix, None, token.as_deref(), !cfg.recursive, now);
-            let page = crate::store::page(&net, &cfg.policy, stop, &mut conn, &url).await?;
+            let url = store.list_url(&loc.prefix, None, token.as_deref(), !cfg.recursive);
+            let page =
+                crate::store::page(&net, &cfg.policy, stop, &mut conn, &url, store.kind()).await?;
             let b = &loc.bucket;
             for p in &page.prefixes {
-                out.entry(format!("s3://{b}/{p}").as_bytes(), None, None, None)?;
+                out.entry(format!("{scheme}://{b}/{p}").as_bytes(), None, None, None)?;
             }
             for o in page.objects {
                 let mtime = o.modified.map(|m| match m.split_once('.') {
                     Some((s, _)) => format!("{s}Z"), // whole seconds, as elsewhere
                     None => m,
                 });
-                let path = format!("s3://{b}/{}", o.key);
+                let path = format!("{scheme}://{b}/{}", o.key);
                 out.entry(path.as_bytes(), Some(o.size), mtime, o.etag)?;
             }
             for k in &page.unreadable {

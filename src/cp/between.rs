@@ -81,6 +81,7 @@ fn with_slash(p: &str) -> String {
 pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
     let started = Instant::now();
     let loc = |b: &str| crate::store::Location {
+        kind: crate::store::Kind::S3,
         bucket: b.to_string(),
         prefix: String::new(),
     };

@@ -233,7 +233,15 @@ impl<'a> There<'a> {
             crate::store::now(),
         );
         let (net, policy, stop) = (self.net, self.policy, self.stop);
-        let p = crate::store::page(net, policy, stop, &mut self.conn, &url).await?;
+        let p = crate::store::page(
+            net,
+            policy,
+            stop,
+            &mut self.conn,
+            &url,
+            crate::store::Kind::S3,
+        )
+        .await?;
         self.done = !(p.truncated && p.next.is_some());
         self.token = p.next;
         self.page.extend(p.objects);
@@ -429,6 +437,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
     // A tree's prefix, or one file's key (its `rel` below is empty).
     let (tree, key) = plan(cfg)?;
     let loc = crate::store::Location {
+        kind: crate::store::Kind::S3,
         bucket: cfg.bucket.clone(),
         prefix: String::new(),
     };

@@ -327,10 +327,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     }
     let list = cfg.list.as_deref().map(input::open_list).transpose()?;
     let store = match &cfg.store {
-        Some(loc) => Some((
-            crate::store::s3_from_env(loc, &cfg.store_opts)?,
-            loc.clone(),
-        )),
+        Some(loc) => Some((crate::store::from_env(loc, &cfg.store_opts)?, loc.clone())),
         None => None,
     };
     // An object-store listing resumes from the journal's cursor.
@@ -399,7 +396,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         let signer = crate::store::Signer::new(cfg.store_opts.clone());
         let md5 = cfg.store_opts.checksum;
         let job = move || match store {
-            Some((s3, loc)) => crate::store::feed(&sh, &s3, &loc, start, md5, tx),
+            Some((store, loc)) => crate::store::feed(&sh, &store, &loc, start, md5, tx),
             None => read_jobs(&sh, urls, checksum, list, signer, tx),
         };
         std::thread::Builder::new()

@@ -25,10 +25,10 @@ enum PathKind {
 fn kind(p: &str) -> PathKind {
     if p.starts_with("http://") || p.starts_with("https://") {
         PathKind::Remote
-    } else if p.starts_with("s3://") {
+    } else if p.starts_with("s3://") || p.starts_with("az://") {
         PathKind::S3
-    } else if p.starts_with("gs://") || p.starts_with("az://") {
-        PathKind::Unsupported("gs:// and az:// are not supported yet (s3:// is)")
+    } else if p.starts_with("gs://") {
+        PathKind::Unsupported("gs:// is not supported yet (s3:// and az:// are)")
     } else {
         PathKind::Local
     }

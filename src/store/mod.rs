@@ -1,6 +1,7 @@
-//! Object stores: `s3://BUCKET/PREFIX` (S3 and S3-compatible stores) as
-//! sources here, as destinations in [`put`] (used by `cp`). `gs://` and
-//! `az://` are recognised and refused with a clear line: not built yet.
+//! Object stores: `s3://BUCKET/PREFIX` (S3 and S3-compatible stores) and
+//! `az://CONTAINER/PREFIX` (Azure Blob Storage, [`az`]) as sources here; S3
+//! as a destination in [`put`] (used by `cp`). `gs://` is recognised and
+//! refused with a clear line: not built yet.
 //!
 //! ```text
 //!  ListObjectsV2 pages ──▶ Feeder (get) ──▶ pipeline::core × cores ──▶ sink
@@ -16,6 +17,7 @@
 //! `journal::Tracker`, whose cursor is the key the next run lists after
 //! (`start-after`: continuation tokens are not meant to outlive a run).
 
+pub mod az;
 pub mod put;
 pub mod s3;
 pub mod sigv4;
@@ -32,9 +34,27 @@ use crate::get::input::{Job, Object};
 use crate::get::{Feeder, GetPlan};
 use crate::pipeline::Shared;
 
+/// Which store a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    S3,
+    Az,
+}
+
+impl Kind {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Kind::S3 => "s3",
+            Kind::Az => "az",
+        }
+    }
+}
+
 /// An object-store path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
+    pub kind: Kind,
+    /// The bucket (S3) or container (Azure).
     pub bucket: String,
     /// Keys under it are listed; it ends with `/` unless empty (whole bucket).
     pub prefix: String,
@@ -42,23 +62,30 @@ pub struct Location {
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        write!(
+            f,
+            "{}://{}/{}",
+            self.kind.scheme(),
+            self.bucket,
+            self.prefix
+        )
     }
 }
 
-/// `Some` for `s3://…` (an error for a malformed one or a store not built
-/// yet), `None` for anything else.
+/// `Some` for `s3://…` or `az://…` (an error for a malformed one or a
+/// store not built yet), `None` for anything else.
 pub fn parse(url: &str) -> Option<Result<Location, String>> {
     let (scheme, rest) = url.split_once("://")?;
-    match scheme {
-        "s3" => {}
-        "gs" | "az" | "abfs" | "azure" => {
+    let kind = match scheme {
+        "s3" => Kind::S3,
+        "az" => Kind::Az,
+        "gs" | "abfs" | "azure" => {
             return Some(Err(format!(
-                "{scheme}:// is not supported yet (s3:// and S3-compatible stores are)"
+                "{scheme}:// is not supported yet (s3://, S3-compatible stores and az://CONTAINER/PREFIX are)"
             )));
         }
         _ => return None,
-    }
+    };
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
         return Some(Err(format!("{url}: no bucket")));
@@ -69,9 +96,83 @@ pub fn parse(url: &str) -> Option<Result<Location, String>> {
         format!("{prefix}/")
     };
     Some(Ok(Location {
+        kind,
         bucket: bucket.to_string(),
         prefix,
     }))
+}
+
+/// A store configured for one bucket or container.
+#[derive(Clone, Debug)]
+pub enum Store {
+    S3(s3::S3),
+    Az(az::Az),
+}
+
+impl Store {
+    /// A URL for `method` (GET, HEAD) of the object `key`.
+    pub fn object_url(&self, method: Method, key: &str) -> String {
+        match self {
+            Store::S3(s) => s.object_url(method, key, now()),
+            Store::Az(a) => a.object_url(key),
+        }
+    }
+
+    /// A URL for one listing page under `prefix`: after the key or marker
+    /// `after` (where the previous page, or a killed run, left off), or
+    /// from the page token `token`.
+    pub fn list_url(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        token: Option<&str>,
+        delimiter: bool,
+    ) -> String {
+        match self {
+            Store::S3(s) => s.list_url_with(prefix, after, token, delimiter, now()),
+            Store::Az(a) => a.list_url(prefix, token.or(after), delimiter),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Store::S3(_) => Kind::S3,
+            Store::Az(_) => Kind::Az,
+        }
+    }
+
+    /// Where the listing goes on after `page`, whose last key is `last`:
+    /// S3 lists after a key (`start-after`); Azure from the page's
+    /// `NextMarker` (it has no start-after).
+    pub fn resume_after(&self, page: &s3::Page, last: Option<&str>) -> Option<String> {
+        match self {
+            Store::S3(_) => last.map(str::to_string),
+            Store::Az(_) => page.next.clone(),
+        }
+    }
+}
+
+/// The store of `loc` configured from the process's environment.
+pub fn from_env(loc: &Location, opts: &StoreOpts) -> Result<Store, RunError> {
+    match loc.kind {
+        Kind::S3 => s3_from_env(loc, opts).map(Store::S3),
+        Kind::Az => {
+            let var = |k: &str| std::env::var(k).ok();
+            let env = s3::Env {
+                var: &var,
+                home: std::env::var_os("HOME").map(Into::into),
+            };
+            az::Az::new(
+                &env,
+                &loc.bucket,
+                opts.endpoint_url.as_deref(),
+                opts.no_sign,
+                now(),
+            )
+            .map(Store::Az)
+            .map_err(RunError::Other)
+        }
+    }
 }
 
 /// How to reach the store (beyond the environment).
@@ -101,11 +202,12 @@ pub fn s3_from_env(loc: &Location, opts: &StoreOpts) -> Result<s3::S3, RunError>
     .map_err(RunError::Other)
 }
 
-/// Turns `s3://BUCKET/KEY` jobs of a URL list into presigned GETs, one
-/// store configuration per bucket (made at its first URL, kept for the run).
+/// Turns `s3://BUCKET/KEY` and `az://CONTAINER/BLOB` jobs of a URL list
+/// into presigned GETs, one store configuration per bucket (made at its
+/// first URL, kept for the run).
 pub struct Signer {
     opts: StoreOpts,
-    buckets: std::collections::HashMap<String, Result<s3::S3, String>>,
+    buckets: std::collections::HashMap<(Kind, String), Result<Store, String>>,
 }
 
 impl Signer {
@@ -131,30 +233,36 @@ impl Signer {
         Ok(j)
     }
 
-    /// The presigned URL for `method` of an `s3://BUCKET/KEY` URL; `None`
-    /// for other URLs.
+    /// The presigned URL for `method` of an `s3://BUCKET/KEY` or
+    /// `az://CONTAINER/BLOB` URL; `None` for other URLs.
     pub fn presign(&mut self, method: Method, url: &str) -> Result<Option<String>, String> {
-        let Some(rest) = url.strip_prefix("s3://") else {
+        let (kind, rest) = if let Some(r) = url.strip_prefix("s3://") {
+            (Kind::S3, r)
+        } else if let Some(r) = url.strip_prefix("az://") {
+            (Kind::Az, r)
+        } else {
             return Ok(None);
         };
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() || key.is_empty() {
-            return Err(format!("{url}: give s3://BUCKET/KEY"));
+            let s = kind.scheme();
+            return Err(format!("{url}: give {s}://BUCKET/KEY"));
         }
         let opts = &self.opts;
-        let s3 = self
+        let store = self
             .buckets
-            .entry(bucket.to_string())
+            .entry((kind, bucket.to_string()))
             .or_insert_with(|| {
                 let loc = Location {
+                    kind,
                     bucket: bucket.to_string(),
                     prefix: String::new(),
                 };
-                s3_from_env(&loc, opts).map_err(|e| e.to_string())
+                from_env(&loc, opts).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(Clone::clone)?;
-        Ok(Some(s3.object_url(method, key, now())))
+        Ok(Some(store.object_url(method, key)))
     }
 }
 
@@ -170,7 +278,7 @@ pub fn now() -> u64 {
 /// on to its end.
 pub fn feed(
     sh: &Shared<GetPlan>,
-    store: &s3::S3,
+    store: &Store,
     loc: &Location,
     start: Option<String>,
     checksum: bool,
@@ -193,7 +301,7 @@ pub fn feed(
 
 async fn list(
     sh: &Shared<GetPlan>,
-    store: &s3::S3,
+    store: &Store,
     loc: &Location,
     start: Option<String>,
     checksum: bool,
@@ -207,21 +315,22 @@ async fn list(
         if feed.stopping() {
             return Ok(false);
         }
-        let url = store.list_url(&loc.prefix, after.as_deref(), token.as_deref(), now());
+        let url = store.list_url(&loc.prefix, after.as_deref(), token.as_deref(), false);
         let (net, policy, stop) = (&sh.ctx.net, &sh.ctx.policy, &*sh.ctx.stop);
-        let page = page(net, policy, stop, &mut conn, &url).await?;
+        let page = page(net, policy, stop, &mut conn, &url, store.kind()).await?;
+        let scheme = loc.kind.scheme();
         for o in &page.unreadable {
             let why = "the key is not UTF-8 once decoded".to_string();
             feed.bad(
                 &format!("key {o}"),
-                &format!("s3://{}/{o}", loc.bucket),
+                &format!("{scheme}://{}/{o}", loc.bucket),
                 why,
             );
         }
-        let last = page.objects.last().map(|o| o.key.clone());
+        let resume = store.resume_after(&page, page.objects.last().map(|o| o.key.as_str()));
         let mut jobs = Vec::with_capacity(page.objects.len());
         for o in page.objects {
-            let shown = format!("s3://{}/{}", loc.bucket, o.key);
+            let shown = format!("{scheme}://{}/{}", loc.bucket, o.key);
             let name = o.key.strip_prefix(&loc.prefix).unwrap_or(&o.key);
             if let Err(e) = crate::names::check(name) {
                 let why = format!("the key cannot be a file name here: {e}");
@@ -230,7 +339,7 @@ async fn list(
             }
             jobs.push(Job {
                 line: 0,
-                url: store.object_url(Method::Get, &o.key, now()),
+                url: store.object_url(Method::Get, &o.key),
                 name: name.to_string(),
                 sha256: None,
                 object: Some(Box::new(Object {
@@ -242,7 +351,7 @@ async fn list(
         }
         let more = page.truncated && page.next.is_some();
         let next = if more {
-            last.clone().or(after.clone())
+            resume.clone().or(after.clone())
         } else {
             None
         };
@@ -259,19 +368,25 @@ async fn list(
             return Ok(true);
         }
         token = page.next;
-        after = last.or(after);
+        after = resume.or(after);
     }
     unreachable!("pages are counted by u64")
 }
 
-/// One listing page, with retries (503 SlowDown and 429 honour Retry-After).
+/// One listing page of the store `kind`, with retries (503 SlowDown and
+/// 429 honour Retry-After).
 pub async fn page(
     net: &Net,
     policy: &RetryPolicy,
     stop: &AtomicBool,
     conn: &mut Option<Conn>,
     url: &str,
+    kind: Kind,
 ) -> Result<s3::Page, RunError> {
+    let parse = match kind {
+        Kind::S3 => s3::parse_page,
+        Kind::Az => az::parse_page,
+    };
     let u = Url::parse(url).map_err(|why| RunError::Url {
         url: url.to_string(),
         why: why.to_string(),
@@ -284,10 +399,10 @@ pub async fn page(
         let r = crate::listing::get_small(net, conn, u.origin_key(), u.path).await;
         let err = match r {
             Ok((200, body)) => {
-                return s3::parse_page(&body).map_err(|why| RunError::List { url: shown, why });
+                return parse(&body).map_err(|why| RunError::List { url: shown, why });
             }
             Ok((status, body)) => {
-                let why = s3::parse_page(&body).err().unwrap_or_default();
+                let why = parse(&body).err().unwrap_or_default();
                 let e = FetchError::Status {
                     status,
                     retry_after: None,
@@ -320,6 +435,12 @@ mod tests {
         assert_eq!(parse("s3://b").unwrap().unwrap().prefix, "");
         assert_eq!(parse("s3://b/").unwrap().unwrap().prefix, "");
         assert!(parse("s3:///x").unwrap().is_err());
+        let a = parse("az://c/p").unwrap().unwrap();
+        assert_eq!(
+            (a.kind, a.bucket.as_str(), a.prefix.as_str()),
+            (Kind::Az, "c", "p/")
+        );
+        assert_eq!(a.to_string(), "az://c/p/");
         assert!(
             parse("gs://b/x")
                 .unwrap()
