@@ -170,7 +170,7 @@ impl Az {
     /// are rolled up into prefixes.
     pub fn list_url(&self, prefix: &str, marker: Option<&str>, delimiter: bool) -> String {
         let mut url = format!(
-            "{}/{}?restype=container&comp=list&maxresults=5000",
+            "{}/{}?restype=container&comp=list&maxresults=1000",
             self.base, self.container
         );
         if !prefix.is_empty() {
@@ -372,7 +372,7 @@ mod tests {
         );
         assert!(
             a.list_url("p/", Some("m 1"), true).ends_with(
-                "/c?restype=container&comp=list&maxresults=5000&prefix=p%2F&marker=m%201&delimiter=%2F&sv=1&sig=abc"
+                "/c?restype=container&comp=list&maxresults=1000&prefix=p%2F&marker=m%201&delimiter=%2F&sv=1&sig=abc"
             )
         );
         let cs = "DefaultEndpointsProtocol=http;AccountName=a2;AccountKey=AAAA;EndpointSuffix=example.net";

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real sockets on 127.0.0.1, fixture trees
 //! built on the fly. Servers bind port 0 and hand their address on.
 
+mod azure;
 mod common;
 mod cp;
 mod get;

@@ -10,7 +10,7 @@ use crate::peers::{Nginx, Pki, tls_server};
 
 /// The Python that has moto: `BULKGET_TEST_PYTHON`, else the venv that
 /// `.ci/run` makes in `target/moto-venv`, else `python3`.
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("BULKGET_TEST_PYTHON") {
         return p.into();
     }
@@ -91,11 +91,11 @@ impl Drop for Moto {
 }
 
 /// The fixture's body rule: the key's bytes repeated, cut to the size.
-fn body(key: &str, size: usize) -> Vec<u8> {
+pub fn body(key: &str, size: usize) -> Vec<u8> {
     key.bytes().cycle().take(size).collect()
 }
 
-fn assert_body(out: &Path, name: &str, key: &str, size: usize) {
+pub fn assert_body(out: &Path, name: &str, key: &str, size: usize) {
     let got = std::fs::read(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(got.len(), size, "{name}");
     assert!(got == body(key, size), "{name}: wrong bytes");
