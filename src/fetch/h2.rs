@@ -132,7 +132,8 @@ impl H2 {
             let v = HeaderValue::from_str(&format!("bytes={a}-{b}")).expect("digits");
             req.headers_mut().insert(RANGE, v);
         }
-        self.push(req, Bytes::new(), method == Method::Head)
+        self.push(req, Bytes::new(), method == Method::Head);
+        Ok(())
     }
 
     /// Sends a request with `headers` and `body` now (a new stream), or
@@ -158,7 +159,8 @@ impl H2 {
                 _ => return Err(FetchError::Protocol(format!("cannot send the header {k}"))),
             }
         }
-        self.push(req, body, method == Method::Head)
+        self.push(req, body, method == Method::Head);
+        Ok(())
     }
 
     /// A request head without a body.
@@ -196,11 +198,10 @@ impl H2 {
         Ok(req)
     }
 
-    fn push(&mut self, req: http::Request<()>, body: Bytes, head: bool) -> Result<(), FetchError> {
+    fn push(&mut self, req: http::Request<()>, body: Bytes, head: bool) {
         self.pending.push_back((Slot::Unsent(req, body), head));
         self.unsent += 1;
         self.flush();
-        Ok(())
     }
 
     /// Sends the unsent requests, in order, while the server allows more
@@ -214,26 +215,25 @@ impl H2 {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(r) => r,
             };
+            self.unsent -= 1;
             let slot = &mut self.pending[i].0;
             let Slot::Unsent(req, body) = std::mem::replace(slot, Slot::Failed(String::new()))
             else {
                 unreachable!("the last `unsent` slots are unsent")
             };
-            self.unsent -= 1;
-            if let Err(e) = ready {
-                *slot = Slot::Failed(e.to_string());
-                continue;
-            }
             let end = body.is_empty();
-            *slot = match self.send.send_request(req, end) {
-                Err(e) => Slot::Failed(e.to_string()),
-                Ok((answer, mut stream)) => {
+            let sent = ready
+                .and_then(|()| self.send.send_request(req, end))
+                .and_then(|(answer, mut stream)| {
                     // h2 buffers the body and sends it as the windows allow.
-                    match (end, stream.send_data(body, true)) {
-                        (false, Err(e)) => Slot::Failed(e.to_string()),
-                        _ => Slot::Sent(answer),
+                    if !end {
+                        stream.send_data(body, true)?;
                     }
-                }
+                    Ok(answer)
+                });
+            *slot = match sent {
+                Ok(answer) => Slot::Sent(answer),
+                Err(e) => Slot::Failed(e.to_string()),
             };
         }
         Poll::Ready(())

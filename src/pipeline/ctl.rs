@@ -106,9 +106,9 @@ pub struct Ctl {
     keep_depth: u32,
     /// Likewise for connections after fewer cost files/s.
     keep_conns: u32,
-    /// The next probe while latency queues is for fewer connections (they
+    /// The last probe while latency queues was for fewer connections (they
     /// alternate with probes for more).
-    down_next: bool,
+    probed_down: bool,
     holds: u32,
     settle: bool,
     cut_at: Option<Instant>,
@@ -150,7 +150,7 @@ impl Ctl {
             next: Step::Conns,
             keep_depth: 0,
             keep_conns: 0,
-            down_next: true,
+            probed_down: false,
             holds: 0,
             settle: false,
             cut_at: None,
@@ -242,7 +242,7 @@ impl Ctl {
                     // As shallow as it goes: only more connections may
                     // still pay (and are undone if they do not); over
                     // HTTP/2, more streams first.
-                    if self.mux && step == Step::Depth && self.depth < self.max_depth {
+                    if step == Step::Depth && self.streams_first() {
                         self.try_step(Step::Depth);
                     } else if self.ss_conns || step == Step::Conns {
                         self.try_conns();
@@ -287,7 +287,7 @@ impl Ctl {
                 // connections (over HTTP/2, streams first: a trial of
                 // depth is judged by what one connection does, so depth
                 // that only queues is undone).
-                if self.mux && self.ss_conns && self.depth < self.max_depth {
+                if self.ss_conns && self.streams_first() {
                     self.try_step(Step::Depth);
                 } else if self.ss_conns {
                     self.try_conns();
@@ -297,8 +297,8 @@ impl Ctl {
                     // and none ever comes off): probes for fewer take
                     // turns with them.
                     self.holds = 0;
-                    self.down_next = !self.down_next;
-                    if !self.down_next && self.keep_conns == 0 && self.conns > START_CONNS {
+                    self.probed_down = !self.probed_down;
+                    if self.probed_down && self.keep_conns == 0 && self.conns > START_CONNS {
                         self.try_step(Step::Fewer);
                     } else {
                         self.try_conns();
@@ -340,10 +340,14 @@ impl Ctl {
     pub fn multiplexed(&mut self) {
         if !self.mux {
             self.mux = true;
-            if self.trial.is_none() {
-                self.next = Step::Depth;
-            }
+            self.next = Step::Depth;
         }
+    }
+
+    /// Over HTTP/2, while depth may still grow, it is tried before
+    /// connections.
+    fn streams_first(&self) -> bool {
+        self.mux && self.depth < self.max_depth
     }
 
     fn in_slow_start(&self, step: Step) -> bool {
@@ -454,10 +458,14 @@ mod tests {
     /// Drives a controller against a model server: `serve(conns, depth)`
     /// gives (files/s, mean latency, least latency) at that setting; one
     /// answer in four shows the least. Returns the settings reached.
-    fn drive(mut serve: impl FnMut(u32, u32) -> (f64, f64, f64), max_c: u32, max_d: u32) -> Ctl {
-        let t0 = Instant::now();
+    fn drive(serve: impl FnMut(u32, u32) -> (f64, f64, f64), max_c: u32, max_d: u32) -> Ctl {
+        drive_from(Ctl::new(max_c, max_d, Instant::now()), serve)
+    }
+
+    /// As [`drive`], from the controller `c` as given.
+    fn drive_from(mut c: Ctl, mut serve: impl FnMut(u32, u32) -> (f64, f64, f64)) -> Ctl {
+        let t0 = c.start;
         let mut now = t0;
-        let mut c = Ctl::new(max_c, max_d, now);
         for i in 0..400_000u32 {
             let (rate, mean, least) = serve(c.conns, c.depth);
             now += Duration::from_secs_f64(1.0 / rate);
@@ -527,23 +535,10 @@ mod tests {
         // Connections that the ramp-up (or noise) took past what pays are
         // given back: the server does 20 000 files/s however many there
         // are, and the latency of a deeper queue shows it.
-        let t0 = Instant::now();
-        let mut c = Ctl::new(128, 64, t0);
-        c.conns = 128;
-        c.depth = 4;
-        c.ss_conns = false;
-        c.ss_depth = false;
-        let mut now = t0;
-        for i in 0..400_000u32 {
-            let inflight = (c.conns * c.depth) as f64;
-            now += Duration::from_secs_f64(1.0 / 20_000.0);
-            let lat = if i % 4 == 0 {
-                0.000_05
-            } else {
-                inflight / 20_000.0
-            };
-            c.answered(now, Duration::from_secs_f64(lat));
-        }
+        let mut c = Ctl::new(128, 64, Instant::now());
+        (c.conns, c.depth) = (128, 4);
+        (c.ss_conns, c.ss_depth) = (false, false);
+        let c = drive_from(c, |c, d| (20_000.0, (c * d) as f64 / 20_000.0, 0.000_05));
         assert!(c.conns <= 32, "{c:?}");
     }
 
@@ -552,25 +547,12 @@ mod tests {
         // 20 ms away, streams answered as fast as asked up to 50 000
         // files/s: depth alone gets there, so connections stay few.
         let rtt = 0.020;
-        let t0 = Instant::now();
-        let mut c = Ctl::new(128, 64, t0);
+        let mut c = Ctl::new(128, 64, Instant::now());
         c.multiplexed();
-        let mut now = t0;
-        for i in 0..400_000u32 {
-            let (cc, d) = (c.conns, c.depth);
-            let rate = ((cc * d) as f64 / rtt).min(50_000.0);
-            let mean = ((cc * d) as f64 / rate).max(rtt);
-            now += Duration::from_secs_f64(1.0 / rate);
-            let lat = if i % 4 == 0 {
-                rtt
-            } else {
-                (4.0 * mean - rtt) / 3.0
-            };
-            c.answered(now, Duration::from_secs_f64(lat));
-            if now - t0 > Duration::from_secs(20) {
-                break;
-            }
-        }
+        let c = drive_from(c, |c, d| {
+            let rate = ((c * d) as f64 / rtt).min(50_000.0);
+            (rate, ((c * d) as f64 / rate).max(rtt), rtt)
+        });
         assert_eq!(c.depth, 64, "{c:?}");
         assert!(c.conns * c.depth >= 900, "{c:?}");
         assert!(c.conns <= 32, "{c:?}");

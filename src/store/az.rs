@@ -25,11 +25,10 @@
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use percent_encoding::percent_decode;
-use quick_xml::events::Event;
 use sha2::Sha256;
 
-use super::s3::{Env, Object, Page, entity};
-use super::sigv4;
+use super::s3::{Env, Object, Page};
+use super::{sigv4, xml};
 
 /// Azurite's development account (public: the emulator documents it).
 pub const DEV_ACCOUNT: &str = "devstoreaccount1";
@@ -219,109 +218,77 @@ fn iso(unix: u64) -> String {
 /// Parses a List Blobs answer; an error document gives its code and
 /// message.
 pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
-    let mut r = quick_xml::Reader::from_reader(xml);
-    let mut path: Vec<Vec<u8>> = Vec::new();
-    let mut text = String::new();
     let mut page = Page::default();
-    let mut encoded = false;
     let mut name: Option<String> = None;
     let mut size: Option<u64> = None;
     let (mut md5, mut etag, mut modified) = (None, None, None);
     let mut error = (String::new(), String::new());
     let mut root_seen = false;
-    loop {
-        match r.read_event() {
-            Err(e) => return Err(format!("not a listing (XML: {e})")),
-            Ok(Event::Eof) => break,
-            Ok(Event::Start(e)) => {
-                let local = e.local_name().as_ref().to_vec();
-                if local == b"Name" {
-                    encoded = e
-                        .attributes()
-                        .flatten()
-                        .any(|a| a.key.as_ref() == b"Encoded" && a.value.as_ref() == b"true");
+    xml::walk(xml, |el| {
+        let text = el.text;
+        match (el.parent(), el.name) {
+            (None, b"EnumerationResults") => root_seen = true,
+            (Some(b"Blob" | b"BlobPrefix"), b"Name") => {
+                let n = if el.encoded {
+                    percent_decode(text.as_bytes())
+                        .decode_utf8()
+                        .ok()
+                        .map(|c| c.into_owned())
+                } else {
+                    Some(text.to_string())
+                };
+                match n {
+                    Some(n) => name = Some(n),
+                    None => page.unreadable.push(text.to_string()),
                 }
-                if path.is_empty() && local == b"EnumerationResults" {
-                    root_seen = true;
+            }
+            (Some(b"Properties"), b"Content-Length") => size = text.trim().parse().ok(),
+            (Some(b"Properties"), b"Etag") => {
+                etag = Some(text.trim().trim_matches('"').to_string())
+            }
+            (Some(b"Properties"), b"Last-Modified") => {
+                modified = httpdate::parse_http_date(text.trim())
+                    .ok()
+                    .map(crate::probe::rfc3339)
+            }
+            (Some(b"Properties"), b"Content-MD5") => {
+                md5 = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            }
+            (Some(b"Blobs"), b"Blob") => {
+                if let Some(key) = name.take() {
+                    let size = size
+                        .take()
+                        .ok_or_else(|| format!("listing: no Content-Length for {key:?}"))?;
+                    page.objects.push(Object {
+                        key,
+                        size,
+                        md5: md5.take(),
+                        etag: etag.take(),
+                        modified: modified.take(),
+                    });
                 }
-                path.push(local);
-                text.clear();
+                (size, md5, etag, modified) = (None, None, None, None);
             }
-            Ok(Event::Text(t)) => {
-                text.push_str(&t.decode().map_err(|e| format!("listing: {e}"))?);
-            }
-            Ok(Event::GeneralRef(g)) => match entity(g.as_ref()) {
-                Some(c) => text.push(c),
-                None => return Err("listing: unknown XML entity".into()),
-            },
-            Ok(Event::End(_)) => {
-                let tag = path.pop().unwrap_or_default();
-                let parent = path.last().map(Vec::as_slice);
-                match (parent, tag.as_slice()) {
-                    (Some(b"Blob" | b"BlobPrefix"), b"Name") => {
-                        let n = if encoded {
-                            percent_decode(text.as_bytes())
-                                .decode_utf8()
-                                .ok()
-                                .map(|c| c.into_owned())
-                        } else {
-                            Some(text.clone())
-                        };
-                        match n {
-                            Some(n) => name = Some(n),
-                            None => page.unreadable.push(text.clone()),
-                        }
-                    }
-                    (Some(b"Properties"), b"Content-Length") => size = text.trim().parse().ok(),
-                    (Some(b"Properties"), b"Etag") => {
-                        etag = Some(text.trim().trim_matches('"').to_string())
-                    }
-                    (Some(b"Properties"), b"Last-Modified") => {
-                        modified = httpdate::parse_http_date(text.trim())
-                            .ok()
-                            .map(crate::probe::rfc3339)
-                    }
-                    (Some(b"Properties"), b"Content-MD5") => {
-                        md5 = base64::engine::general_purpose::STANDARD
-                            .decode(text.trim())
-                            .ok()
-                            .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                    }
-                    (Some(b"Blobs"), b"Blob") => {
-                        if let Some(key) = name.take() {
-                            let size = size
-                                .take()
-                                .ok_or_else(|| format!("listing: no Content-Length for {key:?}"))?;
-                            page.objects.push(Object {
-                                key,
-                                size,
-                                md5: md5.take(),
-                                etag: etag.take(),
-                                modified: modified.take(),
-                            });
-                        }
-                        (size, md5, etag, modified) = (None, None, None, None);
-                    }
-                    (Some(b"Blobs"), b"BlobPrefix") => {
-                        if let Some(p) = name.take() {
-                            page.prefixes.push(p);
-                        }
-                    }
-                    (Some(b"EnumerationResults"), b"NextMarker") => {
-                        let m = text.trim();
-                        if !m.is_empty() {
-                            page.next = Some(m.to_string());
-                        }
-                    }
-                    (Some(b"Error"), b"Code") => error.0 = text.clone(),
-                    (Some(b"Error"), b"Message") => error.1 = text.clone(),
-                    _ => {}
+            (Some(b"Blobs"), b"BlobPrefix") => {
+                if let Some(p) = name.take() {
+                    page.prefixes.push(p);
                 }
-                text.clear();
             }
-            Ok(_) => {}
+            (Some(b"EnumerationResults"), b"NextMarker") => {
+                let m = text.trim();
+                if !m.is_empty() {
+                    page.next = Some(m.to_string());
+                }
+            }
+            (Some(b"Error"), b"Code") => error.0 = text.to_string(),
+            (Some(b"Error"), b"Message") => error.1 = text.to_string(),
+            _ => {}
         }
-    }
+        Ok(())
+    })?;
     if !error.0.is_empty() {
         let msg = error.1.lines().next().unwrap_or("").trim();
         return Err(format!("{}: {msg}", error.0));

@@ -21,6 +21,7 @@ pub mod az;
 pub mod put;
 pub mod s3;
 pub mod sigv4;
+mod xml;
 
 use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -19,7 +19,6 @@ use std::sync::atomic::AtomicBool;
 use base64::Engine;
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use quick_xml::events::Event;
 
 use super::s3::S3;
 use crate::error::FetchError;
@@ -78,29 +77,17 @@ fn error_doc(body: &[u8]) -> Option<String> {
 /// `ListPartsResult/Part` (text empty: it has elements inside). Written
 /// over quick-xml's events since the answers are few and small.
 pub fn leaves(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let mut r = quick_xml::Reader::from_reader(xml);
-    let mut path: Vec<String> = Vec::new();
-    let mut text = String::new();
     let mut out = Vec::new();
-    loop {
-        match r.read_event() {
-            Err(e) => return Err(format!("not XML: {e}")),
-            Ok(Event::Eof) => return Ok(out),
-            Ok(Event::Start(e)) => {
-                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
-                text.clear();
-            }
-            Ok(Event::Text(t)) => text.push_str(&t.decode().map_err(|e| e.to_string())?),
-            Ok(Event::GeneralRef(g)) => {
-                text.push(super::s3::entity(g.as_ref()).ok_or("an unknown XML entity")?)
-            }
-            Ok(Event::End(_)) => {
-                out.push((path.join("/"), std::mem::take(&mut text)));
-                path.pop();
-            }
-            Ok(_) => {}
-        }
-    }
+    super::xml::walk(xml, |el| {
+        let mut path: Vec<&[u8]> = el.path.iter().map(Vec::as_slice).collect();
+        path.push(el.name);
+        out.push((
+            String::from_utf8_lossy(&path.join(&b'/')).into_owned(),
+            el.text.to_string(),
+        ));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// A path of [`leaves`] without the root's name (which differs between

@@ -21,9 +21,9 @@
 use std::path::{Path, PathBuf};
 
 use percent_encoding::percent_decode;
-use quick_xml::events::Event;
 
 use super::sigv4::{self, Creds, Request};
+use super::xml;
 use crate::fetch::http1::Method;
 
 /// Presigned URLs are valid this long (SigV4's most: 7 days).
@@ -379,97 +379,53 @@ pub(crate) fn url_decode(s: &str) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-pub(crate) fn entity(name: &[u8]) -> Option<char> {
-    Some(match name {
-        b"amp" => '&',
-        b"lt" => '<',
-        b"gt" => '>',
-        b"quot" => '"',
-        b"apos" => '\'',
-        _ => {
-            let n = std::str::from_utf8(name.strip_prefix(b"#")?).ok()?;
-            let v = match n.strip_prefix('x') {
-                Some(h) => u32::from_str_radix(h, 16).ok()?,
-                None => n.parse().ok()?,
-            };
-            char::from_u32(v)?
-        }
-    })
-}
-
 /// Parses a ListObjectsV2 answer; an S3 error document gives its code and
 /// message.
 pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
-    let mut r = quick_xml::Reader::from_reader(xml);
-    let mut path: Vec<Vec<u8>> = Vec::new();
-    let mut text = String::new();
     let mut page = Page::default();
     let (mut key, mut size): (Option<String>, Option<u64>) = (None, None);
     let mut md5 = None;
     let (mut etag, mut modified) = (None, None);
     let mut error = (String::new(), String::new());
-    loop {
-        match r.read_event() {
-            Err(e) => return Err(format!("not a listing (XML: {e})")),
-            Ok(Event::Eof) => break,
-            Ok(Event::Start(e)) => {
-                path.push(e.local_name().as_ref().to_vec());
-                text.clear();
+    xml::walk(xml, |el| {
+        let text = el.text;
+        match (el.parent(), el.name) {
+            (Some(b"Contents"), b"Key") => key = Some(text.to_string()),
+            (Some(b"Contents"), b"Size") => size = text.trim().parse().ok(),
+            (Some(b"Contents"), b"ETag") => {
+                md5 = etag_md5(text);
+                etag = Some(text.trim().trim_matches('"').to_string());
             }
-            Ok(Event::Text(t)) => {
-                text.push_str(&t.decode().map_err(|e| format!("listing: {e}"))?);
-            }
-            Ok(Event::GeneralRef(g)) => match entity(g.as_ref()) {
-                Some(c) => text.push(c),
-                None => return Err("listing: unknown XML entity".into()),
+            (Some(b"Contents"), b"LastModified") => modified = Some(text.trim().to_string()),
+            (Some(b"CommonPrefixes"), b"Prefix") => match url_decode(text) {
+                Some(p) => page.prefixes.push(p),
+                None => page.unreadable.push(text.to_string()),
             },
-            Ok(Event::End(_)) => {
-                let name = path.pop().unwrap_or_default();
-                let parent = path.last().map(Vec::as_slice);
-                match (parent, name.as_slice()) {
-                    (Some(b"Contents"), b"Key") => key = Some(text.clone()),
-                    (Some(b"Contents"), b"Size") => size = text.trim().parse().ok(),
-                    (Some(b"Contents"), b"ETag") => {
-                        md5 = etag_md5(&text);
-                        etag = Some(text.trim().trim_matches('"').to_string());
-                    }
-                    (Some(b"Contents"), b"LastModified") => {
-                        modified = Some(text.trim().to_string())
-                    }
-                    (Some(b"CommonPrefixes"), b"Prefix") => match url_decode(&text) {
-                        Some(p) => page.prefixes.push(p),
-                        None => page.unreadable.push(text.clone()),
-                    },
-                    (Some(b"ListBucketResult"), b"Contents") => {
-                        let (k, s) = (key.take(), size.take());
-                        let k = k.ok_or("listing: an object without a Key")?;
-                        let s = s.ok_or_else(|| format!("listing: no Size for {k:?}"))?;
-                        match url_decode(&k) {
-                            Some(key) => page.objects.push(Object {
-                                key,
-                                size: s,
-                                md5: md5.take(),
-                                etag: etag.take(),
-                                modified: modified.take(),
-                            }),
-                            None => page.unreadable.push(k),
-                        }
-                    }
-                    (Some(b"ListBucketResult"), b"NextContinuationToken") => {
-                        page.next = Some(text.clone())
-                    }
-                    (Some(b"ListBucketResult"), b"IsTruncated") => {
-                        page.truncated = text.trim() == "true"
-                    }
-                    (Some(b"Error"), b"Code") => error.0 = text.clone(),
-                    (Some(b"Error"), b"Message") => error.1 = text.clone(),
-                    _ => {}
+            (Some(b"ListBucketResult"), b"Contents") => {
+                let (k, s) = (key.take(), size.take());
+                let k = k.ok_or("listing: an object without a Key")?;
+                let s = s.ok_or_else(|| format!("listing: no Size for {k:?}"))?;
+                match url_decode(&k) {
+                    Some(key) => page.objects.push(Object {
+                        key,
+                        size: s,
+                        md5: md5.take(),
+                        etag: etag.take(),
+                        modified: modified.take(),
+                    }),
+                    None => page.unreadable.push(k),
                 }
-                text.clear();
             }
-            Ok(_) => {}
+            (Some(b"ListBucketResult"), b"NextContinuationToken") => {
+                page.next = Some(text.to_string())
+            }
+            (Some(b"ListBucketResult"), b"IsTruncated") => page.truncated = text.trim() == "true",
+            (Some(b"Error"), b"Code") => error.0 = text.to_string(),
+            (Some(b"Error"), b"Message") => error.1 = text.to_string(),
+            _ => {}
         }
-    }
+        Ok(())
+    })?;
     if !error.0.is_empty() {
         return Err(format!("{}: {}", error.0, error.1));
     }
