@@ -157,22 +157,12 @@ impl Store {
 pub fn from_env(loc: &Location, opts: &StoreOpts) -> Result<Store, RunError> {
     match loc.kind {
         Kind::S3 => s3_from_env(loc, opts).map(Store::S3),
-        Kind::Az => {
-            let var = |k: &str| std::env::var(k).ok();
-            let env = s3::Env {
-                var: &var,
-                home: std::env::var_os("HOME").map(Into::into),
-            };
-            az::Az::new(
-                &env,
-                &loc.bucket,
-                opts.endpoint_url.as_deref(),
-                opts.no_sign,
-                now(),
-            )
-            .map(Store::Az)
-            .map_err(RunError::Other)
-        }
+        Kind::Az => process_env(|env| {
+            let endpoint = opts.endpoint_url.as_deref();
+            az::Az::new(env, &loc.bucket, endpoint, opts.no_sign, now())
+        })
+        .map(Store::Az)
+        .map_err(RunError::Other),
     }
 }
 
@@ -189,18 +179,17 @@ pub struct StoreOpts {
 
 /// The store configured from the process's environment.
 pub fn s3_from_env(loc: &Location, opts: &StoreOpts) -> Result<s3::S3, RunError> {
+    process_env(|env| s3::S3::new(env, &loc.bucket, opts.endpoint_url.as_deref(), opts.no_sign))
+        .map_err(RunError::Other)
+}
+
+/// `f` of the process's environment, as the stores' configurations read it.
+fn process_env<R>(f: impl FnOnce(&s3::Env<'_>) -> R) -> R {
     let var = |k: &str| std::env::var(k).ok();
-    let env = s3::Env {
+    f(&s3::Env {
         var: &var,
         home: std::env::var_os("HOME").map(Into::into),
-    };
-    s3::S3::new(
-        &env,
-        &loc.bucket,
-        opts.endpoint_url.as_deref(),
-        opts.no_sign,
-    )
-    .map_err(RunError::Other)
+    })
 }
 
 /// Turns `s3://BUCKET/KEY` and `az://CONTAINER/BLOB` jobs of a URL list

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use crate::common::*;
-use crate::store::{assert_body, python};
+use crate::store::{assert_body, assert_filled, kill_after_a_finished_page, python};
 
 /// azurite-blob: `BULKGET_TEST_AZURITE`, else where `.ci/run` installs it.
 fn azurite_bin() -> PathBuf {
@@ -124,24 +124,17 @@ fn mirror_an_azure_container_with_odd_names_a_kill_and_bad_credentials() {
     // A first run, killed once the journal records a finished listing page
     // (1 000 names), held back by the relay so it is still running then.
     a.cmd("delay 0.02");
-    let mut child = a
-        .bulkget(&[
-            "mirror",
-            "az://cnt/data",
-            o,
-            "-q",
-            "--max-per-host",
-            "2",
-            "--pipeline",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_a_finished_page(&out);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let slow = [
+        "mirror",
+        "az://cnt/data",
+        o,
+        "-q",
+        "--max-per-host",
+        "2",
+        "--pipeline",
+        "1",
+    ];
+    kill_after_a_finished_page(a.bulkget(&slow), &out);
     // The container grows meanwhile, past the journal's cursor.
     a.cmd("delay 0");
     a.cmd("fill cnt data/g 300 100");
@@ -159,14 +152,8 @@ fn mirror_an_azure_container_with_odd_names_a_kill_and_bad_credentials() {
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
-    for i in 0..2000 {
-        let key = format!("data/f{i:05}");
-        assert_body(&out, &key[5..], &key, 100);
-    }
-    for i in 0..300 {
-        let key = format!("data/g{i:05}");
-        assert_body(&out, &key[5..], &key, 100);
-    }
+    assert_filled(&out, "data/", "data/f", 2000, 100);
+    assert_filled(&out, "data/", "data/g", 300, 100);
     for (k, n) in odd {
         assert_body(&out, &k[5..], k, n);
     }

@@ -101,6 +101,28 @@ pub fn assert_body(out: &Path, name: &str, key: &str, size: usize) {
     assert!(got == body(key, size), "{name}: wrong bytes");
 }
 
+/// Runs `c` (a slow mirror) until its journal records a finished listing
+/// page, then kills it (SIGKILL).
+pub fn kill_after_a_finished_page(mut c: Command, out: &Path) {
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_a_finished_page(out);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The `n` objects a fixture's `fill … PREFIX N SIZE` made, landed in `out`
+/// under their keys less `strip`.
+pub fn assert_filled(out: &Path, strip: &str, prefix: &str, n: usize, size: usize) {
+    for i in 0..n {
+        let key = format!("{prefix}{i:05}");
+        assert_body(out, &key[strip.len()..], &key, size);
+    }
+}
+
 #[test]
 fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
     let mut m = Moto::start();
@@ -125,24 +147,17 @@ fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
     // (1 000 keys); held to about 100 files/s so that it is still running
     // then, whatever else the machine does.
     m.cmd("delay 0.02");
-    let mut child = m
-        .bulkget(&[
-            "mirror",
-            "s3://bkt/data",
-            o,
-            "-q",
-            "--max-per-host",
-            "2",
-            "--pipeline",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_a_finished_page(&out);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let slow = [
+        "mirror",
+        "s3://bkt/data",
+        o,
+        "-q",
+        "--max-per-host",
+        "2",
+        "--pipeline",
+        "1",
+    ];
+    kill_after_a_finished_page(m.bulkget(&slow), &out);
     // Meanwhile the bucket grows past the journal's cursor: 500 keys that
     // the rerun must fetch whatever the first run got to. From now on the
     // store answers some GETs 503 SlowDown.
@@ -157,14 +172,8 @@ fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
-    for i in 0..2000 {
-        let key = format!("data/f{i:05}");
-        assert_body(&out, &key[5..], &key, 100);
-    }
-    for i in 0..500 {
-        let key = format!("data/g{i:05}");
-        assert_body(&out, &key[5..], &key, 100);
-    }
+    assert_filled(&out, "data/", "data/f", 2000, 100);
+    assert_filled(&out, "data/", "data/g", 500, 100);
     for (k, n) in odd {
         assert_body(&out, &k[5..], k, n);
     }
@@ -285,10 +294,7 @@ fn an_https_store_behind_a_private_ca_over_http2() {
         stderr(&o),
         ng.error_log()
     );
-    for i in 0..300 {
-        let key = format!("data/f{i:05}");
-        assert_body(&out, &key[5..], &key, 100);
-    }
+    assert_filled(&out, "data/", "data/f", 300, 100);
     let log = ng.access_log();
     assert!(log.contains("HTTP/2.0 /bkt/data/f00299"), "{log}");
     // Without the bundle the certificate is unknown: one line naming the
