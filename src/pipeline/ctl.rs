@@ -23,6 +23,14 @@
 //!   quarter and depth doubles, one at a time, alternating after each
 //!   failure, and a probe every few periods finds a server that got faster.
 //!
+//! Each core runs its own controller for an origin, but files/s is the
+//! origin's on all cores (the gate's count, [`super::gate::Gate`]): a core
+//! that opens more connections to a saturated server gets a larger share
+//! of its answers at the other cores' expense, and judged by its own
+//! files/s alone every core would keep such steps, ratcheting up to the
+//! ceiling (measured: 51–98 HTTP/2 connections to one loopback server,
+//! where 4 did as well).
+//!
 //! A step up is judged by the period right after it; the period after a
 //! step down is not judged (the old queues drain). 429/503, resets and
 //! timeouts halve both figures at once, at most once per period: the
@@ -30,6 +38,7 @@
 //! run-wide [`crate::fetch::Throttle`] pauses and narrows every pipeline
 //! below that).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A period is never shorter than this (few answers are noise).
@@ -47,6 +56,10 @@ const PROBE_EVERY: u32 = 8;
 const KEEP_DEPTH: u32 = 4 * PROBE_EVERY;
 /// Periods a latency floor is kept before it is measured afresh.
 const FLOOR_PERIODS: u32 = 32;
+/// A core adds its answers to its origin's count on all cores at least
+/// this often in a period (one shared write per few answers, not per
+/// answer, yet fine enough that another core's period reads it right).
+const FLUSHES_PER_PERIOD: u32 = 16;
 
 /// Which figure a trial changed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,6 +110,12 @@ pub struct Ctl {
     reference: Option<f64>,
     /// Mean latency there, in seconds (likewise).
     ref_lat: Option<f64>,
+    /// The origin's files/s on all cores there (likewise).
+    ref_all: Option<f64>,
+    /// The origin's answers on all cores when this period began (none
+    /// right after a cut), and this core's not yet added to them.
+    all_start: Option<u64>,
+    unflushed: u32,
     /// The change on trial and the setting to go back to.
     trial: Option<(Step, u32, u32)>,
     /// The step a probe tries next (after slow start).
@@ -146,6 +165,9 @@ impl Ctl {
             floor_age: 0,
             reference: None,
             ref_lat: None,
+            ref_all: None,
+            all_start: None,
+            unflushed: 0,
             trial: None,
             next: Step::Conns,
             keep_depth: 0,
@@ -159,23 +181,40 @@ impl Ctl {
         }
     }
 
-    /// An answer came `lat` after its request was sent. True when the
-    /// figures changed (a period ended with a decision).
-    pub fn answered(&mut self, now: Instant, lat: Duration) -> bool {
+    /// An answer came `lat` after its request was sent; `all` counts the
+    /// origin's answers on every core (its [`super::gate::Gate`]). True
+    /// when the figures changed (a period ended with a decision).
+    pub fn answered(&mut self, now: Instant, lat: Duration, all: &AtomicU64) -> bool {
         self.n += 1;
+        self.unflushed += 1;
+        if self.unflushed >= (self.conns * self.depth / FLUSHES_PER_PERIOD).clamp(1, 64) {
+            all.fetch_add(u64::from(self.unflushed), Ordering::Relaxed);
+            self.unflushed = 0;
+        }
         self.lat_sum += lat;
         self.lat_min = self.lat_min.min(lat);
         let el = now.saturating_duration_since(self.start);
         let enough = self.n >= (self.conns * self.depth).max(8);
         if (enough && el >= MIN_PERIOD) || el >= MAX_PERIOD {
-            self.judge(now, el)
+            self.judge(now, el, all)
         } else {
             false
         }
     }
 
-    fn judge(&mut self, now: Instant, el: Duration) -> bool {
-        let rate = self.n as f64 / el.as_secs_f64().max(1e-9);
+    fn judge(&mut self, now: Instant, el: Duration, all: &AtomicU64) -> bool {
+        let secs = el.as_secs_f64().max(1e-9);
+        let rate = self.n as f64 / secs;
+        // What the origin did on all cores meanwhile: a core that takes
+        // answers from another core's connections has not made the server
+        // faster, and with one core holding the origin this is `rate`.
+        let total =
+            all.fetch_add(u64::from(self.unflushed), Ordering::Relaxed) + u64::from(self.unflushed);
+        self.unflushed = 0;
+        let rate_all = self
+            .all_start
+            .map_or(rate, |s| total.saturating_sub(s) as f64 / secs);
+        self.all_start = Some(total);
         let mean = self.lat_sum / self.n.max(1);
         self.floor_age += 1;
         self.floor = Some(match self.floor {
@@ -205,6 +244,10 @@ impl Ctl {
         let cut = inflated && self.depth > MIN_DEPTH && self.keep_depth == 0;
         if let Some((step, c0, d0)) = self.trial.take() {
             let base = self.reference.unwrap_or(0.0);
+            // The origin's files/s on all cores, against the same before,
+            // in this core's terms: a gain of a tenth is a tenth of what
+            // this core did (so one core alone reads its own files/s).
+            let gain = (rate_all - self.ref_all.unwrap_or(0.0)) / base.max(1e-9);
             // 10 % more, or half of what the step added when a ceiling
             // made it smaller than that.
             let grown = (self.conns * self.depth) as f64 / (c0 * d0).max(1) as f64;
@@ -216,22 +259,23 @@ impl Ctl {
             let per_conn = |d: u32, lat: f64| d as f64 / lat.max(1e-9);
             let now_per_conn = per_conn(self.depth, mean.as_secs_f64());
             let paid = match step {
-                Step::Conns => rate > base * (1.0 + need),
+                Step::Conns => gain > need,
                 Step::Depth => self
                     .ref_lat
                     .is_some_and(|l| now_per_conn > per_conn(d0, l) * (1.0 + need)),
                 // Shallower is kept unless it cost a tenth, of what one
                 // connection does or of files/s.
                 Step::Shallower => {
-                    rate >= base * 0.9
+                    gain >= -0.1
                         && self
                             .ref_lat
                             .is_none_or(|l| now_per_conn >= per_conn(d0, l) * 0.9)
                 }
-                Step::Fewer => rate >= base * 0.95,
+                Step::Fewer => gain >= -0.05,
             };
             if paid {
                 self.reference = Some(rate);
+                self.ref_all = Some(rate_all);
                 self.ref_lat = Some(mean.as_secs_f64());
                 if step != Step::Conns {
                     self.ss_depth = false;
@@ -277,6 +321,7 @@ impl Ctl {
                 Some(r) => 0.7 * r + 0.3 * rate,
                 None => rate,
             });
+            self.ref_all = Some(self.ref_all.map_or(rate_all, |r| 0.7 * r + 0.3 * rate_all));
             let m = mean.as_secs_f64();
             self.ref_lat = Some(self.ref_lat.map_or(m, |l| 0.7 * l + 0.3 * m));
             self.holds += 1;
@@ -319,8 +364,8 @@ impl Ctl {
         let changed = (conns, depth) != (self.conns, self.depth);
         if trace() {
             eprintln!(
-                "ctl: {:.0}/s mean {:?} floor {:?} inflated {inflated}: {conns}x{depth} -> {}x{}",
-                rate, mean, floor, self.conns, self.depth
+                "ctl: {:.0}/s (origin {:.0}/s) mean {:?} floor {:?} inflated {inflated}: {conns}x{depth} -> {}x{}",
+                rate, rate_all, mean, floor, self.conns, self.depth
             );
         }
         // A step up is judged at once: a period lasts until about as many
@@ -428,6 +473,8 @@ impl Ctl {
         self.ss_depth = false;
         self.reference = None;
         self.ref_lat = None;
+        self.ref_all = None;
+        self.all_start = None;
         self.holds = 0;
         self.trial = None;
         let before = (self.conns, self.depth);
@@ -466,6 +513,7 @@ mod tests {
     fn drive_from(mut c: Ctl, mut serve: impl FnMut(u32, u32) -> (f64, f64, f64)) -> Ctl {
         let t0 = c.start;
         let mut now = t0;
+        let all = AtomicU64::new(0);
         for i in 0..400_000u32 {
             let (rate, mean, least) = serve(c.conns, c.depth);
             now += Duration::from_secs_f64(1.0 / rate);
@@ -474,7 +522,7 @@ mod tests {
             } else {
                 (4.0 * mean - least) / 3.0
             };
-            c.answered(now, Duration::from_secs_f64(lat));
+            c.answered(now, Duration::from_secs_f64(lat), &all);
             if now - t0 > Duration::from_secs(20) {
                 break;
             }
@@ -540,6 +588,68 @@ mod tests {
         (c.ss_conns, c.ss_depth) = (false, false);
         let c = drive_from(c, |c, d| (20_000.0, (c * d) as f64 / 20_000.0, 0.000_05));
         assert!(c.conns <= 32, "{c:?}");
+    }
+
+    /// Two cores' controllers for one origin, driven together against a
+    /// server that does `total` files/s however much is asked, first come
+    /// first served: each core gets answers in proportion to what it has in
+    /// flight, and every answer waits behind all of them.
+    fn drive_two_cores(total: f64, shared: bool) -> (Ctl, Ctl) {
+        let t0 = Instant::now();
+        let mut cs = [
+            Ctl::new(128, 64, t0),
+            Ctl::new(128, 64, t0 + Duration::from_millis(100)),
+        ];
+        let counts = [AtomicU64::new(0), AtomicU64::new(0)];
+        let mut credit = 0.0;
+        let mut now = t0;
+        for i in 0..400_000u32 {
+            let [a, b] = &cs;
+            // The second core joins 0.1 s later (cores never move in step).
+            let joined = now - t0 > Duration::from_millis(100);
+            let fa = (a.conns * a.depth) as f64;
+            let fb = if joined {
+                (b.conns * b.depth) as f64
+            } else {
+                0.0
+            };
+            now += Duration::from_secs_f64(1.0 / total);
+            let least = 0.000_05;
+            let mean = (fa + fb) / total;
+            let lat = if i % 4 == 0 {
+                least
+            } else {
+                (4.0 * mean - least) / 3.0
+            };
+            credit += fa / (fa + fb);
+            let k = if credit >= 1.0 {
+                credit -= 1.0;
+                0
+            } else {
+                1
+            };
+            let all = &counts[if shared { 0 } else { k }];
+            cs[k].answered(now, Duration::from_secs_f64(lat), all);
+            if now - t0 > Duration::from_secs(20) {
+                break;
+            }
+        }
+        let [a, b] = cs;
+        (a, b)
+    }
+
+    #[test]
+    fn cores_do_not_take_connections_from_each_other() {
+        // A core that opens more connections to a saturated server gets a
+        // larger share of its answers, and the other core a smaller one:
+        // judged by its own files/s each core would keep every step up
+        // (and give back none), judged by the origin's they stay few.
+        let (a, b) = drive_two_cores(20_000.0, true);
+        assert!(a.conns + b.conns <= 16, "{a:?} {b:?}");
+        // The same two cores each reading only their own answers: the
+        // bias this guards against.
+        let (a, b) = drive_two_cores(20_000.0, false);
+        assert!(a.conns + b.conns > 16, "{a:?} {b:?}");
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct Gate {
     cut_ms: AtomicU64,
     /// Cores refused a connection, to wake when one closes.
     waiting: Mutex<Vec<u32>>,
+    /// Answers from the origin on all cores, added a few at a time
+    /// ([`super::ctl::Ctl::answered`]): a core judges a change of its
+    /// connections by what the origin does in all, not by its own share.
+    pub answers: AtomicU64,
 }
 
 /// The gates of a run, and a wake-up per core.
@@ -79,6 +83,7 @@ impl Gates {
                     cap0: AtomicU32::new(NONE),
                     cut_ms: AtomicU64::new(0),
                     waiting: Mutex::new(Vec::new()),
+                    answers: AtomicU64::new(0),
                 })
             })
             .clone()

@@ -194,7 +194,9 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         let st = &mut *core.st.borrow_mut();
         let judge = |st: &mut State<P::Entry>| {
             let o = origin(st, oid);
-            if o.ctl.answered(now.into_std(), now - sent_at) {
+            if o.ctl
+                .answered(now.into_std(), now - sent_at, &o.gate.answers)
+            {
                 core.board(o, true);
                 core.ensure_conns(st, oid);
             }
