@@ -45,7 +45,7 @@ pub fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Args)]
 pub struct ProbeArgs {
-    /// Paths: local paths, http(s):// URLs, s3://BUCKET/KEY, az://CONTAINER/BLOB.
+    /// Paths: local paths, http(s):// URLs, s3://BUCKET/KEY, az://CONTAINER/BLOB, gs://BUCKET/OBJECT.
     paths: Vec<String>,
     /// Read paths from FILE, one a line ('-' = standard input).
     #[arg(long = "input-file", short = 'i', value_name = "FILE")]
@@ -94,7 +94,7 @@ pub fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCod
 
 #[derive(Args)]
 pub struct CpArgs {
-    /// A local file or directory, s3://BUCKET/KEY or s3://BUCKET/PREFIX (with -r), az://CONTAINER/BLOB or az://CONTAINER/PREFIX (with -r), an http(s):// URL, or a list-API server's base URL (with -r).
+    /// A local file or directory, s3://BUCKET/KEY or s3://BUCKET/PREFIX (with -r), az://CONTAINER/BLOB or az://CONTAINER/PREFIX (with -r), gs:// likewise, an http(s):// URL, or a list-API server's base URL (with -r).
     src: String,
     /// A local path (a tree's contents go into it, created if need be, as `rclone copy` does), or s3://BUCKET/PREFIX/ (or s3://BUCKET/KEY for one file).
     dst: String,
@@ -127,8 +127,8 @@ enum Side {
         bucket: String,
         key: String,
     },
-    /// `az://`: a source only, so far.
-    Az,
+    /// `az://` or `gs://`: a source only, so far.
+    Store,
     Http,
 }
 
@@ -146,13 +146,15 @@ fn side(p: &str) -> anyhow::Result<Side> {
     if p.starts_with("http://") || p.starts_with("https://") {
         return Ok(Side::Http);
     }
-    if p.starts_with("az://") {
-        return Ok(Side::Az);
+    if p.starts_with("az://") || p.starts_with("gs://") {
+        return Ok(Side::Store);
     }
     if let Some((scheme, _)) = p.split_once("://")
         && !scheme.contains('/')
     {
-        bail!("{p}: {scheme}:// is not supported yet (local paths, s3://, az://, http(s):// are)");
+        bail!(
+            "{p}: {scheme}:// is not supported yet (local paths, s3://, az://, gs://, http(s):// are)"
+        );
     }
     Ok(Side::Local(p.into()))
 }
@@ -225,9 +227,9 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
             bulkget::cp::between::run(&cfg, stop)?
         }
-        (Side::S3 { .. } | Side::Az | Side::Http, Side::Local(dst)) => return download(a, dst),
+        (Side::S3 { .. } | Side::Store | Side::Http, Side::Local(dst)) => return download(a, dst),
         _ => bail!(
-            "cp copies local to local, local to s3://, s3:// to s3://, and s3://, az:// or http(s):// to local; {} to {} is not supported yet",
+            "cp copies local to local, local to s3://, s3:// to s3://, and s3://, az://, gs:// or http(s):// to local; {} to {} is not supported yet",
             a.src,
             a.dst
         ),

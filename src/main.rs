@@ -43,11 +43,11 @@ enum Cmd {
     Mirror(MirrorArgs),
     /// Download URLs (given or from a list); large files over several Range connections.
     Get(GetArgs),
-    /// List a local directory, a list-API server (its base URL), s3://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX]: one full path a line.
+    /// List a local directory, a list-API server (its base URL), s3://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] or gs://BUCKET[/PREFIX]: one full path a line.
     Ls(cli_paths::LsArgs),
-    /// Copy a file or a tree, local to local, local to s3://, s3://, az:// or http(s):// to local, in parallel; a rerun copies only what is missing or changed.
+    /// Copy a file or a tree, local to local, local to s3://, s3://, az://, gs:// or http(s):// to local, in parallel; a rerun copies only what is missing or changed.
     Cp(cli_paths::CpArgs),
-    /// Whether each path exists (local, http(s) URL, s3://BUCKET/KEY, az://CONTAINER/BLOB): PATH<TAB>true|false, in input order.
+    /// Whether each path exists (local, http(s) URL, s3://BUCKET/KEY, az://CONTAINER/BLOB, gs://BUCKET/OBJECT): PATH<TAB>true|false, in input order.
     Exists(cli_paths::ProbeArgs),
     /// Size, modification time and ETag of each path: PATH<TAB>size<TAB>mtime<TAB>etag, in input order.
     Stat(cli_paths::ProbeArgs),
@@ -121,7 +121,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Args)]
 pub(crate) struct MirrorArgs {
-    /// Base URL of the server (http(s)://HOST[:PORT][/PATH]), or s3://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX] for every object under it.
+    /// Base URL of the server (http(s)://HOST[:PORT][/PATH]), or s3://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] or gs://BUCKET[/PREFIX] for every object under it.
     url: String,
     /// Destination directory (created if needed; DEST/.bulkget holds the journal).
     dest: PathBuf,
@@ -131,7 +131,7 @@ pub(crate) struct MirrorArgs {
     /// With --sink tar: start a new shard past this size (e.g. 1G).
     #[arg(long, default_value = "1G", value_parser = parse_bytes)]
     shard_size: u64,
-    /// s3://: check each object's MD5 against its ETag where the ETag is one (single-part, not SSE-KMS/SSE-C); az://: against its Content-MD5 where it has one. Those objects come in one stream.
+    /// s3://: check each object's MD5 against its ETag where the ETag is one (single-part, not SSE-KMS/SSE-C); az://: against its Content-MD5 where it has one; gs://: against its md5Hash (composite objects have none). Those objects come in one stream.
     #[arg(long)]
     checksum: bool,
     #[command(flatten)]
@@ -141,10 +141,10 @@ pub(crate) struct MirrorArgs {
 /// How to fetch (mirror and get).
 #[derive(Args)]
 pub(crate) struct FetchArgs {
-    /// s3://: the S3-compatible endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS itself); az://: the blob endpoint with the account, as http://127.0.0.1:10000/devstoreaccount1 (else the connection string's, or ACCOUNT.blob.core.windows.net).
+    /// s3://: the S3-compatible endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS itself); az://: the blob endpoint with the account, as http://127.0.0.1:10000/devstoreaccount1 (else the connection string's, or ACCOUNT.blob.core.windows.net); gs://: the JSON API's endpoint, as an emulator's http://127.0.0.1:4443 (else STORAGE_EMULATOR_HOST).
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
-    /// s3://, az://: send requests unsigned (a public bucket or container).
+    /// s3://, az://, gs://: send requests unsigned (a public bucket or container).
     #[arg(long)]
     no_sign_request: bool,
     /// At most this many connections in all; how many are used is found as the run goes [default: 2048, or a quarter of the open-file limit].
@@ -336,7 +336,7 @@ fn mirror_store(a: MirrorArgs, loc: bulkget::store::Location) -> anyhow::Result<
 
 #[derive(Args)]
 pub(crate) struct GetArgs {
-    /// URLs to download (http://, https://, s3://BUCKET/KEY or az://CONTAINER/BLOB); each lands under its last path segment.
+    /// URLs to download (http://, https://, s3://BUCKET/KEY, az://CONTAINER/BLOB or gs://BUCKET/OBJECT); each lands under its last path segment.
     urls: Vec<String>,
     /// Read URLs from FILE ('-' = standard input): lines of URL [NAME] [sha256=HEX]; '#' comments.
     #[arg(long = "input-file", short = 'i', value_name = "FILE")]

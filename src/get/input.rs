@@ -107,14 +107,12 @@ pub fn name_from_url(url: &str) -> Result<String, String> {
 
 /// A job from its parts, with every check applied.
 ///
-/// An `s3://BUCKET/KEY` or `az://CONTAINER/BLOB` URL is taken as it is
+/// An `s3://BUCKET/KEY`, `az://CONTAINER/BLOB` or `gs://BUCKET/OBJECT` URL is taken as it is
 /// (the store module signs it);
 /// its default name is the key's last segment, byte for byte.
 pub fn job(line: u64, url: &str, name: Option<&str>, sum: Option<&str>) -> Result<Job, String> {
-    let key = url
-        .strip_prefix("s3://")
-        .or_else(|| url.strip_prefix("az://"))
-        .map(|r| r.split_once('/').map_or("", |(_, k)| k));
+    let key =
+        crate::store::Kind::of_url(url).map(|(_, r)| r.split_once('/').map_or("", |(_, k)| k));
     if key.is_none() {
         Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     }

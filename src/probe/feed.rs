@@ -17,18 +17,16 @@ use crate::store::Signer;
 /// What kind of path a string is.
 enum PathKind {
     Remote,
-    S3,
+    /// An object store's path (`s3://`, `az://`, `gs://`).
+    Store,
     Local,
-    Unsupported(&'static str),
 }
 
 fn kind(p: &str) -> PathKind {
     if p.starts_with("http://") || p.starts_with("https://") {
         PathKind::Remote
-    } else if p.starts_with("s3://") || p.starts_with("az://") {
-        PathKind::S3
-    } else if p.starts_with("gs://") {
-        PathKind::Unsupported("gs:// is not supported yet (s3:// and az:// are)")
+    } else if crate::store::Kind::of_url(p).is_some() {
+        PathKind::Store
     } else {
         PathKind::Local
     }
@@ -74,14 +72,13 @@ impl Feed<'_> {
                 }
                 Err(why) => Some(format!("not a usable URL: {why}")),
             },
-            PathKind::S3 => match self.signer.presign(Method::Head, p) {
+            PathKind::Store => match self.signer.presign(Method::Head, p) {
                 Ok(signed) => {
                     self.batch.push(remote(signed));
                     None
                 }
                 Err(why) => Some(why),
             },
-            PathKind::Unsupported(why) => Some(why.to_string()),
             PathKind::Local => match std::fs::metadata(p) {
                 Ok(m) => {
                     let meta = Meta {

@@ -1,7 +1,7 @@
-//! Object stores: `s3://BUCKET/PREFIX` (S3 and S3-compatible stores) and
-//! `az://CONTAINER/PREFIX` (Azure Blob Storage, [`az`]) as sources here; S3
-//! as a destination in [`put`] (used by `cp`). `gs://` is recognised and
-//! refused with a clear line: not built yet.
+//! Object stores: `s3://BUCKET/PREFIX` (S3 and S3-compatible stores),
+//! `az://CONTAINER/PREFIX` (Azure Blob Storage, [`az`]) and
+//! `gs://BUCKET/PREFIX` (Google Cloud Storage's JSON API, [`gs`]) as
+//! sources here; S3 as a destination in [`put`] (used by `cp`).
 //!
 //! ```text
 //!  ListObjectsV2 pages ──▶ Feeder (get) ──▶ pipeline::core × cores ──▶ sink
@@ -18,6 +18,7 @@
 //! (`start-after`: continuation tokens are not meant to outlive a run).
 
 pub mod az;
+pub mod gs;
 pub mod put;
 pub mod s3;
 pub mod sigv4;
@@ -40,6 +41,7 @@ use crate::pipeline::Shared;
 pub enum Kind {
     S3,
     Az,
+    Gs,
 }
 
 impl Kind {
@@ -47,7 +49,20 @@ impl Kind {
         match self {
             Kind::S3 => "s3",
             Kind::Az => "az",
+            Kind::Gs => "gs",
         }
+    }
+
+    /// The store of an `s3://`, `az://` or `gs://` URL, and the rest of it.
+    pub fn of_url(url: &str) -> Option<(Kind, &str)> {
+        let (scheme, rest) = url.split_once("://")?;
+        let kind = match scheme {
+            "s3" => Kind::S3,
+            "az" => Kind::Az,
+            "gs" => Kind::Gs,
+            _ => return None,
+        };
+        Some((kind, rest))
     }
 }
 
@@ -73,19 +88,16 @@ impl std::fmt::Display for Location {
     }
 }
 
-/// `Some` for `s3://…` or `az://…` (an error for a malformed one or a
-/// store not built yet), `None` for anything else.
+/// `Some` for `s3://…`, `az://…` or `gs://…` (an error for a malformed
+/// one or a store not built yet), `None` for anything else.
 pub fn parse(url: &str) -> Option<Result<Location, String>> {
-    let (scheme, rest) = url.split_once("://")?;
-    let kind = match scheme {
-        "s3" => Kind::S3,
-        "az" => Kind::Az,
-        "gs" | "abfs" | "azure" => {
-            return Some(Err(format!(
-                "{scheme}:// is not supported yet (s3://, S3-compatible stores and az://CONTAINER/PREFIX are)"
-            )));
-        }
-        _ => return None,
+    let Some((kind, rest)) = Kind::of_url(url) else {
+        let (scheme, _) = url.split_once("://")?;
+        return matches!(scheme, "abfs" | "abfss" | "azure").then(|| {
+            Err(format!(
+                "{scheme}:// is not supported yet (s3://, S3-compatible stores, az://CONTAINER/PREFIX and gs:// are)"
+            ))
+        });
     };
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
@@ -108,6 +120,7 @@ pub fn parse(url: &str) -> Option<Result<Location, String>> {
 pub enum Store {
     S3(s3::S3),
     Az(az::Az),
+    Gs(gs::Gs),
 }
 
 impl Store {
@@ -116,6 +129,7 @@ impl Store {
         match self {
             Store::S3(s) => s.object_url(method, key, now()),
             Store::Az(a) => a.object_url(key),
+            Store::Gs(g) => g.object_url(key),
         }
     }
 
@@ -132,6 +146,7 @@ impl Store {
         match self {
             Store::S3(s) => s.list_url_with(prefix, after, token, delimiter, now()),
             Store::Az(a) => a.list_url(prefix, token.or(after), delimiter),
+            Store::Gs(g) => g.list_url(prefix, after, token, delimiter),
         }
     }
 
@@ -139,15 +154,16 @@ impl Store {
         match self {
             Store::S3(_) => Kind::S3,
             Store::Az(_) => Kind::Az,
+            Store::Gs(_) => Kind::Gs,
         }
     }
 
     /// Where the listing goes on after `page`, whose last key is `last`:
-    /// S3 lists after a key (`start-after`); Azure from the page's
-    /// `NextMarker` (it has no start-after).
+    /// S3 and GCS list after a key (`start-after`, `startOffset`); Azure
+    /// from the page's `NextMarker` (it has no start-after).
     pub fn resume_after(&self, page: &s3::Page, last: Option<&str>) -> Option<String> {
         match self {
-            Store::S3(_) => last.map(str::to_string),
+            Store::S3(_) | Store::Gs(_) => last.map(str::to_string),
             Store::Az(_) => page.next.clone(),
         }
     }
@@ -162,6 +178,11 @@ pub fn from_env(loc: &Location, opts: &StoreOpts) -> Result<Store, RunError> {
             az::Az::new(env, &loc.bucket, endpoint, opts.no_sign, now())
         })
         .map(Store::Az)
+        .map_err(RunError::Other),
+        Kind::Gs => process_env(|env| {
+            gs::Gs::new(env, &loc.bucket, opts.endpoint_url.as_deref(), opts.no_sign)
+        })
+        .map(Store::Gs)
         .map_err(RunError::Other),
     }
 }
@@ -192,7 +213,7 @@ fn process_env<R>(f: impl FnOnce(&s3::Env<'_>) -> R) -> R {
     })
 }
 
-/// Turns `s3://BUCKET/KEY` and `az://CONTAINER/BLOB` jobs of a URL list
+/// Turns `s3://BUCKET/KEY`, `az://CONTAINER/BLOB` and `gs://BUCKET/OBJECT` jobs of a URL list
 /// into presigned GETs, one store configuration per bucket (made at its
 /// first URL, kept for the run).
 pub struct Signer {
@@ -223,14 +244,11 @@ impl Signer {
         Ok(j)
     }
 
-    /// The presigned URL for `method` of an `s3://BUCKET/KEY` or
-    /// `az://CONTAINER/BLOB` URL; `None` for other URLs.
+    /// The presigned URL for `method` of an `s3://BUCKET/KEY`,
+    /// `az://CONTAINER/BLOB` or `gs://BUCKET/OBJECT` URL; `None` for other
+    /// URLs.
     pub fn presign(&mut self, method: Method, url: &str) -> Result<Option<String>, String> {
-        let (kind, rest) = if let Some(r) = url.strip_prefix("s3://") {
-            (Kind::S3, r)
-        } else if let Some(r) = url.strip_prefix("az://") {
-            (Kind::Az, r)
-        } else {
+        let Some((kind, rest)) = Kind::of_url(url) else {
             return Ok(None);
         };
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -376,6 +394,7 @@ pub async fn page(
     let parse = match kind {
         Kind::S3 => s3::parse_page,
         Kind::Az => az::parse_page,
+        Kind::Gs => gs::parse_page,
     };
     let u = Url::parse(url).map_err(|why| RunError::Url {
         url: url.to_string(),
@@ -431,8 +450,10 @@ mod tests {
             (Kind::Az, "c", "p/")
         );
         assert_eq!(a.to_string(), "az://c/p/");
+        let g = parse("gs://b/x").unwrap().unwrap();
+        assert_eq!((g.kind, g.to_string().as_str()), (Kind::Gs, "gs://b/x/"));
         assert!(
-            parse("gs://b/x")
+            parse("abfs://c/x")
                 .unwrap()
                 .unwrap_err()
                 .contains("not supported yet")

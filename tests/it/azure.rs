@@ -2,12 +2,10 @@
 //! started by `fixtures/azurite.py` on port 0 behind a relay that can slow
 //! its answers), filled by the Azure SDK for Python.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use crate::common::*;
-use crate::store::{assert_body, assert_filled, kill_after_a_finished_page, python};
+use crate::store::{Emulator, assert_body, assert_filled, kill_after_a_finished_page};
 
 /// azurite-blob: `BULKGET_TEST_AZURITE`, else where `.ci/run` installs it.
 fn azurite_bin() -> PathBuf {
@@ -17,90 +15,34 @@ fn azurite_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/azurite/node_modules/.bin/azurite-blob")
 }
 
-struct Azurite {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    port: u16,
-}
-
-impl Azurite {
-    fn start() -> Azurite {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/azurite.py");
-        let bin = azurite_bin();
-        assert!(
-            bin.exists(),
-            "{}: Azurite is not installed (.ci/run installs it)",
-            bin.display()
-        );
-        let mut child = Command::new(python())
-            .arg(script)
-            .arg(bin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python (azure-storage-blob is needed: .ci/run installs it)");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("Azurite did not start: {line:?}"));
-        Azurite {
-            child,
-            stdin,
-            stdout,
-            port,
-        }
-    }
-
-    fn cmd(&mut self, c: &str) {
-        writeln!(self.stdin, "{c}").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        assert!(line.starts_with("ok"), "{c}: {line}");
-    }
-
-    fn put(&mut self, container: &str, key: &str, size: usize) {
-        self.cmd(&format!(
-            "put {container} {size} {}",
-            serde_json::json!(key)
-        ));
-    }
-
-    /// bulkget with the development account's connection string, pointed at
-    /// the relay.
-    fn bulkget(&self, args: &[&str]) -> Command {
-        let mut c = command(args);
-        c.env(
-            "AZURE_STORAGE_CONNECTION_STRING",
-            format!(
-                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;\
-                 AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;\
-                 BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
-                self.port
-            ),
-        )
-        .env_remove("AZURE_STORAGE_ACCOUNT")
-        .env_remove("AZURE_STORAGE_KEY")
-        .env_remove("AZURE_STORAGE_SAS_TOKEN")
-        .stdin(Stdio::null());
-        c
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Azurite behind the fixture's relay, and the development account's
+/// connection string pointed at the relay.
+fn azurite() -> Emulator {
+    let bin = azurite_bin();
+    assert!(
+        bin.exists(),
+        "{}: Azurite is not installed (.ci/run installs it)",
+        bin.display()
+    );
+    let mut a = Emulator::start("azurite.py", &[bin.as_os_str()], "azure-storage-blob");
+    let cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;\
+         AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;\
+         BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
+        a.port
+    );
+    a.env = vec![
+        ("AZURE_STORAGE_CONNECTION_STRING", Some(cs)),
+        ("AZURE_STORAGE_ACCOUNT", None),
+        ("AZURE_STORAGE_KEY", None),
+        ("AZURE_STORAGE_SAS_TOKEN", None),
+    ];
+    a
 }
 
 #[test]
 fn mirror_an_azure_container_with_odd_names_a_kill_and_bad_credentials() {
-    let mut a = Azurite::start();
+    let mut a = azurite();
     a.cmd("container cnt");
     a.cmd("fill cnt data/f 2000 100");
     let odd = [

@@ -21,69 +21,98 @@ pub fn python() -> PathBuf {
     "python3".into()
 }
 
-pub struct Moto {
+/// An emulator started by a fixture script (`tests/it/fixtures/*.py`): it
+/// prints the port to use, then answers one command a line ("ok ...").
+pub struct Emulator {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
-    port: u16,
+    pub port: u16,
+    /// What `bulkget()` sets (`Some`) or removes (`None`) in the
+    /// environment to reach it.
+    pub env: Vec<(&'static str, Option<String>)>,
 }
 
-impl Moto {
-    pub fn start() -> Moto {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/moto_s3.py");
+impl Emulator {
+    /// Runs `fixtures/SCRIPT` with `args` under [`python()`]; `needs` says
+    /// what is missing when it does not start.
+    pub fn start(script: &str, args: &[&std::ffi::OsStr], needs: &str) -> Emulator {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/it/fixtures")
+            .join(script);
         let mut child = Command::new(python())
             .arg(script)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("start python (moto[server] is needed: .ci/run installs it)");
+            .unwrap_or_else(|e| {
+                panic!("start python ({needs} is needed: .ci/run installs it): {e}")
+            });
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         let port = line.trim().parse().unwrap_or_else(|_| {
-            panic!("moto did not start (is moto[server] installed?): {line:?}")
+            panic!("the emulator did not start (is {needs} installed?): {line:?}")
         });
-        Moto {
+        Emulator {
             child,
             stdin,
             stdout,
             port,
+            env: Vec::new(),
         }
     }
 
-    /// Sends one command; the answer after "ok ".
+    /// moto's S3 server.
+    pub fn moto() -> Emulator {
+        let mut m = Emulator::start("moto_s3.py", &[], "moto[server]");
+        m.env = vec![
+            ("AWS_ACCESS_KEY_ID", Some("test".into())),
+            ("AWS_SECRET_ACCESS_KEY", Some("test".into())),
+            (
+                "AWS_ENDPOINT_URL",
+                Some(format!("http://127.0.0.1:{}", m.port)),
+            ),
+            ("AWS_PROFILE", None),
+            ("AWS_ENDPOINT_URL_S3", None),
+            ("AWS_CA_BUNDLE", None),
+        ];
+        m
+    }
+
+    /// Sends one command; the answer after "ok".
     pub fn cmd(&mut self, c: &str) -> String {
         writeln!(self.stdin, "{c}").unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
-        line.strip_prefix("ok ")
+        line.strip_prefix("ok")
             .unwrap_or_else(|| panic!("{c}: {line}"))
             .trim()
             .to_string()
     }
 
-    fn put(&mut self, bucket: &str, key: &str, size: usize) {
+    /// Puts one object of `size` bytes (the body rule's) under `key`.
+    pub fn put(&mut self, bucket: &str, key: &str, size: usize) {
         self.cmd(&format!("put {bucket} {size} {}", serde_json::json!(key)));
     }
 
+    /// bulkget with the environment that reaches this emulator.
     pub fn bulkget(&self, args: &[&str]) -> Command {
         let mut c = command(args);
-        c.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env(
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            )
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL_S3")
-            .env_remove("AWS_CA_BUNDLE")
-            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.stdin(Stdio::null());
         c
     }
 }
 
-impl Drop for Moto {
+impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -125,7 +154,7 @@ pub fn assert_filled(out: &Path, strip: &str, prefix: &str, n: usize, size: usiz
 
 #[test]
 fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
-    let mut m = Moto::start();
+    let mut m = Emulator::moto();
     m.cmd("bucket bkt");
     m.cmd("fill bkt data/f 2000 100");
     let odd = [("data/a b+c.txt", 3), ("data/ü/x", 5), ("data/empty", 0)];
@@ -266,7 +295,7 @@ fn missing_credentials_are_one_line_that_says_where_bulkget_looked() {
 
 #[test]
 fn an_https_store_behind_a_private_ca_over_http2() {
-    let mut m = Moto::start();
+    let mut m = Emulator::moto();
     m.cmd("bucket bkt");
     m.cmd("fill bkt data/f 300 100");
     // nginx terminates TLS (HTTP/2 by ALPN) and passes requests to moto.
@@ -341,7 +370,7 @@ fn an_https_store_behind_a_private_ca_over_http2() {
 
 #[test]
 fn exists_and_stat_of_s3_keys_by_head() {
-    let mut m = Moto::start();
+    let mut m = Emulator::moto();
     m.cmd("bucket bkt");
     m.put("bkt", "a b/c", 10);
     m.put("bkt", "x//y", 3);
@@ -382,7 +411,7 @@ fn md5_hex(b: &[u8]) -> String {
 
 #[test]
 fn ls_an_s3_prefix_one_level_and_recursively() {
-    let mut m = Moto::start();
+    let mut m = Emulator::moto();
     m.cmd("bucket bkt");
     for k in ["p/a", "p/b b", "p/d/x", "p/d/y", "p/e//f", "q/z"] {
         m.put("bkt", k, 4);

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use sha2::{Digest, Sha256};
 
 use crate::common::{stderr, wait_for};
-use crate::store::Moto;
+use crate::store::Emulator;
 
 /// What the fixture's `tree` answers for these (key, bytes): the count and
 /// the sha256 of the sorted lines "KEY<TAB>sha256(bytes)".
@@ -118,13 +118,13 @@ fn copied_and_skipped(o: &std::process::Output) -> (u64, u64) {
 
 #[test]
 fn cp_r_uploads_a_tree_reruns_skip_and_it_comes_back_down() {
-    let mut moto = Moto::start();
+    let mut moto = Emulator::moto();
     moto.cmd("bucket upl");
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     tree(&src);
     let s = src.to_str().unwrap();
-    let up = |moto: &Moto, extra: &[&str]| {
+    let up = |moto: &Emulator, extra: &[&str]| {
         let mut args = vec!["cp", "-r", s, "s3://upl/in/", "--part-size", "5M"];
         args.extend_from_slice(extra);
         moto.bulkget(&args).output().unwrap()
@@ -202,7 +202,7 @@ fn cp_r_uploads_a_tree_reruns_skip_and_it_comes_back_down() {
 
 #[test]
 fn one_file_to_a_key_or_into_a_prefix() {
-    let mut moto = Moto::start();
+    let mut moto = Emulator::moto();
     moto.cmd("bucket one");
     let t = tempfile::tempdir().unwrap();
     let f = t.path().join("report.csv");
@@ -229,7 +229,7 @@ fn one_file_to_a_key_or_into_a_prefix() {
 
 #[test]
 fn a_multipart_upload_killed_halfway_resumes_with_the_parts_it_sent() {
-    let mut moto = Moto::start();
+    let mut moto = Emulator::moto();
     moto.cmd("bucket mpu");
     let t = tempfile::tempdir().unwrap();
     let f = t.path().join("big.bin");
@@ -276,7 +276,7 @@ fn a_multipart_upload_killed_halfway_resumes_with_the_parts_it_sent() {
 
 #[test]
 fn cp_r_between_buckets_copies_inside_the_store_and_reruns_skip() {
-    let mut moto = Moto::start();
+    let mut moto = Emulator::moto();
     moto.cmd("bucket srcb");
     moto.cmd("bucket dstb");
     let keys = [
@@ -303,7 +303,7 @@ fn cp_r_between_buckets_copies_inside_the_store_and_reruns_skip() {
         .enumerate()
         .map(|(i, k)| (*k, 10 + i))
         .collect();
-    let cp = |moto: &Moto| {
+    let cp = |moto: &Emulator| {
         moto.bulkget(&["cp", "-r", "s3://srcb/p", "s3://dstb/q/"])
             .output()
             .unwrap()
@@ -335,7 +335,7 @@ fn cp_r_between_buckets_copies_inside_the_store_and_reruns_skip() {
 
 #[test]
 fn puts_answered_503_slowdown_are_retried_and_every_object_lands() {
-    let mut moto = Moto::start();
+    let mut moto = Emulator::moto();
     moto.cmd("bucket slow");
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
