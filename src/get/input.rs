@@ -23,7 +23,7 @@ pub fn open_list(p: &std::path::Path) -> Result<Box<dyn std::io::BufRead + Send>
 }
 
 /// One file to fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// Line number in the list (1-based); 0 for URLs from the command line.
     pub line: u64,
@@ -37,7 +37,7 @@ pub struct Job {
 }
 
 /// What is known of an object-store job's object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Object {
     /// What messages, the ledger and sidecars show instead of the job's
     /// presigned `url`, which holds a signature: `s3://BUCKET/KEY`.

@@ -116,6 +116,8 @@ pub struct GetPlan {
     pub split: usize,
     pub split_size: u64,
     started: SystemTime,
+    /// Where entries of a slow host are set aside (a URL list's run).
+    aside: Option<PathBuf>,
 }
 
 impl GetPlan {
@@ -201,6 +203,18 @@ fn sink_error(e: io::Error) -> FetchError {
 
 impl Plan for GetPlan {
     type Entry = Job;
+
+    fn aside_dir(&self) -> Option<&Path> {
+        self.aside.as_deref()
+    }
+
+    fn encode(&self, e: &Job, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, e).expect("a job is plain data");
+    }
+
+    fn decode(&self, line: &[u8]) -> Option<Job> {
+        serde_json::from_slice(line).ok()
+    }
 
     fn name<'e>(&self, e: &'e Job) -> &'e str {
         &e.name
@@ -359,6 +373,9 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     counters.failed.store(carried, Ordering::Relaxed);
     let quiet = cfg.display == Display::Quiet;
     let parts_dir = cfg.dest.join(".bulkget").join("parts");
+    // Entries a killed run set aside: this run reads its input again.
+    let aside_dir = state_dir.join("aside");
+    let _ = std::fs::remove_dir_all(&aside_dir);
     let nonempty = std::fs::read_dir(&cfg.dest)
         .map_err(|e| dest_err(&cfg.dest, e))?
         .flatten()
@@ -383,6 +400,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             split: if cfg.null_sink { 1 } else { cfg.split.max(1) },
             split_size: cfg.split_size.max(1),
             started: coarse_now(),
+            aside: cfg.store.is_none().then(|| aside_dir.clone()),
         },
         rx,
         tracker: tracker.map(|(t, _)| t),

@@ -13,10 +13,10 @@
 //! failed request waits in the core's timer heap and goes back to its
 //! origin's queue when due. The frontier ([`FRONTIER`]) bounds memory
 //! whatever the hosts do; a slow origin's entries wait in its queue while
-//! the others flow, and a dead one's fail through their retries. Not yet
-//! built: a share of the frontier per origin with the excess set aside on
-//! disk, so that a dead host holding most of a long input cannot stall
-//! reading it until its retries run out.
+//! the others flow, and a dead one's fail through their retries. When the
+//! frontier is full and a slow or dead origin holds a large share of it,
+//! that origin's new entries are set aside on disk ([`super::aside`]), so
+//! reading the input goes on for the others.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -62,7 +62,7 @@ pub struct Origin<E> {
     /// Connections on their way out (the controller wants fewer).
     pub leaving: u32,
     /// Entries of this origin in the timer heap.
-    delayed: u32,
+    pub(super) delayed: u32,
     pub ctl: Ctl,
     /// The origin's connections on all cores.
     pub gate: Arc<Gate>,
@@ -70,6 +70,8 @@ pub struct Origin<E> {
     waiting_slot: bool,
     waiting_gate: bool,
     pub files: u64,
+    /// Its entries set aside on disk, oldest first.
+    pub(super) aside: Option<Box<super::aside::Aside>>,
 }
 
 impl<E> Origin<E> {
@@ -129,6 +131,13 @@ pub struct State<E> {
     pub input_closed: bool,
     pub local: Local,
     successes: u32,
+    /// Entries set aside on disk (not in `held`), the origins that have
+    /// some, and the origins holding a large share ([`super::aside`]).
+    pub aside: u64,
+    pub(super) asides: Vec<u32>,
+    pub(super) hogs: Vec<super::aside::Hog>,
+    pub(super) aside_files: u64,
+    pub(super) aside_buf: Vec<u8>,
 }
 
 pub struct Core<P: Plan> {
@@ -164,6 +173,11 @@ impl<P: Plan> Core<P> {
                 input_closed: false,
                 local: Local::default(),
                 successes: 0,
+                aside: 0,
+                asides: Vec::new(),
+                hogs: Vec::new(),
+                aside_files: 0,
+                aside_buf: Vec::new(),
             }),
             gates,
             max_conns,
@@ -194,9 +208,11 @@ impl<P: Plan> Core<P> {
             }
             self.release_due();
             self.retry_gated();
+            self.take_back();
             let (next_due, done) = {
                 let st = self.st.borrow();
-                let done = st.conns == 0 && (stopping || (st.input_closed && st.held == 0));
+                let done = st.conns == 0
+                    && (stopping || (st.input_closed && st.held == 0 && st.aside == 0));
                 (st.delayed.peek().map(|t| t.at), done)
             };
             if done {
@@ -221,9 +237,14 @@ impl<P: Plan> Core<P> {
     }
 
     fn wants_input(&self) -> bool {
-        let st = self.st.borrow();
+        let st = &mut *self.st.borrow_mut();
+        !st.input_closed && (!Self::full(st) || self.may_set_aside(st))
+    }
+
+    /// The frontier holds all it may (entries, and origins by weight).
+    pub(super) fn full(st: &State<P::Entry>) -> bool {
         let origins = st.origins.len() - st.free_origins.len();
-        !st.input_closed && st.held + origins * ORIGIN_WEIGHT < FRONTIER
+        st.held + origins * ORIGIN_WEIGHT >= FRONTIER
     }
 
     /// Takes a batch in: refused entries fail at once, present ones are
@@ -242,14 +263,13 @@ impl<P: Plan> Core<P> {
         for e in b.entries {
             match self.sh.plan.admit(&e) {
                 Admit::Fetch => {
-                    st.held += 1;
                     let h = Held {
                         e,
                         slot,
                         attempts: 0,
                         hop: 0,
                     };
-                    self.push(st, h, false);
+                    self.take_in(st, h);
                 }
                 Admit::Skip => {
                     st.local.skipped += 1;
@@ -274,7 +294,7 @@ impl<P: Plan> Core<P> {
         }
     }
 
-    fn page_done(&self, st: &mut State<P::Entry>, slot: u32) {
+    pub(super) fn page_done(&self, st: &mut State<P::Entry>, slot: u32) {
         let p = st.pages[slot as usize].as_mut().expect("open page");
         p.left -= 1;
         if p.left == 0 {
@@ -324,6 +344,7 @@ impl<P: Plan> Core<P> {
             waiting_slot: false,
             waiting_gate: false,
             files: 0,
+            aside: None,
         };
         let id = slab_put(&mut st.origins, &mut st.free_origins, o);
         let origins = &st.origins;
@@ -336,17 +357,22 @@ impl<P: Plan> Core<P> {
     /// Puts an entry in its origin's queue (at the front to go next), and
     /// sees that the origin has connections for it.
     pub fn push(self: &Rc<Self>, st: &mut State<P::Entry>, h: Held<P::Entry>, front: bool) {
-        let key = self.origin_key(st, &h);
+        let oid = self.origin_of(st, &h);
+        self.push_to(st, oid, h, front);
+    }
+
+    /// The origin (found or added) an entry's next request goes to.
+    pub(super) fn origin_of(&self, st: &mut State<P::Entry>, h: &Held<P::Entry>) -> u32 {
+        let key = self.origin_key(st, h);
         // Borrow dance: the key borrows `st`, so copy what finding needs.
         let (tls, auth) = (key.tls, key.authority.to_string());
-        let oid = self.find_or_add(
+        self.find_or_add(
             st,
             OriginKey {
                 tls,
                 authority: &auth,
             },
-        );
-        self.push_to(st, oid, h, front);
+        )
     }
 
     pub fn push_to(
@@ -449,7 +475,13 @@ impl<P: Plan> Core<P> {
     /// Forgets an origin with nothing left to do on this core.
     fn maybe_drop(&self, st: &mut State<P::Entry>, oid: u32) {
         let o = st.origins[oid as usize].as_ref().expect("live origin");
-        if o.conns > 0 || !o.queue.is_empty() || o.delayed > 0 || o.waiting_slot || o.waiting_gate {
+        if o.conns > 0
+            || !o.queue.is_empty()
+            || o.delayed > 0
+            || o.waiting_slot
+            || o.waiting_gate
+            || o.aside.is_some()
+        {
             return;
         }
         self.board(o, false);

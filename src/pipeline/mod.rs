@@ -31,6 +31,7 @@ use crate::fetch::http1::{Head, Method};
 use crate::fetch::url::OriginKey;
 use crate::journal::Tracker;
 
+mod aside;
 pub mod core;
 pub mod ctl;
 pub mod gate;
@@ -77,6 +78,17 @@ pub trait Plan: Send + Sync + Sized + 'static {
     fn path(&self, out: &mut Vec<u8>, e: &Self::Entry);
     /// The byte range to ask for, if any.
     fn range(&self, e: &Self::Entry) -> Option<(u64, u64)>;
+    /// Where entries are set aside when a slow origin holds much of a full
+    /// frontier (`aside`); `None`: they wait in memory.
+    fn aside_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+    /// An entry as one line (no newline in it), for setting it aside.
+    fn encode(&self, _e: &Self::Entry, _out: &mut Vec<u8>) {}
+    /// An entry back from [`Plan::encode`]'s line.
+    fn decode(&self, _line: &[u8]) -> Option<Self::Entry> {
+        None
+    }
     /// The request method (`GET` unless a plan says otherwise).
     fn method(&self, _e: &Self::Entry) -> Method {
         Method::Get

@@ -171,3 +171,72 @@ fn a_server_that_allows_one_connection_loses_no_file_to_many_cores() {
     let log = ng.access_log();
     assert!(log.lines().any(|l| l.contains(" 503 ")), "{log}");
 }
+
+#[test]
+fn a_dead_host_holding_the_frontier_is_set_aside_and_the_rest_flows() {
+    // A host that takes connections and never answers (a listener that
+    // never accepts), with more entries first in the list than every
+    // core's frontier holds, then a live host's.
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = hole.local_addr().unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n_dead = cores * 32 * 1024 + 8_000;
+    let live = synthetic(2_000, 100, 1000, Faults::default());
+    let mut list = String::with_capacity(n_dead * 48);
+    for i in 0..n_dead {
+        list += &format!("http://{dead}/get/x{i} dead-{i}\n");
+    }
+    for i in 0..2_000 {
+        list += &format!("{}/get/f{i:09} live-{i}\n", live.url());
+    }
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("urls.txt");
+    std::fs::write(&path, &list).unwrap();
+    let out = t.path().join("out");
+    let args = [
+        "get",
+        "-q",
+        "-i",
+        path.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    // Requests to the dead host time out only after a minute: the live
+    // host's files land long before, read from behind the dead entries.
+    let mut run = spawn_bulkget(&[&args[..], &["--timeout", "60"]].concat());
+    let aside = out.join(".bulkget/aside");
+    wait_for("the live host's files", || {
+        (0..2_000).all(|i| out.join(format!("live-{i}")).exists())
+    });
+    for i in (0..2_000).step_by(97) {
+        assert_synthetic(&out.join(format!("live-{i}")), &format!("f{i:09}"));
+    }
+    let set_aside: u64 = std::fs::read_dir(&aside)
+        .expect("entries were set aside")
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(set_aside > 0, "the dead host's entries are on disk");
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    // The host is gone for good now (refused): a rerun gives each of its
+    // entries its retry, fails them alone, and leaves nothing aside.
+    drop(hole);
+    let r = command(&[&args[..], &["--retries", "1"]].concat())
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    let f = failures(&out);
+    assert_eq!(f.len(), n_dead, "every dead entry failed, named");
+    assert!(
+        f.iter()
+            .all(|r| r["name"].as_str().unwrap().starts_with("dead-"))
+    );
+    assert_eq!(f[0]["attempts"], 2, "{}", f[0]);
+    assert_eq!(
+        std::fs::read_dir(&aside).unwrap().count(),
+        0,
+        "nothing left aside"
+    );
+    assert!((0..2_000).all(|i| out.join(format!("live-{i}")).exists()));
+}
