@@ -322,11 +322,9 @@ fn get_config(dest: &Path, f: &FetchArgs) -> anyhow::Result<GetConfig> {
 
 /// `mirror s3://…`: every object under the prefix, by the get machinery.
 fn mirror_store(a: MirrorArgs, loc: bulkget::store::Location) -> anyhow::Result<ExitCode> {
-    if a.sink == "tar" {
-        bail!("--sink tar is not supported for object stores yet (dir and null are)");
-    }
     let mut cfg = get_config(&a.dest, &a.fetch)?;
     cfg.null_sink = a.sink == "null";
+    cfg.tar_shard = (a.sink == "tar").then_some(a.shard_size);
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
     cfg.store_opts.checksum = a.checksum;
     cfg.store = Some(loc);

@@ -34,7 +34,7 @@ use crate::fetch::{Conn, RetryPolicy, land};
 use crate::journal::{self, Ledger};
 use crate::pipeline::{self, Admit, Batch, Landed, Limits, Plan, Shared};
 use crate::progress::{Counters, Display, Local, Outcome, Reporter};
-use crate::sink::{DirSink, NullFile, NullSink, Sink, SinkFile};
+use crate::sink::{DirSink, NullFile, NullSink, Sink, SinkFile, TarSink};
 use input::Job;
 
 #[derive(Clone, Debug)]
@@ -61,6 +61,9 @@ pub struct GetConfig {
     pub checksum: Option<String>,
     /// Keep nothing: fetch, check lengths (and checksums) and count.
     pub null_sink: bool,
+    /// `--sink tar`: files go to tar shards in DEST rolling over at this
+    /// size (nothing is split; a shard entry is written whole).
+    pub tar_shard: Option<u64>,
     /// Every object under an object-store path instead of URLs.
     pub store: Option<crate::store::Location>,
     /// How to reach object stores (for `store` and `s3://` URLs).
@@ -89,6 +92,7 @@ impl GetConfig {
             state_dir: None,
             checksum: None,
             null_sink: false,
+            tar_shard: None,
             store: None,
             store_opts: Default::default(),
         }
@@ -106,6 +110,8 @@ impl GetConfig {
 /// small (landed whole) or large (handed to [`split`]).
 pub struct GetPlan {
     pub sink: DirSink,
+    /// `--sink tar`: files land in tar shards instead of `sink`.
+    tar: Option<TarSink>,
     /// `--sink null`: bodies are read and dropped, nothing is split.
     null: bool,
     /// DEST held files when the run started: stat each name first.
@@ -150,6 +156,9 @@ impl GetPlan {
         let (f, got) = if self.null {
             let (f, got) = land::receive(c, head, &NullSink, &job.name, seen).await?;
             (Either::Null(f), got)
+        } else if let Some(tar) = &self.tar {
+            let (f, got) = land::receive(c, head, tar, &job.name, seen).await?;
+            (Either::Tar(f), got)
         } else {
             let (f, got) = land::receive(c, head, &self.sink, &job.name, seen).await?;
             (Either::Dir(f), got)
@@ -181,15 +190,17 @@ impl GetPlan {
         match f {
             Either::Dir(f) => f.commit(),
             Either::Null(f) => f.commit(),
+            Either::Tar(f) => f.commit(),
         }
         .map_err(|e| (sink_error(e), keep))?;
         Ok(got)
     }
 }
 
-enum Either<D> {
+enum Either<D, T> {
     Dir(D),
     Null(NullFile),
+    Tar(T),
 }
 
 /// A file that appeared under the name during this run is a collision.
@@ -334,6 +345,16 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     let state_dir = cfg.state_dir();
     std::fs::create_dir_all(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
     let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
+    let tar = match cfg.tar_shard {
+        Some(shard) if !cfg.null_sink => {
+            Some(TarSink::new(&cfg.dest, shard).map_err(|e| dest_err(&cfg.dest, e))?)
+        }
+        _ => None,
+    };
+    // Whole files only (a tar entry is written in one piece), and no
+    // names to look up (shards keep no index: the journal says where to
+    // go on from).
+    let whole_only = cfg.null_sink || tar.is_some();
     if cfg.checksum.is_some() && (cfg.urls.len() != 1 || cfg.list.is_some()) {
         return Err(RunError::Other(
             "--checksum goes with exactly one URL (use a third list column for lists)".into(),
@@ -393,11 +414,12 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         ),
         plan: GetPlan {
             sink: sink.no_replace(),
+            tar,
             null: cfg.null_sink,
-            check_existing: nonempty,
-            parts_exist: !cfg.null_sink && parts_dir.exists(),
+            check_existing: nonempty && !whole_only,
+            parts_exist: !whole_only && parts_dir.exists(),
             parts_dir,
-            split: if cfg.null_sink { 1 } else { cfg.split.max(1) },
+            split: if whole_only { 1 } else { cfg.split.max(1) },
             split_size: cfg.split_size.max(1),
             started: coarse_now(),
             aside: cfg.store.is_none().then(|| aside_dir.clone()),

@@ -175,3 +175,47 @@ fn mirror_a_gcs_bucket_with_odd_names_a_kill_and_no_emulator() {
     );
     assert_eq!(e.trim().lines().count(), 1, "{e}");
 }
+
+#[test]
+fn mirror_a_bucket_into_tar_shards() {
+    let mut g = fake_gcs();
+    g.cmd("bucket tbk");
+    g.cmd("fill tbk d/f 600 100");
+    let odd = [
+        ("d/a b+c.txt", 3),
+        ("d/ü/x", 5),
+        ("d/empty", 0),
+        ("d/big", 20 << 20),
+    ];
+    for (k, n) in odd {
+        g.put("tbk", k, n);
+    }
+    g.put("tbk", "d/a//b", 1);
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let r = g
+        .bulkget(&[
+            "mirror",
+            "gs://tbk/d",
+            out.to_str().unwrap(),
+            "-q",
+            "--sink",
+            "tar",
+            "--checksum",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    // Shards, not files; GNU tar reads every object back, the large one
+    // whole (never split into ranges for a shard).
+    assert!(!out.join("f00000").exists() && !out.join("big").exists());
+    let x = t.path().join("x");
+    assert!(crate::tar::extract_all(&out, &x) >= 1);
+    assert_filled(&x, "d/", "d/f", 600, 100);
+    for (k, n) in odd {
+        assert_body(&x, &k[2..], k, n);
+    }
+    let f = failures(&out);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0]["url"], "gs://tbk/d/a//b");
+}

@@ -11,7 +11,7 @@ use bulkget::server::faults::Faults;
 use crate::common::*;
 
 /// Extracts every shard in `dest` with GNU tar into `out`.
-fn extract_all(dest: &Path, out: &Path) -> usize {
+pub fn extract_all(dest: &Path, out: &Path) -> usize {
     std::fs::create_dir_all(out).unwrap();
     let mut shards = 0;
     for e in std::fs::read_dir(dest).unwrap().flatten() {
