@@ -4,7 +4,7 @@
 //! and filled through the JSON API.
 
 use crate::common::*;
-use crate::store::{Emulator, assert_body, assert_filled, kill_after_a_finished_page};
+use crate::store::{Emulator, assert_body, assert_filled, mirror_kill_rerun_and_paths};
 
 /// fake-gcs-server behind the fixture's relay, reached as an emulator
 /// (`STORAGE_EMULATOR_HOST`, as Google's clients find one). The binary:
@@ -27,7 +27,6 @@ fn fake_gcs() -> Emulator {
 fn mirror_a_gcs_bucket_with_odd_names_a_kill_and_no_emulator() {
     let mut g = fake_gcs();
     g.cmd("bucket bkt");
-    g.cmd("fill bkt data/f 2000 100");
     let odd = [
         ("data/a b+c.txt", 3),
         ("data/ü/x", 5),
@@ -35,85 +34,9 @@ fn mirror_a_gcs_bucket_with_odd_names_a_kill_and_no_emulator() {
         ("data/empty", 0),
         ("data/big", 3 << 20),
     ];
-    for (k, n) in odd {
-        g.put("bkt", k, n);
-    }
     let hostile = ["data/a//b", "data/dir/", "data/../up"];
-    for k in hostile {
-        g.put("bkt", k, 1);
-    }
-    g.put("bkt", "other/z", 1);
-
-    let t = tempfile::tempdir().unwrap();
-    let out = t.path().join("out");
-    let o = out.to_str().unwrap();
-    // A first run, killed once the journal records a finished listing page
-    // (1 000 names), held back by the relay so it is still running then.
-    g.cmd("delay 0.02");
-    let slow = [
-        "mirror",
-        "gs://bkt/data",
-        o,
-        "-q",
-        "--max-per-host",
-        "2",
-        "--pipeline",
-        "1",
-    ];
-    kill_after_a_finished_page(g.bulkget(&slow), &out);
-    // The bucket grows meanwhile, past the journal's cursor.
-    g.cmd("delay 0");
-    g.cmd("fill bkt data/g 300 100");
-    let sj = t.path().join("stats.json");
-    let r = g
-        .bulkget(&[
-            "mirror",
-            "gs://bkt/data",
-            o,
-            "-q",
-            "--checksum",
-            "--stats-json",
-        ])
-        .arg(&sj)
-        .output()
-        .unwrap();
-    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
-    assert_filled(&out, "data/", "data/f", 2000, 100);
-    assert_filled(&out, "data/", "data/g", 300, 100);
-    for (k, n) in odd {
-        assert_body(&out, &k[5..], k, n);
-    }
-    assert!(!out.join("z").exists() && !t.path().join("other").exists());
-    assert!(
-        !t.path().join("up").exists(),
-        "nothing outside the destination"
-    );
-    // Only the names no file can have failed, each alone and named.
-    let f = failures(&out);
-    let mut failed: Vec<&str> = f.iter().map(|r| r["url"].as_str().unwrap()).collect();
-    failed.sort();
-    let mut want: Vec<String> = hostile.iter().map(|k| format!("gs://bkt/{k}")).collect();
-    want.sort();
-    assert_eq!(failed, want, "{f:?}");
-    // The rerun listed after the journal's cursor, not from the first name.
-    let st = read_json(&sj);
-    let listed = st["listed"].as_u64().unwrap();
-    assert!(
-        listed <= 2308 - 1000,
-        "the rerun listed {listed} names: {st}"
-    );
-    assert_eq!(journal_of(&out).unwrap()["complete"], true);
-    let names = std::fs::read_dir(&out).unwrap().count();
-    assert_eq!(names, 2000 + 300 + 5 + 1, "f, g, the odd ones, .bulkget");
-
-    // ls, stat and get over gs:// paths.
-    let r = g.bulkget(&["ls", "gs://bkt/data/ü"]).output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&r.stdout),
-        "gs://bkt/data/ü/x\n",
-        "{}",
-        stderr(&r)
-    );
+    let t = mirror_kill_rerun_and_paths(&mut g, "gs", "bkt", &odd, &hostile);
+    // The bucket's top level, one line a "directory".
     let r = g.bulkget(&["ls", "gs://bkt"]).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&r.stdout),

@@ -447,3 +447,110 @@ fn ls_an_s3_prefix_one_level_and_recursively() {
     assert!(rows.iter().all(|r| r["size"] == 4));
     assert_eq!(rows[0]["etag"], md5_hex(&body("p/a", 4)));
 }
+
+/// The run every store's mirror test makes (`az://`, `gs://`), in bucket
+/// `b` of `e` reached as `SCHEME://b`: 2 000 objects `data/f…`, the `odd`
+/// ones (each lands byte for byte), the `hostile` keys (each fails alone,
+/// named) and `other/z` (outside the prefix). A first mirror is slowed by
+/// the fixture's relay and killed after a finished listing page; the
+/// bucket grows by 300 past the journal's cursor; the rerun completes,
+/// listing at most what is left. Then `ls`, `stat` and `get` over the
+/// store's paths. Returns the directory holding `out/`.
+pub fn mirror_kill_rerun_and_paths(
+    e: &mut Emulator,
+    scheme: &str,
+    b: &str,
+    odd: &[(&str, usize)],
+    hostile: &[&str],
+) -> tempfile::TempDir {
+    e.cmd(&format!("fill {b} data/f 2000 100"));
+    for &(k, n) in odd {
+        e.put(b, k, n);
+    }
+    for k in hostile {
+        e.put(b, k, 1);
+    }
+    e.put(b, "other/z", 1);
+    let root = format!("{scheme}://{b}");
+    let data = format!("{root}/data");
+
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let o = out.to_str().unwrap();
+    // A first run, killed once the journal records a finished listing page
+    // (1 000 names), held back by the relay so it is still running then.
+    e.cmd("delay 0.02");
+    let slow = [
+        "mirror",
+        &data,
+        o,
+        "-q",
+        "--max-per-host",
+        "2",
+        "--pipeline",
+        "1",
+    ];
+    kill_after_a_finished_page(e.bulkget(&slow), &out);
+    // The bucket grows meanwhile, past the journal's cursor.
+    e.cmd("delay 0");
+    e.cmd(&format!("fill {b} data/g 300 100"));
+    let sj = t.path().join("stats.json");
+    let r = e
+        .bulkget(&["mirror", &data, o, "-q", "--checksum", "--stats-json"])
+        .arg(&sj)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert_filled(&out, "data/", "data/f", 2000, 100);
+    assert_filled(&out, "data/", "data/g", 300, 100);
+    for &(k, n) in odd {
+        assert_body(&out, &k[5..], k, n);
+    }
+    assert!(!out.join("z").exists() && !t.path().join("other").exists());
+    assert!(
+        !t.path().join("up").exists(),
+        "nothing outside the destination"
+    );
+    // Only the names no file can have failed, each alone and named.
+    let f = failures(&out);
+    let mut failed: Vec<&str> = f.iter().map(|r| r["url"].as_str().unwrap()).collect();
+    failed.sort();
+    let mut want: Vec<String> = hostile.iter().map(|k| format!("{root}/{k}")).collect();
+    want.sort();
+    assert_eq!(failed, want, "{f:?}");
+    // The rerun listed from the journal's cursor, not from the first name.
+    let st = read_json(&sj);
+    let listed = st["listed"].as_u64().unwrap();
+    let all = 2300 + odd.len() + hostile.len();
+    assert!(
+        listed as usize <= all - 1000,
+        "the rerun listed {listed} names: {st}"
+    );
+    assert_eq!(journal_of(&out).unwrap()["complete"], true);
+    let names = std::fs::read_dir(&out).unwrap().count();
+    assert_eq!(names, 2300 + odd.len() + 1, "f, g, the odd ones, .bulkget");
+
+    // ls, stat and get over the store's paths.
+    let r = e.bulkget(&["ls", &format!("{data}/ü")]).output().unwrap();
+    let want = format!("{data}/ü/x\n");
+    assert_eq!(String::from_utf8_lossy(&r.stdout), want, "{}", stderr(&r));
+    let r = e
+        .bulkget(&["stat", &format!("{data}/f00001"), &format!("{data}/nope")])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(s.starts_with(&format!("{data}/f00001\t100\t")), "{s}");
+    assert!(s.contains(&format!("{data}/nope\tabsent")), "{s}");
+    let got = t.path().join("got");
+    let list = t.path().join("urls.txt");
+    std::fs::write(&list, format!("{data}/a//b ab\n{data}/f00007\n")).unwrap();
+    let r = e
+        .bulkget(&["get", "-q", "-i", list.to_str().unwrap(), "-o"])
+        .arg(&got)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_body(&got, "ab", "data/a//b", 1);
+    assert_body(&got, "f00007", "data/f00007", 100);
+    t
+}
