@@ -131,7 +131,7 @@ pub(crate) struct MirrorArgs {
     /// With --sink tar: start a new shard past this size (e.g. 1G).
     #[arg(long, default_value = "1G", value_parser = parse_bytes)]
     shard_size: u64,
-    /// s3://: check each object's MD5 against its ETag where the ETag is one (single-part, not SSE-KMS/SSE-C); az://: against its Content-MD5 where it has one; gs://: against its md5Hash (composite objects have none). Those objects come in one stream.
+    /// s3://: check each object's MD5 against its ETag where the ETag is one (single-part, not SSE-KMS/SSE-C); az://: against its Content-MD5 where it has one; gs://: against its md5Hash, or its CRC32C where it has none (composite objects). Those objects come in one stream.
     #[arg(long)]
     checksum: bool,
     #[command(flatten)]

@@ -177,6 +177,7 @@ mod tests {
             md5: None,
             etag: Some(etag.into()),
             modified: Some(modified.into()),
+            crc32c: None,
         }
     }
 

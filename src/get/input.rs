@@ -46,6 +46,10 @@ pub struct Object {
     pub size: Option<u64>,
     /// The MD5 the listing's ETag gave (`--checksum`), checked on landing.
     pub md5: Option<[u8; 16]>,
+    /// The CRC32C the listing gave where it gave no MD5 (`--checksum`),
+    /// checked on landing.
+    #[serde(default)]
+    pub crc32c: Option<u32>,
 }
 
 impl Job {
@@ -62,6 +66,11 @@ impl Job {
     /// The expected MD5, if checked.
     pub fn md5(&self) -> Option<[u8; 16]> {
         self.object.as_ref().and_then(|o| o.md5)
+    }
+
+    /// The expected CRC32C, if checked.
+    pub fn crc32c(&self) -> Option<u32> {
+        self.object.as_ref().and_then(|o| o.crc32c)
     }
 
     /// The parsed URL (checked when the job was made).

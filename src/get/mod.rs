@@ -131,8 +131,11 @@ impl GetPlan {
     fn probe_end(&self, job: &Job) -> Option<u64> {
         if self.parts_exist && split::has_sidecar(&self.parts_dir, &job.name) {
             Some(0) // resuming: the answer's validators are what matters
-        } else if job.size().is_some_and(|n| n <= self.split_size) || job.md5().is_some() {
-            None // listed small (or empty, where a range would get a 416)
+        } else if job.size().is_some_and(|n| n <= self.split_size)
+            || job.md5().is_some()
+            || job.crc32c().is_some()
+        {
+            None // listed small (or empty, where a range would get a 416), or summed whole
         } else if self.split > 1 {
             Some(self.split_size - 1)
         } else {
@@ -145,7 +148,11 @@ impl GetPlan {
         let keep = land::reusable(head);
         let mut h = job.sha256.map(|_| Sha256::new());
         let mut m5 = job.md5().map(|_| md5::Md5::new());
+        let mut crc = job.crc32c().map(|_| 0u32);
         let seen = |piece: &[u8]| {
+            if let Some(c) = crc.as_mut() {
+                *c = crc32c::crc32c_append(*c, piece);
+            }
             if let Some(h) = h.as_mut() {
                 Digest::update(h, piece);
             }
@@ -178,6 +185,19 @@ impl GetPlan {
                     keep,
                 ));
             }
+        }
+        if let (Some(want), Some(got)) = (job.crc32c(), crc)
+            && got != want
+        {
+            let (want, got) = (format!("{want:08x}"), format!("{got:08x}"));
+            return Err((
+                FetchError::Checksum {
+                    algo: "crc32c",
+                    want,
+                    got,
+                },
+                keep,
+            ));
         }
         if let (Some(want), Some(m)) = (job.md5(), m5) {
             let got: [u8; 16] = m.finalize().into();

@@ -268,6 +268,7 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
                         md5: md5.take(),
                         etag: etag.take(),
                         modified: modified.take(),
+                        crc32c: None,
                     });
                 }
                 (size, md5, etag, modified) = (None, None, None, None);

@@ -35,7 +35,7 @@ use super::sigv4;
 pub const GOOGLE: &str = "https://storage.googleapis.com";
 /// The fields a listing asks for (Google then leaves out ACLs and the
 /// rest: a page a fifth the size).
-const FIELDS: &str = "items(name,size,md5Hash,etag,updated),prefixes,nextPageToken";
+const FIELDS: &str = "items(name,size,md5Hash,crc32c,etag,updated),prefixes,nextPageToken";
 
 /// Where and how to reach one bucket.
 #[derive(Clone, Debug)]
@@ -143,6 +143,8 @@ struct ItemJson {
     md5: Option<String>,
     etag: Option<String>,
     updated: Option<String>,
+    /// Base64 of the big-endian CRC32C.
+    crc32c: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -185,12 +187,17 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
             let b = base64::engine::general_purpose::STANDARD.decode(m).ok()?;
             <[u8; 16]>::try_from(b).ok()
         });
+        let crc32c = it.crc32c.and_then(|c| {
+            let b = base64::engine::general_purpose::STANDARD.decode(c).ok()?;
+            Some(u32::from_be_bytes(<[u8; 4]>::try_from(b).ok()?))
+        });
         page.objects.push(Object {
             key: it.name,
             size,
             md5,
             etag: it.etag,
             modified: it.updated,
+            crc32c,
         });
     }
     page.truncated = page.next.is_some();
@@ -256,7 +263,7 @@ mod tests {
     fn pages() {
         let p = parse_page(
             br#"{"kind":"storage#objects","prefixes":["d/"],"nextPageToken":"n",
-            "items":[{"name":"a b","size":"12","md5Hash":"7w/LAKH/oxQa3sQL/et9Zg==","etag":"x",
+            "items":[{"name":"a b","size":"12","md5Hash":"7w/LAKH/oxQa3sQL/et9Zg==","etag":"x","crc32c":"e5jnUQ==",
             "updated":"2026-11-23T12:05:30.70883Z"},{"name":"c","size":"0"}]}"#,
         )
         .unwrap();
@@ -264,6 +271,9 @@ mod tests {
         assert_eq!((p.objects[0].key.as_str(), p.objects[0].size), ("a b", 12));
         assert_eq!(p.objects[0].md5.unwrap()[0], 0xef);
         assert_eq!(p.objects[1].md5, None);
+        // Google's base64 of the big-endian CRC32C ("Hello world!"'s here).
+        assert_eq!(p.objects[0].crc32c, Some(0x7B98_E751));
+        assert_eq!(p.objects[1].crc32c, None);
         assert_eq!((p.next.as_deref(), p.truncated), (Some("n"), true));
         assert_eq!(p.prefixes, ["d/"]);
         let last = parse_page(br#"{"kind":"storage#objects"}"#).unwrap();

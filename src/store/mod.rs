@@ -240,6 +240,7 @@ impl Signer {
             shown,
             size: None,
             md5: None,
+            crc32c: None,
         }));
         Ok(j)
     }
@@ -353,6 +354,7 @@ async fn list(
                 object: Some(Box::new(Object {
                     shown,
                     size: Some(o.size),
+                    crc32c: o.crc32c.filter(|_| checksum && o.md5.is_none()),
                     md5: o.md5.filter(|_| checksum),
                 })),
             });

@@ -316,6 +316,9 @@ pub struct Object {
     /// The ETag without its quotes, and `LastModified`, as listed (for `ls`).
     pub etag: Option<String>,
     pub modified: Option<String>,
+    /// The content's CRC32C, where the store lists one (GCS: every object,
+    /// composite ones too, which have no MD5).
+    pub crc32c: Option<u32>,
 }
 
 /// `2026-11-23T10:00:00.000Z` as seconds since the epoch.
@@ -412,6 +415,7 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
                         md5: md5.take(),
                         etag: etag.take(),
                         modified: modified.take(),
+                        crc32c: None,
                     }),
                     None => page.unreadable.push(k),
                 }
@@ -469,6 +473,7 @@ mod tests {
                     md5: None,
                     etag: Some("x".into()),
                     modified: None,
+                    crc32c: None,
                 },
                 Object {
                     key: "sp ace+\u{1}".into(),
@@ -476,6 +481,7 @@ mod tests {
                     md5: etag_md5("d41d8cd98f00b204e9800998ecf8427e"),
                     etag: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
                     modified: None,
+                    crc32c: None,
                 }
             ]
         );

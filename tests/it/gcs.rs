@@ -142,3 +142,47 @@ fn mirror_a_bucket_into_tar_shards() {
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0]["url"], "gs://tbk/d/a//b");
 }
+
+#[test]
+fn checksum_uses_crc32c_where_a_gcs_object_has_no_md5() {
+    // Composite objects have a CRC32C and no MD5. A hand-written JSON API
+    // lists two, one whose listed CRC32C is not its content's.
+    let body = b"Hello world!".to_vec();
+    let s = Scripted::start(move |path| {
+        if path.starts_with("/storage/v1/b/cmp/o?") {
+            let page = r#"{"kind":"storage#objects","items":[
+                {"name":"good","size":"12","crc32c":"e5jnUQ=="},
+                {"name":"bad","size":"12","crc32c":"AAAAAA=="}]}"#;
+            (200, page.as_bytes().to_vec())
+        } else if path.ends_with("?alt=media") {
+            (200, body.clone())
+        } else {
+            (404, b"{}".to_vec())
+        }
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["mirror", "gs://cmp", out.to_str().unwrap(), "-q"];
+        args.extend_from_slice(extra);
+        command(&args)
+            .env_remove("STORAGE_EMULATOR_HOST")
+            .args(["--endpoint-url", &s.url()])
+            .output()
+            .unwrap()
+    };
+    let r = run(&["--checksum"]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert_eq!(std::fs::read(out.join("good")).unwrap(), b"Hello world!");
+    assert!(!out.join("bad").exists(), "no file under a final name");
+    let f = failures(&out);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0]["url"], "gs://cmp/bad");
+    let e = f[0]["error"].as_str().unwrap();
+    assert!(e.contains("crc32c") && e.contains("7b98e751"), "{e}");
+    // Without --checksum the listing's CRC32C is not asked about.
+    std::fs::remove_dir_all(&out).unwrap();
+    let r = run(&[]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(out.join("bad").exists());
+}
