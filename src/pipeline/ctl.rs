@@ -288,6 +288,11 @@ impl Ctl {
                     // HTTP/2, more streams first.
                     if step == Step::Depth && self.streams_first() {
                         self.try_step(Step::Depth);
+                    } else if step == Step::Conns && self.ss_depth {
+                        // Still in slow start: depth gets its turn too (a
+                        // trial, undone unless one connection does more:
+                        // queueing on the path, not at the server).
+                        self.try_step(Step::Depth);
                     } else if self.ss_conns || step == Step::Conns {
                         self.try_conns();
                     }
