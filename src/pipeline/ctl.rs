@@ -674,6 +674,23 @@ mod tests {
     }
 
     #[test]
+    fn a_far_host_on_a_crowded_path_gets_depth_not_only_connections() {
+        // 20 ms away through a path where every connection costs 4 ms of
+        // queueing (a proxy or delay line shared by many connections):
+        // connections alone inflate latency, depth on few connections pays.
+        let path = |c: u32, d: u32| {
+            let lat = 0.020 + 0.004 * c as f64;
+            ((c * d) as f64 / lat, lat, 0.020)
+        };
+        let c = drive(path, 128, 64);
+        assert!(c.depth >= 8, "{c:?}");
+        // Connections alone (54 x 2 before depth had its turn) made
+        // about 460 files/s here.
+        let (rate, _, _) = path(c.conns, c.depth);
+        assert!(rate >= 1500.0, "{rate:.0}/s: {c:?}");
+    }
+
+    #[test]
     fn pushback_halves() {
         let now = Instant::now();
         let mut c = Ctl::new(64, 64, now);
