@@ -44,24 +44,6 @@ fn mirror_a_gcs_bucket_with_odd_names_a_kill_and_no_emulator() {
         "{}",
         stderr(&r)
     );
-    let r = g
-        .bulkget(&["stat", "gs://bkt/data/f00001", "gs://bkt/data/nope"])
-        .output()
-        .unwrap();
-    let s = String::from_utf8_lossy(&r.stdout).to_string();
-    assert!(s.starts_with("gs://bkt/data/f00001\t100\t"), "{s}");
-    assert!(s.contains("gs://bkt/data/nope\tabsent"), "{s}");
-    let got = t.path().join("got");
-    let list = t.path().join("urls.txt");
-    std::fs::write(&list, "gs://bkt/data/a//b ab\ngs://bkt/data/f00007\n").unwrap();
-    let r = g
-        .bulkget(&["get", "-q", "-i", list.to_str().unwrap(), "-o"])
-        .arg(&got)
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", stderr(&r));
-    assert_body(&got, "ab", "data/a//b", 1);
-    assert_body(&got, "f00007", "data/f00007", 100);
     // cp -r from the store: the same tree, by the same rules.
     let cp = t.path().join("cp");
     let r = g
