@@ -478,19 +478,30 @@ pub fn mirror_kill_rerun_and_paths(
     let out = t.path().join("out");
     let o = out.to_str().unwrap();
     // A first run, killed once the journal records a finished listing page
-    // (1 000 names), held back by the relay so it is still running then.
-    e.cmd("delay 0.02");
+    // (1 000 names), held back by the relay so it is still running then:
+    // one connection, one request at a time, in listing order, so the
+    // first page is done ~13 s before the last. (With two connections on
+    // two cores, a CI run once saw the first page still open near the end,
+    // and the kill came after a finished job.)
+    e.cmd("delay 0.01");
     let slow = [
         "mirror",
         &data,
         o,
         "-q",
+        "--threads",
+        "1",
         "--max-per-host",
-        "2",
+        "1",
         "--pipeline",
         "1",
     ];
     kill_after_a_finished_page(e.bulkget(&slow), &out);
+    let j = journal_of(&out).expect("the killed run's journal");
+    assert_ne!(
+        j["complete"], true,
+        "the first run finished before the kill: {j}"
+    );
     // The bucket grows meanwhile, past the journal's cursor.
     e.cmd("delay 0");
     e.cmd(&format!("fill {b} data/g 300 100"));
