@@ -15,7 +15,7 @@
 //! whatever the hosts do; a slow origin's entries wait in its queue while
 //! the others flow, and a dead one's fail through their retries. When the
 //! frontier is full and a slow or dead origin holds a large share of it,
-//! that origin's new entries are set aside on disk ([`super::aside`]), so
+//! that origin's new entries are set aside on disk (`super::aside`), so
 //! reading the input goes on for the others.
 
 use std::cell::RefCell;
@@ -132,7 +132,7 @@ pub struct State<E> {
     pub local: Local,
     successes: u32,
     /// Entries set aside on disk (not in `held`), the origins that have
-    /// some, and the origins holding a large share ([`super::aside`]).
+    /// some, and the origins holding a large share (`super::aside`).
     pub aside: u64,
     pub(super) asides: Vec<u32>,
     pub(super) hogs: Vec<super::aside::Hog>,

@@ -9,7 +9,9 @@
 //! found as the run goes by its [`ctl::Ctl`] (files/s and latency, AIMD on
 //! push-back); `-c`, `--max-per-host` and `--pipeline` are ceilings. An
 //! interleaved list of many hosts runs like a sorted one, and a slow host
-//! only holds its own connections.
+//! only holds its own connections; when a slow or dead one fills the
+//! frontier, its further entries wait on disk (`aside`) while the rest
+//! flow.
 //!
 //! What differs per command is a [`Plan`]: the entry type, the request,
 //! admission (skip / refuse) and what to do with an answer. Failures wait in
