@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::FetchArgs;
 use bulkget::mirror;
+use bulkget::store::Kind;
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -146,7 +147,7 @@ fn side(p: &str) -> anyhow::Result<Side> {
     if p.starts_with("http://") || p.starts_with("https://") {
         return Ok(Side::Http);
     }
-    if p.starts_with("az://") || p.starts_with("gs://") {
+    if let Some((Kind::Az | Kind::Gs, _)) = Kind::of_url(p) {
         return Ok(Side::Store);
     }
     if let Some((scheme, _)) = p.split_once("://")

@@ -110,9 +110,24 @@ impl Aside {
     }
 }
 
+/// A core's entries set aside: how many, on which origins, and which
+/// origins hold a large share of the frontier.
+#[derive(Default)]
+pub struct Shelf {
+    /// Entries on disk, on every origin of the core.
+    pub count: u64,
+    /// Origins with entries on disk.
+    origins: Vec<u32>,
+    hogs: Vec<Hog>,
+    /// Files made so far (each file's name is its number).
+    files: u64,
+    /// One entry's encoding, reused.
+    buf: Vec<u8>,
+}
+
 /// An origin holding at least [`SHARE`] entries, and when it last landed a
 /// file.
-pub struct Hog {
+struct Hog {
     oid: u32,
     files: u64,
     since: Instant,
@@ -130,7 +145,7 @@ impl<P: Plan> Core<P> {
         }
         let now = Instant::now();
         let origins = &st.origins;
-        st.hogs.retain_mut(|h| {
+        st.shelf.hogs.retain_mut(|h| {
             let Some(o) = origins[h.oid as usize].as_ref() else {
                 return false;
             };
@@ -147,7 +162,7 @@ impl<P: Plan> Core<P> {
                 || holds as f64 > o.ctl.rate * SLOW_DRAIN.as_secs_f64();
             true
         });
-        st.hogs.iter().any(|h| h.slow) || !st.asides.is_empty()
+        st.shelf.hogs.iter().any(|h| h.slow) || !st.shelf.origins.is_empty()
     }
 
     /// A new entry: set aside when its origin is (or, with the frontier
@@ -157,7 +172,7 @@ impl<P: Plan> Core<P> {
         if let Some(dir) = self.sh.plan.aside_dir() {
             let o = st.origins[oid as usize].as_ref().expect("live origin");
             let aside = o.aside.is_some()
-                || (Self::full(st) && st.hogs.iter().any(|g| g.oid == oid && g.slow));
+                || (Self::full(st) && st.shelf.hogs.iter().any(|g| g.oid == oid && g.slow));
             if aside {
                 match self.set_aside(st, oid, &h, dir) {
                     Ok(()) => return,
@@ -176,8 +191,10 @@ impl<P: Plan> Core<P> {
         st.held += 1;
         self.push_to(st, oid, h, false);
         let o = st.origins[oid as usize].as_ref().expect("live origin");
-        if o.queue.len() + o.delayed as usize >= SHARE && !st.hogs.iter().any(|g| g.oid == oid) {
-            st.hogs.push(Hog {
+        if o.queue.len() + o.delayed as usize >= SHARE
+            && !st.shelf.hogs.iter().any(|g| g.oid == oid)
+        {
+            st.shelf.hogs.push(Hog {
                 oid,
                 files: o.files,
                 since: Instant::now(),
@@ -195,15 +212,17 @@ impl<P: Plan> Core<P> {
     ) -> io::Result<()> {
         let o = st.origins[oid as usize].as_mut().expect("live origin");
         if o.aside.is_none() {
-            o.aside = Some(Box::new(Aside::create(dir, self.id, st.aside_files)?));
-            st.aside_files += 1;
-            st.asides.push(oid);
+            let shelf = &mut st.shelf;
+            o.aside = Some(Box::new(Aside::create(dir, self.id, shelf.files)?));
+            shelf.files += 1;
+            shelf.origins.push(oid);
         }
-        st.aside_buf.clear();
-        self.sh.plan.encode(&h.e, &mut st.aside_buf);
+        let shelf = &mut st.shelf;
+        shelf.buf.clear();
+        self.sh.plan.encode(&h.e, &mut shelf.buf);
         let a = o.aside.as_mut().expect("made above");
-        a.put(h.slot, &st.aside_buf)?;
-        st.aside += 1;
+        a.put(h.slot, &shelf.buf)?;
+        shelf.count += 1;
         Ok(())
     }
 
@@ -211,8 +230,8 @@ impl<P: Plan> Core<P> {
     /// back.
     pub(super) fn take_back(self: &Rc<Self>) {
         let st = &mut *self.st.borrow_mut();
-        for i in (0..st.asides.len()).rev() {
-            let oid = st.asides[i];
+        for i in (0..st.shelf.origins.len()).rev() {
+            let oid = st.shelf.origins[i];
             let o = st.origins[oid as usize].as_mut().expect("live origin");
             if o.queue.len() >= REFILL {
                 continue;
@@ -221,20 +240,22 @@ impl<P: Plan> Core<P> {
             let mut back = Vec::with_capacity(REFILL);
             let plan = &self.sh.plan;
             let r = a.take(REFILL, |slot, line| back.push((slot, plan.decode(line))));
-            let left = a.count;
+            // What is still on disk; none once the file failed to read.
+            let mut left = a.count;
             if let Err(e) = &r {
                 // Not lost for good: their pages never complete, so the
                 // journal's cursor stays before them for the next run.
                 eprintln!(
                     "bulkget: lost {left} entries set aside: {e}; run the same command again to fetch them"
                 );
+                st.shelf.count -= left;
+                left = 0;
             }
-            if left == 0 || r.is_err() {
+            if left == 0 {
                 o.aside = None;
-                st.asides.swap_remove(i);
-                st.aside -= left;
+                st.shelf.origins.swap_remove(i);
             }
-            st.aside -= back.len() as u64;
+            st.shelf.count -= back.len() as u64;
             for (slot, e) in back {
                 match e {
                     Some(e) => {

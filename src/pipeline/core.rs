@@ -131,13 +131,8 @@ pub struct State<E> {
     pub input_closed: bool,
     pub local: Local,
     successes: u32,
-    /// Entries set aside on disk (not in `held`), the origins that have
-    /// some, and the origins holding a large share (`super::aside`).
-    pub aside: u64,
-    pub(super) asides: Vec<u32>,
-    pub(super) hogs: Vec<super::aside::Hog>,
-    pub(super) aside_files: u64,
-    pub(super) aside_buf: Vec<u8>,
+    /// Entries set aside on disk, not counted in `held` (`super::aside`).
+    pub(super) shelf: super::aside::Shelf,
 }
 
 pub struct Core<P: Plan> {
@@ -173,11 +168,7 @@ impl<P: Plan> Core<P> {
                 input_closed: false,
                 local: Local::default(),
                 successes: 0,
-                aside: 0,
-                asides: Vec::new(),
-                hogs: Vec::new(),
-                aside_files: 0,
-                aside_buf: Vec::new(),
+                shelf: Default::default(),
             }),
             gates,
             max_conns,
@@ -212,7 +203,7 @@ impl<P: Plan> Core<P> {
             let (next_due, done) = {
                 let st = self.st.borrow();
                 let done = st.conns == 0
-                    && (stopping || (st.input_closed && st.held == 0 && st.aside == 0));
+                    && (stopping || (st.input_closed && st.held == 0 && st.shelf.count == 0));
                 (st.delayed.peek().map(|t| t.at), done)
             };
             if done {
