@@ -210,6 +210,13 @@ impl<P: Plan> Core<P> {
                 break;
             }
             let recv = !stopping && self.wants_input();
+            // Held back only to let the other cores catch up: look again
+            // soon, as their backlogs drain.
+            let tick = if !recv && !stopping && !self.st.borrow().input_closed {
+                std::time::Duration::from_millis(10)
+            } else {
+                tick
+            };
             let due = next_due.unwrap_or_else(|| Instant::now() + tick);
             tokio::select! {
                 _ = self.wake().notified() => {}
@@ -229,7 +236,9 @@ impl<P: Plan> Core<P> {
 
     fn wants_input(&self) -> bool {
         let st = &mut *self.st.borrow_mut();
-        !st.input_closed && (!Self::full(st) || self.may_set_aside(st))
+        !st.input_closed
+            && (!Self::full(st) || self.may_set_aside(st))
+            && self.gates.may_take(self.id, st.held)
     }
 
     /// The frontier holds all it may (entries, and origins by weight).

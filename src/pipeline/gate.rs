@@ -16,7 +16,7 @@
 //! lock here is taken per connection, never per file.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,12 @@ pub const CUT_EVERY: Duration = Duration::from_secs(1);
 pub const RAISE_EVERY: Duration = Duration::from_secs(1);
 
 const NONE: u32 = u32::MAX;
+/// A core holding fewer entries than this takes input whatever the others
+/// hold (a quarter of a second at the most one core lands).
+pub const BALANCED_FROM: usize = 4096;
+/// Past [`BALANCED_FROM`], how many more entries than the core holding
+/// least a core may hold and still take input.
+pub const BALANCE: usize = 512;
 
 /// One origin's connections on all cores.
 pub struct Gate {
@@ -52,6 +58,9 @@ pub struct Gate {
 pub struct Gates {
     map: Mutex<HashMap<OwnedKey, Arc<Gate>>>,
     wakes: Vec<Notify>,
+    /// Each core's frontier as it last looked (entries held), for
+    /// [`Gates::may_take`].
+    held: Vec<AtomicUsize>,
     t0: Instant,
     /// `--max-per-host`: a ceiling past it is lifted.
     per_host: u32,
@@ -62,6 +71,7 @@ impl Gates {
         Gates {
             map: Mutex::new(HashMap::new()),
             wakes: (0..cores).map(|_| Notify::new()).collect(),
+            held: (0..cores).map(|_| AtomicUsize::new(0)).collect(),
             t0: Instant::now(),
             per_host,
         }
@@ -70,6 +80,26 @@ impl Gates {
     /// Core `id`'s wake-up (its scheduler waits on it).
     pub fn wake(&self, id: usize) -> &Notify {
         &self.wakes[id]
+    }
+
+    /// Whether core `id`, holding `held` entries, may take more input
+    /// now (and its count is published for the others). Past
+    /// [`BALANCED_FROM`] it takes input only while it holds no more than
+    /// [`BALANCE`] entries above the core that holds least. Otherwise the
+    /// core that reads fastest takes most of a short run, and at its end
+    /// one core works alone through its backlog while the other idles
+    /// (measured: the last 0.3 s of a 1 s run, 20 000 files from a server
+    /// that needs 5 ms a request).
+    pub fn may_take(&self, id: usize, held: usize) -> bool {
+        self.held[id].store(held, Relaxed);
+        if held < BALANCED_FROM {
+            return true;
+        }
+        let least = (self.held.iter().enumerate())
+            .filter(|&(i, _)| i != id)
+            .map(|(_, h)| h.load(Relaxed))
+            .min();
+        least.is_none_or(|l| held <= l + BALANCE)
     }
 
     /// The origin's gate, shared by every core that holds work for it.
