@@ -166,3 +166,44 @@ impl Conn {
         matches!(self, Conn::H2(_))
     }
 }
+
+/// One request and its whole answer on `conn` (connecting to the URL's
+/// origin if it is `None`; left `None` when the answer does not let the
+/// connection be used again): for the few small exchanges around a run
+/// (store calls, credentials), not the hot loop. An answer longer than
+/// `max` bytes is an error.
+pub async fn exchange(
+    net: &super::net::Net,
+    conn: &mut Option<Conn>,
+    method: Method,
+    url: &super::url::Url<'_>,
+    headers: &[(&str, &str)],
+    body: bytes::Bytes,
+    max: usize,
+) -> Result<(Head, Vec<u8>), FetchError> {
+    if conn.is_none() {
+        *conn = Some(net.connect(url.origin_key()).await?);
+    }
+    let c = conn.as_mut().expect("connected");
+    let r = async {
+        c.send(method, url.authority, url.path, headers, body)?;
+        c.flush().await?;
+        let head = c.read_head().await?;
+        let mut out = Vec::new();
+        c.read_body(&head, |b| {
+            if out.len() + b.len() > max {
+                return Err(FetchError::Protocol("answer too large".into()));
+            }
+            out.extend_from_slice(b);
+            Ok(())
+        })
+        .await?;
+        Ok((head, out))
+    }
+    .await;
+    match &r {
+        Ok((head, _)) if super::land::reusable(head) => {}
+        _ => *conn = None,
+    }
+    r
+}

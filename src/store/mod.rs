@@ -20,6 +20,7 @@
 pub mod az;
 pub mod gs;
 pub mod put;
+pub mod role;
 pub mod s3;
 pub mod sigv4;
 mod xml;
@@ -200,8 +201,12 @@ pub struct StoreOpts {
 
 /// The store configured from the process's environment.
 pub fn s3_from_env(loc: &Location, opts: &StoreOpts) -> Result<s3::S3, RunError> {
-    process_env(|env| s3::S3::new(env, &loc.bucket, opts.endpoint_url.as_deref(), opts.no_sign))
-        .map_err(RunError::Other)
+    let s3 = process_env(|env| {
+        s3::S3::new(env, &loc.bucket, opts.endpoint_url.as_deref(), opts.no_sign)
+    })
+    .map_err(RunError::Other)?;
+    s3.ready(&loc.bucket).map_err(RunError::Other)?;
+    Ok(s3)
 }
 
 /// `f` of the process's environment, as the stores' configurations read it.

@@ -163,29 +163,9 @@ impl<'a> Client<'a> {
         body: Bytes,
     ) -> Result<(Head, Vec<u8>), FetchError> {
         if conn.is_none() {
-            let c = self.idle.lock().expect("idle connections").pop();
-            *conn = match c {
-                Some(c) => Some(c),
-                None => Some(self.net.connect(url.origin_key()).await?),
-            };
+            *conn = self.idle.lock().expect("idle connections").pop();
         }
-        let c = conn.as_mut().expect("connected");
-        c.send(method, url.authority, url.path, headers, body)?;
-        c.flush().await?;
-        let head = c.read_head().await?;
-        let mut out = Vec::new();
-        c.read_body(&head, |b| {
-            if out.len() + b.len() > MAX_ANSWER {
-                return Err(FetchError::Protocol("answer too large".into()));
-            }
-            out.extend_from_slice(b);
-            Ok(())
-        })
-        .await?;
-        if !crate::fetch::land::reusable(&head) {
-            *conn = None;
-        }
-        Ok((head, out))
+        crate::fetch::conn::exchange(self.net, conn, method, url, headers, body, MAX_ANSWER).await
     }
 
     /// `method` of the presigned `url`, retried as the run's policy says;

@@ -10,8 +10,8 @@
 //! * credentials: `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+
 //!   `AWS_SESSION_TOKEN`), then the profile `AWS_PROFILE` (or `default`)
 //!   in `AWS_SHARED_CREDENTIALS_FILE` (or `~/.aws/credentials`);
-//!   `--no-sign-request` for public buckets. Instance and web-identity
-//!   roles are not read yet.
+//!   then a role: web identity, container, instance ([`super::role`]);
+//!   `--no-sign-request` for public buckets.
 //! * region: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region` in
 //!   `AWS_CONFIG_FILE` (or `~/.aws/config`), else `us-east-1`.
 //!
@@ -19,6 +19,7 @@
 //! characters included, which XML cannot carry) comes back intact.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use percent_encoding::percent_decode;
 
@@ -32,8 +33,10 @@ const EXPIRES: u64 = 7 * 24 * 3600;
 /// Where and how to reach one bucket.
 #[derive(Clone, Debug)]
 pub struct S3 {
-    /// `None`: requests go unsigned (`--no-sign-request`).
-    pub creds: Option<Creds>,
+    pub auth: Auth,
+    /// Where the credentials were looked for (for the error when a role's
+    /// cannot be had).
+    looked: String,
     pub region: String,
     /// `http` or `https`.
     scheme: String,
@@ -41,6 +44,17 @@ pub struct S3 {
     host: String,
     /// `/BUCKET` (path-style) or empty (virtual-hosted).
     bucket_path: String,
+}
+
+/// How requests are signed.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// Not at all (`--no-sign-request`).
+    Unsigned,
+    /// With keys from the environment or a profile.
+    Keys(Creds),
+    /// With a role's credentials, renewed as they expire ([`super::role`]).
+    Role(Arc<super::role::Role>),
 }
 
 /// What to read the configuration from (the process, or a test's values).
@@ -106,46 +120,49 @@ impl S3 {
             };
             ini_section(f, &s)
         });
-        let creds = if no_sign {
-            None
-        } else if let (Some(key_id), Some(secret)) = (
-            env.get("AWS_ACCESS_KEY_ID"),
-            env.get("AWS_SECRET_ACCESS_KEY"),
-        ) {
-            Some(Creds {
-                key_id,
-                secret,
-                token: env.get("AWS_SESSION_TOKEN"),
-            })
-        } else {
-            let kv = cred_file
-                .as_deref()
-                .map_or_else(Vec::new, |f| ini_section(f, &profile));
-            match (
-                lookup(&kv, "aws_access_key_id"),
-                lookup(&kv, "aws_secret_access_key"),
-            ) {
-                (Some(key_id), Some(secret)) => Some(Creds {
-                    key_id,
-                    secret,
-                    token: lookup(&kv, "aws_session_token"),
-                }),
-                _ => {
-                    let f =
-                        cred_file.map_or("~/.aws/credentials".into(), |f| f.display().to_string());
-                    return Err(format!(
-                        "no AWS credentials for s3://{bucket}: looked at AWS_ACCESS_KEY_ID and \
-                         AWS_SECRET_ACCESS_KEY, then profile {profile:?} in {f} (instance and \
-                         web-identity roles are not read yet; --no-sign-request for a public bucket)"
-                    ));
-                }
-            }
-        };
         let region = env
             .get("AWS_REGION")
             .or_else(|| env.get("AWS_DEFAULT_REGION"))
             .or_else(|| lookup(&conf, "region"))
             .unwrap_or_else(|| "us-east-1".into());
+        let cred_kv = cred_file
+            .as_deref()
+            .map_or_else(Vec::new, |f| ini_section(f, &profile));
+        let keys = |id: Option<String>, secret: Option<String>, token: Option<String>| {
+            Some(Creds {
+                key_id: id?,
+                secret: secret?,
+                token,
+            })
+        };
+        let f =
+            (cred_file.as_ref()).map_or("~/.aws/credentials".into(), |f| f.display().to_string());
+        let looked = format!(
+            "looked at AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, then profile {profile:?} in {f}, \
+             then web identity, container and instance roles"
+        );
+        let auth = if no_sign {
+            Auth::Unsigned
+        } else if let Some(c) = keys(
+            env.get("AWS_ACCESS_KEY_ID"),
+            env.get("AWS_SECRET_ACCESS_KEY"),
+            env.get("AWS_SESSION_TOKEN"),
+        ) {
+            Auth::Keys(c)
+        } else if let Some(c) = keys(
+            lookup(&cred_kv, "aws_access_key_id"),
+            lookup(&cred_kv, "aws_secret_access_key"),
+            lookup(&cred_kv, "aws_session_token"),
+        ) {
+            Auth::Keys(c)
+        } else if let Some(src) = super::role::Source::from_env(env, &conf, &region) {
+            Auth::Role(Arc::new(super::role::Role::new(src)))
+        } else {
+            return Err(format!(
+                "no AWS credentials for s3://{bucket}: {looked} (the instance role is off: \
+                 AWS_EC2_METADATA_DISABLED); --no-sign-request for a public bucket"
+            ));
+        };
         let endpoint = endpoint
             .map(str::to_string)
             .or_else(|| env.get("AWS_ENDPOINT_URL_S3"))
@@ -174,12 +191,25 @@ impl S3 {
             ),
         };
         Ok(S3 {
-            creds,
+            auth,
+            looked,
             region,
             scheme,
             host,
             bucket_path,
         })
+    }
+
+    /// Fetches a role's credentials now, so that a missing role is one
+    /// error before the run, naming where bulkget looked.
+    pub fn ready(&self, bucket: &str) -> Result<(), String> {
+        match &self.auth {
+            Auth::Role(r) => r.creds(super::now()).map(|_| ()).map_err(|why| {
+                let (looked, from) = (&self.looked, r.source.describe());
+                format!("no AWS credentials for s3://{bucket}: {looked}; {from}: {why}")
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn url(&self, method: Method, path: &str, query: &[(&str, &str)], unix: u64) -> String {
@@ -194,7 +224,18 @@ impl S3 {
         headers: &[(&str, &str)],
         unix: u64,
     ) -> String {
-        let pq = match &self.creds {
+        let role;
+        let creds = match &self.auth {
+            Auth::Unsigned => None,
+            Auth::Keys(c) => Some(c),
+            // Checked when the store was set up ([`S3::ready`]); a renewal
+            // that fails keeps the old credentials.
+            Auth::Role(r) => {
+                role = r.creds(unix).ok();
+                role.as_ref()
+            }
+        };
+        let pq = match creds {
             Some(c) => {
                 let r = Request {
                     method: method.as_str(),
@@ -322,7 +363,7 @@ pub struct Object {
 }
 
 /// `2026-11-23T10:00:00.000Z` as seconds since the epoch.
-fn iso_secs(s: &str) -> Option<u64> {
+pub(crate) fn iso_secs(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
     if b.len() < 19 || b[4] != b'-' || b[10] != b'T' {
@@ -526,7 +567,7 @@ mod tests {
             S3::new(&env, "bkt", None, false).unwrap()
         };
         let s = s3(&vars(&[("AWS_PROFILE", "p")]));
-        assert_eq!(s.creds.as_ref().unwrap().key_id, "P");
+        assert!(matches!(&s.auth, Auth::Keys(c) if c.key_id == "P"));
         assert_eq!(s.region, "eu-west-3");
         assert!(
             s.object_url(Method::Get, "k", 0)
@@ -537,20 +578,35 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "ES"),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
         ]));
-        assert_eq!(s.creds.as_ref().unwrap().key_id, "E");
+        assert!(matches!(&s.auth, Auth::Keys(c) if c.key_id == "E"));
         assert_eq!(s.region, "us-east-1");
         assert!(
             s.object_url(Method::Get, "a//b", 0)
                 .starts_with("http://127.0.0.1:9000/bkt/a//b?X-Amz-")
         );
+        // Nothing set: the instance role is the last resort...
         let f = vars(&[]);
         let none = Env {
             var: &f,
             home: Some(t.path().join("nowhere")),
         };
-        let e = S3::new(&none, "bkt", None, false).unwrap_err();
+        let s = S3::new(&none, "bkt", None, false).unwrap();
         assert!(
-            e.contains("AWS_ACCESS_KEY_ID") && e.contains("nowhere"),
+            matches!(&s.auth, Auth::Role(r) if r.source.describe().contains(super::super::role::IMDS)),
+            "{:?}",
+            s.auth
+        );
+        // ... unless it is turned off.
+        let f = vars(&[("AWS_EC2_METADATA_DISABLED", "true")]);
+        let off = Env {
+            var: &f,
+            home: Some(t.path().join("nowhere")),
+        };
+        let e = S3::new(&off, "bkt", None, false).unwrap_err();
+        assert!(
+            e.contains("AWS_ACCESS_KEY_ID")
+                && e.contains("nowhere")
+                && e.contains("AWS_EC2_METADATA_DISABLED"),
             "{e}"
         );
         let s = S3::new(&none, "bkt", Some("http://h:1"), true).unwrap();

@@ -161,6 +161,17 @@ pub fn command(args: &[&str]) -> Command {
     ] {
         c.env_remove(v);
     }
+    // Never the instance metadata service of whatever machine runs the
+    // tests (169.254.169.254): the tests of roles point it at moto.
+    c.env("AWS_EC2_METADATA_DISABLED", "true");
+    for v in [
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
+        c.env_remove(v);
+    }
     c
 }
 

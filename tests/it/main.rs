@@ -12,6 +12,7 @@ mod net;
 mod peers;
 mod probe;
 mod resume;
+mod roles;
 mod sched;
 mod serve;
 mod store;

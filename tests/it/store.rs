@@ -275,6 +275,7 @@ fn missing_credentials_are_one_line_that_says_where_bulkget_looked() {
     ])
     .env_clear()
     .env("HOME", t.path())
+    .env("AWS_EC2_METADATA_DISABLED", "true")
     .stdin(Stdio::null())
     .output()
     .unwrap();
@@ -282,7 +283,9 @@ fn missing_credentials_are_one_line_that_says_where_bulkget_looked() {
     let e = stderr(&o);
     assert_eq!(e.trim().lines().count(), 1, "{e}");
     assert!(
-        e.contains("AWS_ACCESS_KEY_ID") && e.contains(".aws/credentials"),
+        e.contains("AWS_ACCESS_KEY_ID")
+            && e.contains(".aws/credentials")
+            && e.contains("AWS_EC2_METADATA_DISABLED"),
         "{e}"
     );
     let o = command(&["mirror", "gs://b/x", t.path().join("out").to_str().unwrap()])
