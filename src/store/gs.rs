@@ -4,29 +4,28 @@
 //! hot loop stays pipelined GETs as for `s3://` and `az://`.
 //!
 //! Where bulkget looks, first found wins:
-//! * `--endpoint-url`, else `STORAGE_EMULATOR_HOST` (Google's clients'
+//! * `--no-sign-request`: anonymous requests (a public bucket), to
+//!   `--endpoint-url` or Google.
+//! * `STORAGE_EMULATOR_HOST` without `--endpoint-url` (Google's clients'
 //!   name for an emulator such as fake-gcs-server; `HOST:PORT` means
-//!   `http://HOST:PORT`): requests go there unauthenticated, as Google's
-//!   own clients send them to an emulator.
-//! * else `https://storage.googleapis.com` with `--no-sign-request`: a
-//!   public bucket.
-//!
-//! Not built: OAuth credentials for Google itself
-//! (`GOOGLE_APPLICATION_CREDENTIALS`, the metadata server). Google accepts
-//! them only as an `Authorization` header, renewed every hour, or as V4
-//! signed URLs, which with a service account's key cost one RSA signature
-//! per object (about a millisecond: a thousand objects a second per core).
-//! A bucket behind credentials is reachable today through Google's S3
-//! interoperability: `s3://BUCKET` with an HMAC key in
-//! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` and `--endpoint-url
-//! https://storage.googleapis.com`.
+//!   `http://HOST:PORT`): anonymous requests there, as Google's own
+//!   clients send them to an emulator.
+//! * else `--endpoint-url` or `https://storage.googleapis.com`, with an
+//!   OAuth access token from Google's Application Default Credentials
+//!   ([`super::gauth`]), in each URL's `access_token` parameter. Without
+//!   credentials, Google itself is an error naming where bulkget looked;
+//!   another endpoint gets anonymous requests.
 //!
 //! Listing resumes after a key with `startOffset=KEY%00` (the least name
 //! greater than KEY; `startOffset` itself is inclusive): page tokens are
 //! not meant to outlive a run.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use serde::Deserialize;
+
+use super::gauth::{Source, Token};
 
 use super::s3::{Env, Object, Page};
 use super::sigv4;
@@ -43,6 +42,8 @@ pub struct Gs {
     /// `SCHEME://HOST[:PORT]`, no trailing `/`.
     base: String,
     bucket: String,
+    /// `None`: anonymous requests.
+    token: Option<Arc<Token>>,
 }
 
 impl Gs {
@@ -54,19 +55,27 @@ impl Gs {
         no_sign: bool,
     ) -> Result<Gs, String> {
         let emulator = (env.var)("STORAGE_EMULATOR_HOST").filter(|v| !v.is_empty());
-        let base = match (endpoint, emulator) {
-            (Some(e), _) => e.to_string(),
-            (None, Some(h)) if h.contains("://") => h,
-            (None, Some(h)) => format!("http://{h}"),
-            (None, None) if no_sign => GOOGLE.to_string(),
-            (None, None) => {
-                return Err(format!(
-                    "gs://{bucket}: no emulator and no credentials bulkget can use: looked at \
-                     --endpoint-url and STORAGE_EMULATOR_HOST; Google's OAuth credentials \
-                     (GOOGLE_APPLICATION_CREDENTIALS, the metadata server) are not supported yet. \
-                     --no-sign-request reads a public bucket; a private one is reachable as \
-                     s3://{bucket} with an HMAC key and --endpoint-url {GOOGLE}"
-                ));
+        let (base, token) = match (endpoint, emulator) {
+            (None, Some(h)) if h.contains("://") => (h, None),
+            (None, Some(h)) => (format!("http://{h}"), None),
+            (e, _) => {
+                let base = e.unwrap_or(GOOGLE).to_string();
+                let source = if no_sign {
+                    None
+                } else {
+                    Source::from_env(env).map_err(|e| format!("gs://{bucket}: {e}"))?
+                };
+                if source.is_none() && !no_sign && e.is_none() {
+                    return Err(format!(
+                        "no Google credentials for gs://{bucket}: looked at \
+                         GOOGLE_APPLICATION_CREDENTIALS, gcloud's \
+                         application_default_credentials.json, the metadata server \
+                         (GCE_METADATA_HOST; this is not a Compute Engine machine), and for an \
+                         emulator at --endpoint-url and STORAGE_EMULATOR_HOST; \
+                         --no-sign-request reads a public bucket"
+                    ));
+                }
+                (base, source.map(|s| Arc::new(Token::new(s))))
             }
         };
         let base = base.trim_end_matches('/').to_string();
@@ -78,7 +87,32 @@ impl Gs {
         Ok(Gs {
             base,
             bucket: bucket.to_string(),
+            token,
         })
+    }
+
+    /// Fetches the access token now, so that unusable credentials are one
+    /// error before the run.
+    pub fn ready(&self) -> Result<(), String> {
+        match &self.token {
+            Some(t) => t.get(super::now()).map(|_| ()).map_err(|why| {
+                let from = t.source.describe();
+                format!("gs://{}: no access token from {from}: {why}", self.bucket)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends `&access_token=…` when requests are authorized.
+    fn authorize(&self, url: &mut String) {
+        if let Some(t) = &self.token {
+            // Checked when the store was set up ([`Gs::ready`]); a renewal
+            // that fails keeps the old token.
+            if let Ok(tok) = t.get(super::now()) {
+                url.push_str("&access_token=");
+                sigv4::encode(url, &tok, false);
+            }
+        }
     }
 
     /// A URL of the object `name` (any name, byte for byte), for GET or
@@ -87,6 +121,7 @@ impl Gs {
         let mut url = format!("{}/storage/v1/b/{}/o/", self.base, self.bucket);
         sigv4::encode(&mut url, name, false);
         url.push_str("?alt=media");
+        self.authorize(&mut url);
         url
     }
 
@@ -120,6 +155,7 @@ impl Gs {
         if delimiter {
             url.push_str("&delimiter=%2F");
         }
+        self.authorize(&mut url);
         url
     }
 }

@@ -18,8 +18,10 @@
 //! (`start-after`: continuation tokens are not meant to outlive a run).
 
 pub mod az;
+pub mod gauth;
 pub mod gs;
 pub mod put;
+pub mod renew;
 pub mod role;
 pub mod s3;
 pub mod sigv4;
@@ -181,7 +183,9 @@ pub fn from_env(loc: &Location, opts: &StoreOpts) -> Result<Store, RunError> {
         .map(Store::Az)
         .map_err(RunError::Other),
         Kind::Gs => process_env(|env| {
-            gs::Gs::new(env, &loc.bucket, opts.endpoint_url.as_deref(), opts.no_sign)
+            let g = gs::Gs::new(env, &loc.bucket, opts.endpoint_url.as_deref(), opts.no_sign)?;
+            g.ready()?;
+            Ok(g)
         })
         .map(Store::Gs)
         .map_err(RunError::Other),

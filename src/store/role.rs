@@ -18,41 +18,24 @@
 //!   one-second timeout, as the AWS CLI does.
 //!
 //! Credentials are fetched when the store is set up (so a missing role is
-//! one line at the start, not a failure per object) and again when less
-//! than [`RENEW_BEFORE`] of them is left. Every URL is presigned with the
-//! credentials of its moment, and a presigned URL lives no longer than
-//! they do: the margin covers a frontier's wait and retries; an object
-//! that waits longer (a long outage) fails with the store's `ExpiredToken`
-//! and is fetched by the next run. A renewal that fails keeps the old
-//! credentials and is tried again after [`RETRY_AFTER`], with one line on
-//! stderr.
-//!
-//! Fetched with bulkget's own transport on a thread of its own (the
-//! callers sign URLs from inside runtimes, which must not block on
-//! another).
+//! one line at the start, not a failure per object) and renewed before
+//! they expire ([`super::renew`]).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::renew::{Renewing, blocking, call};
 use super::s3::Env;
 use super::sigv4::Creds;
 use crate::fetch::http1::Method;
-use crate::fetch::net::{Net, NetConfig};
-use crate::fetch::url::Url;
+use crate::fetch::net::Net;
 
-/// Credentials are renewed when less than this is left of them.
-pub const RENEW_BEFORE: u64 = 15 * 60;
-/// After a failed renewal, the next try waits this long.
-pub const RETRY_AFTER: u64 = 10;
 /// Where EC2's instance metadata service answers.
 pub const IMDS: &str = "http://169.254.169.254";
 /// Where ECS's container credentials answer a relative URI.
 pub const ECS: &str = "http://169.254.170.2";
-/// The longest answer read from a credentials endpoint.
-const MAX_ANSWER: usize = 1 << 20;
 
 /// Where a role's credentials come from.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,9 +63,7 @@ pub enum Source {
 #[derive(Debug)]
 pub struct Role {
     pub source: Source,
-    /// The credentials and when they expire (seconds since the epoch), and
-    /// when a failed renewal may be tried again.
-    cached: Mutex<(Option<(Creds, u64)>, u64)>,
+    cached: Renewing<Creds>,
 }
 
 impl Source {
@@ -155,99 +136,25 @@ impl Role {
     pub fn new(source: Source) -> Role {
         Role {
             source,
-            cached: Mutex::new((None, 0)),
+            cached: Renewing::new(),
         }
     }
 
     /// Credentials valid at `now` (seconds since the epoch) for a while
-    /// yet: cached, or fetched now. After a first success a failed renewal
-    /// returns the old ones (with a line on stderr); before, it is the
-    /// error.
+    /// yet ([`Renewing::get`]).
     pub fn creds(&self, now: u64) -> Result<Creds, String> {
-        let mut c = self.cached.lock().expect("role credentials");
-        let (cached, retry_at) = &mut *c;
-        if let Some((creds, expires)) = cached
-            && (now + RENEW_BEFORE < *expires || now < *retry_at)
-        {
-            return Ok(creds.clone());
-        }
-        match self.fetch() {
-            Ok((creds, expires)) => {
-                *cached = Some((creds.clone(), expires));
-                Ok(creds)
-            }
-            Err(why) => {
-                *retry_at = now + RETRY_AFTER;
-                match cached {
-                    Some((creds, _)) => {
-                        eprintln!(
-                            "warning: renewing AWS credentials from {}: {why}",
-                            self.source.describe()
-                        );
-                        Ok(creds.clone())
-                    }
-                    None => Err(why),
-                }
-            }
-        }
-    }
-
-    /// When the cached credentials expire (seconds since the epoch).
-    pub fn expires(&self) -> Option<u64> {
-        self.cached
-            .lock()
-            .expect("role credentials")
-            .0
-            .as_ref()
-            .map(|(_, e)| *e)
-    }
-
-    /// Fetches credentials, on a thread of its own.
-    fn fetch(&self) -> Result<(Creds, u64), String> {
-        let source = self.source.clone();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                rt.block_on(fetch(&source))
+        let what = || self.source.describe();
+        self.cached.get(now, what, || {
+            let no_proxy = !matches!(self.source, Source::WebIdentity { .. });
+            blocking(self.source.timeout(), no_proxy, async |net| {
+                fetch(net, &self.source).await
             })
-            .join()
-            .unwrap_or_else(|_| Err("the credentials fetch panicked".into()))
         })
     }
 }
 
-/// One exchange with a credentials endpoint: status and body.
-async fn call(
-    net: &Net,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: bytes::Bytes,
-) -> Result<(u16, Vec<u8>), String> {
-    let u = Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-    let mut conn = None;
-    let shown = url.split('?').next().unwrap_or(url);
-    let r = crate::fetch::conn::exchange(net, &mut conn, method, &u, headers, body, MAX_ANSWER);
-    let (head, body) = r.await.map_err(|e| format!("{shown}: {e}"))?;
-    Ok((head.status, body))
-}
-
 /// The credentials of `source` and when they expire.
-async fn fetch(source: &Source) -> Result<(Creds, u64), String> {
-    let cfg = NetConfig {
-        connect_timeout: source.timeout(),
-        timeout: source.timeout(),
-        // The metadata services are link-local: never through a proxy.
-        proxy: match source {
-            Source::WebIdentity { .. } => None,
-            _ => Some(String::new()),
-        },
-        ..NetConfig::default()
-    };
-    let net = Net::new(cfg).map_err(|e| e.to_string())?;
+async fn fetch(net: &Net, source: &Source) -> Result<(Creds, u64), String> {
     match source {
         Source::WebIdentity {
             token_file,
@@ -272,7 +179,7 @@ async fn fetch(source: &Source) -> Result<(Creds, u64), String> {
             }
             let h = [("Content-Type", "application/x-www-form-urlencoded")];
             let url = format!("{sts}/");
-            let (status, body) = call(&net, Method::Post, &url, &h, form.into()).await?;
+            let (status, body) = call(net, Method::Post, &url, &h, form.into()).await?;
             sts_answer(status, &body).map_err(|why| format!("STS at {sts}: {why}"))
         }
         Source::Container {
@@ -290,7 +197,7 @@ async fn fetch(source: &Source) -> Result<(Creds, u64), String> {
                 (None, t) => t.clone(),
             };
             let h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-            let (status, body) = call(&net, Method::Get, url, &h, Default::default()).await?;
+            let (status, body) = call(net, Method::Get, url, &h, Default::default()).await?;
             if status != 200 {
                 return Err(format!("{url}: HTTP {status}"));
             }
@@ -301,7 +208,7 @@ async fn fetch(source: &Source) -> Result<(Creds, u64), String> {
             // (IMDSv1 only) is asked without.
             let ttl = [("X-aws-ec2-metadata-token-ttl-seconds", "21600")];
             let put = format!("{endpoint}/latest/api/token");
-            let (status, body) = call(&net, Method::Put, &put, &ttl, Default::default()).await?;
+            let (status, body) = call(net, Method::Put, &put, &ttl, Default::default()).await?;
             let token = match status {
                 200 => Some(String::from_utf8_lossy(&body).trim().to_string()),
                 403..=405 => None,
@@ -311,14 +218,14 @@ async fn fetch(source: &Source) -> Result<(Creds, u64), String> {
                 .map(|t| ("X-aws-ec2-metadata-token", t.as_str()))
                 .collect();
             let base = format!("{endpoint}/latest/meta-data/iam/security-credentials/");
-            let (status, body) = call(&net, Method::Get, &base, &h, Default::default()).await?;
+            let (status, body) = call(net, Method::Get, &base, &h, Default::default()).await?;
             let names = String::from_utf8_lossy(&body);
             let name = names.lines().next().unwrap_or("").trim();
             if status != 200 || name.is_empty() {
                 return Err(format!("{base}: HTTP {status}: the instance has no role"));
             }
             let url = format!("{base}{name}");
-            let (status, body) = call(&net, Method::Get, &url, &h, Default::default()).await?;
+            let (status, body) = call(net, Method::Get, &url, &h, Default::default()).await?;
             if status != 200 {
                 return Err(format!("{url}: HTTP {status}"));
             }
@@ -387,6 +294,7 @@ fn sts_answer(status: u16, body: &[u8]) -> Result<(Creds, u64), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::renew::{RENEW_BEFORE, RETRY_AFTER};
     use super::*;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
@@ -489,15 +397,12 @@ mod tests {
             secret: "s".into(),
             token: None,
         };
-        *r.cached.lock().unwrap() = (Some((old, 10_000)), 0);
+        r.cached.set(Some((old, 10_000)), 0);
         // Well before expiry: cached, no fetch.
         assert_eq!(r.creds(10_000 - RENEW_BEFORE - 1).unwrap().key_id, "old");
         // Inside the margin: a renewal is tried, fails, the old ones serve
         // and the next try waits.
         assert_eq!(r.creds(10_000 - RENEW_BEFORE).unwrap().key_id, "old");
-        assert_eq!(
-            r.cached.lock().unwrap().1,
-            10_000 - RENEW_BEFORE + RETRY_AFTER
-        );
+        assert_eq!(r.cached.retry_at(), 10_000 - RENEW_BEFORE + RETRY_AFTER);
     }
 }

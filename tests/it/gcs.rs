@@ -168,3 +168,99 @@ fn checksum_uses_crc32c_where_a_gcs_object_has_no_md5() {
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(out.join("bad").exists());
 }
+
+#[test]
+fn oauth_tokens_from_a_service_account_a_user_and_the_metadata_server() {
+    let mut g = fake_gcs();
+    g.cmd("bucket priv");
+    g.cmd("fill priv k 40 100");
+    // The gate: only requests with a token it gave out get through.
+    let gate: u16 = g.cmd("gate").parse().unwrap();
+    let ep = format!("http://127.0.0.1:{gate}");
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    g.env = vec![
+        ("STORAGE_EMULATOR_HOST", None),
+        ("GOOGLE_APPLICATION_CREDENTIALS", None),
+        ("CLOUDSDK_CONFIG", None),
+        ("GCE_METADATA_HOST", None),
+        ("HOME", Some(home.to_str().unwrap().into())),
+    ];
+    let mirror = |g: &Emulator, out: &str, env: &[(&str, &str)]| {
+        let out = t.path().join(out);
+        let mut c = g.bulkget(&["mirror", "gs://priv", out.to_str().unwrap(), "-q"]);
+        c.args(["--endpoint-url", &ep]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        (c.output().unwrap(), out)
+    };
+    // No credentials: anonymous requests, which the gate refuses.
+    let (r, _) = mirror(&g, "anon", &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("401"), "{}", stderr(&r));
+
+    // A service account's key file: a signed JWT, exchanged for a token.
+    let sa = t.path().join("sa.json");
+    g.cmd(&format!("sa {}", sa.display()));
+    let sa_env = [("GOOGLE_APPLICATION_CREDENTIALS", sa.to_str().unwrap())];
+    let (r, out) = mirror(&g, "sa", &sa_env);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_filled(&out, "", "k", 40, 100);
+    assert_eq!(g.cmd("tokens"), "1 1", "one token for the whole run");
+
+    // A user's, where gcloud keeps it: a refresh token.
+    let cfg = t.path().join("gcloud");
+    std::fs::create_dir(&cfg).unwrap();
+    let adc = cfg.join("application_default_credentials.json");
+    g.cmd(&format!("user {}", adc.display()));
+    let out = t.path().join("user");
+    let r = g
+        .bulkget(&["get", "gs://priv/k00003", "-o", out.to_str().unwrap(), "-q"])
+        .args(["--endpoint-url", &ep])
+        .env("CLOUDSDK_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_body(&out, "k00003", "k00003", 100);
+    assert_eq!(g.cmd("tokens"), "2 1");
+
+    // The metadata server (GCE_METADATA_HOST; the tests turn it off
+    // otherwise).
+    let host = format!("127.0.0.1:{gate}");
+    let md = [
+        ("GCE_METADATA_HOST", host.as_str()),
+        ("NO_GCE_CHECK", "false"),
+    ];
+    let (r, out) = mirror(&g, "md", &md);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_filled(&out, "", "k", 40, 100);
+    assert_eq!(g.cmd("tokens"), "3 1");
+
+    // A key the token endpoint does not know: one line naming the account
+    // and the endpoint's reason, nothing fetched.
+    let other = t.path().join("other.json");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&sa)
+            .unwrap()
+            .replace("sa0@", "nobody@"),
+    )
+    .unwrap();
+    let (r, out) = mirror(
+        &g,
+        "bad",
+        &[("GOOGLE_APPLICATION_CREDENTIALS", other.to_str().unwrap())],
+    );
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    let e = stderr(&r);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("nobody@test.iam.gserviceaccount.com")
+            && e.contains("invalid_grant")
+            && e.contains("unknown issuer"),
+        "{e}"
+    );
+    assert!(!out.join("k00000").exists());
+}

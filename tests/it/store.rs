@@ -293,7 +293,12 @@ fn missing_credentials_are_one_line_that_says_where_bulkget_looked() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("not supported yet"), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no Google credentials for gs://b")
+            && e.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{e}"
+    );
 }
 
 #[test]
