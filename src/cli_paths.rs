@@ -128,8 +128,12 @@ enum Side {
         bucket: String,
         key: String,
     },
-    /// `az://` or `gs://`: a source only, so far.
-    Store,
+    /// `az://` (a source and a destination) or `gs://` (a source).
+    Store {
+        kind: Kind,
+        bucket: String,
+        key: String,
+    },
     Http,
 }
 
@@ -147,8 +151,23 @@ fn side(p: &str) -> anyhow::Result<Side> {
     if p.starts_with("http://") || p.starts_with("https://") {
         return Ok(Side::Http);
     }
-    if let Some((Kind::Az | Kind::Gs, _)) = Kind::of_url(p) {
-        return Ok(Side::Store);
+    if let Some((kind @ (Kind::Az | Kind::Gs), rest)) = Kind::of_url(p) {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!(
+                "{p}: no {}",
+                if kind == Kind::Az {
+                    "container"
+                } else {
+                    "bucket"
+                }
+            );
+        }
+        return Ok(Side::Store {
+            kind,
+            bucket: bucket.into(),
+            key: key.into(),
+        });
     }
     if let Some((scheme, _)) = p.split_once("://")
         && !scheme.contains('/')
@@ -179,13 +198,19 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             };
             bulkget::cp::run(&cfg, stop)?
         }
-        (Side::Local(src), Side::S3 { bucket, key }) => {
+        (Side::Local(src), dst @ (Side::S3 { .. } | Side::Store { .. })) => {
+            let (kind, bucket, key) = match dst {
+                Side::S3 { bucket, key } => (Kind::S3, bucket, key),
+                Side::Store { kind, bucket, key } => (kind, bucket, key),
+                _ => unreachable!("matched above"),
+            };
             if a.part_size < 5 << 20 {
                 bail!("--part-size must be at least 5M (S3's smallest part)");
             }
             let c = a.fetch.common()?;
             let mut cfg = bulkget::cp::up::UpConfig {
                 src,
+                kind,
                 bucket,
                 key,
                 recursive: a.recursive,
@@ -228,9 +253,11 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
             bulkget::cp::between::run(&cfg, stop)?
         }
-        (Side::S3 { .. } | Side::Store | Side::Http, Side::Local(dst)) => return download(a, dst),
+        (Side::S3 { .. } | Side::Store { .. } | Side::Http, Side::Local(dst)) => {
+            return download(a, dst);
+        }
         _ => bail!(
-            "cp copies local to local, local to s3://, s3:// to s3://, and s3://, az://, gs:// or http(s):// to local; {} to {} is not supported yet",
+            "cp copies local to local, local to s3:// or az://, s3:// to s3://, and s3://, az://, gs:// or http(s):// to local; {} to {} is not supported yet",
             a.src,
             a.dst
         ),

@@ -222,6 +222,7 @@ impl FetchArgs {
             endpoint_url: self.endpoint_url.clone(),
             no_sign: self.no_sign_request,
             checksum: false,
+            write: false,
         }
     }
 

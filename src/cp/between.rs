@@ -30,9 +30,9 @@ use crate::error::RunError;
 use crate::fetch::RetryPolicy;
 use crate::fetch::net::{Net, NetConfig};
 use crate::progress::{CopyBars, Counters, Display};
-use crate::store::StoreOpts;
 use crate::store::put::Client;
 use crate::store::s3::Object;
+use crate::store::{Store, StoreOpts};
 
 /// CopyObject's largest object.
 const MAX_COPY: u64 = 5 << 30;
@@ -103,6 +103,7 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
     let lister = || -> Result<(), RunError> {
         runtime(false)?.block_on(async {
             let policy = &cfg.policy;
+            let (src, dst) = (Store::S3(src.clone()), Store::S3(dst.clone()));
             let mut from = There::new(&src, &net, policy, &stop, from_prefix.clone());
             let mut there = There::new(&dst, &net, policy, &stop, to_prefix.clone());
             while let Some(o) = from.next().await? {

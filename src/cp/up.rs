@@ -1,5 +1,8 @@
-//! `bulkget cp [-r] SRC s3://BUCKET/PREFIX/`: a local file or tree
-//! uploaded, many objects at once, each whole or not at all.
+//! `bulkget cp [-r] SRC s3://BUCKET/PREFIX/` (or `az://CONTAINER/PREFIX/`):
+//! a local file or tree uploaded, many objects at once, each whole or not
+//! at all. A large file goes to S3 as a multipart upload
+//! ([`crate::store::put`]), to Azure in blocks ([`crate::store::blocks`]),
+//! each found again by a rerun after a kill.
 //!
 //! ```text
 //!  walker thread: local tree in key order ──merge── ListObjectsV2 of DST (lazy, same order)
@@ -43,9 +46,10 @@ use crate::error::RunError;
 use crate::fetch::RetryPolicy;
 use crate::fetch::net::{Net, NetConfig};
 use crate::progress::{CopyBars, Counters, Display};
-use crate::store::StoreOpts;
+use crate::store::blocks::{Blocks, block_id};
 use crate::store::put::{Client, md5};
-use crate::store::s3::{Object, S3, etag_md5};
+use crate::store::s3::{Object, etag_md5};
+use crate::store::{Kind, Store, StoreOpts};
 use crate::units::hex;
 
 /// Bytes of files held in memory at once, in KiB (the semaphore's permits).
@@ -58,6 +62,9 @@ const MAX_PARTS: u64 = 10_000;
 #[derive(Clone, Debug)]
 pub struct UpConfig {
     pub src: PathBuf,
+    /// The store (S3 or Azure).
+    pub kind: Kind,
+    /// The bucket or container.
     pub bucket: String,
     /// The key (one file to a key not ending in `/`) or the prefix.
     pub key: String,
@@ -180,7 +187,7 @@ impl Iterator for KeyWalk<'_> {
 
 /// The objects under the prefix, in key order, a page at a time.
 pub(super) struct There<'a> {
-    s3: &'a S3,
+    store: &'a Store,
     net: &'a Net,
     policy: &'a RetryPolicy,
     stop: &'a AtomicBool,
@@ -193,14 +200,14 @@ pub(super) struct There<'a> {
 
 impl<'a> There<'a> {
     pub fn new(
-        s3: &'a S3,
+        store: &'a Store,
         net: &'a Net,
         policy: &'a RetryPolicy,
         stop: &'a AtomicBool,
         prefix: String,
     ) -> Self {
         There {
-            s3,
+            store,
             net,
             policy,
             stop,
@@ -226,22 +233,10 @@ impl<'a> There<'a> {
     }
 
     async fn fetch(&mut self) -> Result<(), RunError> {
-        let url = self.s3.list_url(
-            &self.prefix,
-            None,
-            self.token.as_deref(),
-            crate::store::now(),
-        );
+        let url = (self.store).list_url(&self.prefix, None, self.token.as_deref(), false);
         let (net, policy, stop) = (self.net, self.policy, self.stop);
-        let p = crate::store::page(
-            net,
-            policy,
-            stop,
-            &mut self.conn,
-            &url,
-            crate::store::Kind::S3,
-        )
-        .await?;
+        let kind = self.store.kind();
+        let p = crate::store::page(net, policy, stop, &mut self.conn, &url, kind).await?;
         self.done = !(p.truncated && p.next.is_some());
         self.token = p.next;
         self.page.extend(p.objects);
@@ -266,9 +261,15 @@ impl<'a> There<'a> {
     }
 }
 
+/// Where the files go.
+enum Dest<'a> {
+    S3(Client<'a>),
+    Az(Blocks<'a>),
+}
+
 /// What the workers share.
 struct Shared<'a> {
-    client: Client<'a>,
+    dest: Dest<'a>,
     cfg: &'a UpConfig,
     budget: Semaphore,
     counters: &'a Counters,
@@ -328,17 +329,59 @@ impl Shared<'_> {
             if same_size && up.there.as_ref().and_then(|o| o.md5) == Some(sum) {
                 return Ok(false);
             }
-            self.client
-                .put_object(&up.key, Bytes::from(body), sum)
-                .await?;
+            let body = Bytes::from(body);
+            match &self.dest {
+                Dest::S3(c) => c.put_object(&up.key, body, sum).await?,
+                Dest::Az(b) => b.put_blob(&up.key, body, sum).await?,
+            }
             self.counters.bytes.fetch_add(up.size, Ordering::Relaxed);
             return Ok(true);
         }
-        self.multipart(up, ps, same_size).await
+        match &self.dest {
+            Dest::S3(c) => self.multipart(c, up, ps, same_size).await,
+            Dest::Az(b) => self.blocks(b, up, ps).await,
+        }
+    }
+
+    /// A large file in blocks, keeping those a killed run left.
+    async fn blocks(&self, b: &Blocks<'_>, up: &Up, ps: u64) -> Result<bool, String> {
+        let n = up.size.div_ceil(ps) as u32;
+        let had = b.uncommitted(&up.key).await?;
+        let sent: Vec<Result<(u32, String), String>> = futures_util::stream::iter(0..n)
+            .map(|i| {
+                let had = &had;
+                async move {
+                    let at = u64::from(i) * ps;
+                    let len = ps.min(up.size - at);
+                    let _room = self.room(len).await;
+                    let body = read_at(up.path.clone(), at, len).await?;
+                    let sum = md5(&body);
+                    let id = block_id(i, &sum);
+                    if !had.iter().any(|(h, size)| *h == id && *size == len) {
+                        b.put_block(&up.key, &id, Bytes::from(body), sum).await?;
+                    }
+                    self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+                    Ok((i, id))
+                }
+            })
+            .buffer_unordered(PARTS_AT_ONCE)
+            .collect()
+            .await;
+        let mut ids = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
+        ids.sort_by_key(|p| p.0);
+        let ids: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
+        b.commit(&up.key, &ids).await?;
+        Ok(true)
     }
 
     /// A large file in parts, resuming an upload a killed run left.
-    async fn multipart(&self, up: &Up, ps: u64, same_size: bool) -> Result<bool, String> {
+    async fn multipart(
+        &self,
+        client: &Client<'_>,
+        up: &Up,
+        ps: u64,
+        same_size: bool,
+    ) -> Result<bool, String> {
         let n = up.size.div_ceil(ps) as u32;
         let range = |i: u32| {
             let at = u64::from(i - 1) * ps;
@@ -358,10 +401,10 @@ impl Shared<'_> {
                 return Ok(false);
             }
         }
-        let found = match self.client.resume(&up.key).await? {
+        let found = match client.resume(&up.key).await? {
             Some(r) => r,
             None => crate::store::put::Resumed {
-                id: self.client.create(&up.key).await?,
+                id: client.create(&up.key).await?,
                 ..Default::default()
             },
         };
@@ -375,11 +418,7 @@ impl Shared<'_> {
                 let kept = had.iter().find(|p| p.number == i);
                 let etag = match kept {
                     Some(p) if p.size == len && etag_md5(&p.etag) == Some(sum) => hex(&sum),
-                    _ => {
-                        self.client
-                            .part(&up.key, id, i, Bytes::from(body), sum)
-                            .await?
-                    }
+                    _ => client.part(&up.key, id, i, Bytes::from(body), sum).await?,
                 };
                 self.counters.bytes.fetch_add(len, Ordering::Relaxed);
                 Ok((i, etag))
@@ -389,12 +428,12 @@ impl Shared<'_> {
             .await;
         let mut parts = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
         parts.sort_by_key(|p| p.0);
-        self.client.complete(&up.key, id, &parts).await?;
+        client.complete(&up.key, id, &parts).await?;
         // Uploads of this key older than the one finished (several killed
         // runs) would keep their parts, billed, for ever: dropped, best
         // effort (a rerun's listing finds any left).
         for old in &found.stale {
-            let _ = self.client.abort(&up.key, old).await;
+            let _ = client.abort(&up.key, old).await;
         }
         Ok(true)
     }
@@ -437,11 +476,20 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
     // A tree's prefix, or one file's key (its `rel` below is empty).
     let (tree, key) = plan(cfg)?;
     let loc = crate::store::Location {
-        kind: crate::store::Kind::S3,
+        kind: cfg.kind,
         bucket: cfg.bucket.clone(),
         prefix: String::new(),
     };
-    let s3 = crate::store::s3_from_env(&loc, &cfg.store_opts)?;
+    if cfg.kind == Kind::Gs {
+        return Err(RunError::Other(
+            "cp to gs:// is not built yet (gs:// is a source: cp -r gs://… DIR)".into(),
+        ));
+    }
+    let opts = StoreOpts {
+        write: true,
+        ..cfg.store_opts.clone()
+    };
+    let store = crate::store::from_env(&loc, &opts)?;
     let net = Net::new(cfg.net.clone())?;
     let counters = Arc::new(Counters::default());
     let failures = Mutex::new(Vec::new());
@@ -450,7 +498,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
 
     let walker = || -> Result<(), RunError> {
         let rt = runtime(false)?;
-        let mut there = There::new(&s3, &net, &cfg.policy, &stop, key.clone());
+        let mut there = There::new(&store, &net, &cfg.policy, &stop, key.clone());
         let files: Box<dyn Iterator<Item = (PathBuf, String)>> = if tree {
             let mut walk = KeyWalk {
                 stack: Vec::new(),
@@ -498,8 +546,13 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
         Ok(())
     };
 
+    let dest = match &store {
+        Store::S3(s3) => Dest::S3(Client::new(s3, &net, &cfg.policy, &stop)),
+        Store::Az(az) => Dest::Az(Blocks::new(az, &net, &cfg.policy, &stop)),
+        Store::Gs(_) => unreachable!("refused above"),
+    };
     let sh = Shared {
-        client: Client::new(&s3, &net, &cfg.policy, &stop),
+        dest,
         cfg,
         budget: Semaphore::new(BUDGET_KIB),
         counters: &counters,

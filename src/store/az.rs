@@ -17,8 +17,8 @@
 //! Why a SAS and not the Shared Key header: Shared Key signs each request
 //! with its date, so every request would need its own header; bulkget's hot
 //! loop sends pipelined requests that differ only in their path. An
-//! account SAS made once from the key (HMAC-SHA256, read and list only,
-//! valid a week) goes in every URL's query instead, exactly as an S3
+//! account SAS made once from the key (HMAC-SHA256, read and list only, or
+//! write and create too for `cp` to `az://`; valid a week) goes in every URL's query instead, exactly as an S3
 //! presigned URL does, and a SAS the user gives is used as it is. The
 //! `object_store` crate would sign with Shared Key over its own client.
 
@@ -69,12 +69,13 @@ fn find(kv: &[(String, String)], k: &str) -> Option<String> {
 
 impl Az {
     /// The container's configuration from `env`; `now` (Unix seconds) dates
-    /// a SAS made from an account key.
+    /// a SAS made from an account key, which may also write with `write`.
     pub fn new(
         env: &Env<'_>,
         container: &str,
         endpoint: Option<&str>,
         no_sign: bool,
+        write: bool,
         now: u64,
     ) -> Result<Az, String> {
         let var = |k: &str| (env.var)(k).filter(|v| !v.is_empty());
@@ -129,7 +130,8 @@ impl Az {
                 .map_err(|_| {
                     format!("az://{container}: the account key in {source} is not base64")
                 })?;
-            account_sas(a, &k, now, now + SAS_SECS)
+            let perms = if write { "rwlc" } else { "rl" };
+            account_sas(a, &k, perms, now, now + SAS_SECS)
         } else {
             return Err(format!(
                 "az://{container}: no credentials for the account {}: looked for an account key or a SAS in {source}{} \
@@ -164,6 +166,20 @@ impl Az {
         self.with_sas(url, false)
     }
 
+    /// As [`Az::object_url`], with query parameters (`comp=block` and the
+    /// like: the calls that write a blob in blocks).
+    pub fn object_url_with(&self, name: &str, query: &[(&str, &str)]) -> String {
+        let mut url = format!("{}/{}/", self.base, self.container);
+        sigv4::encode(&mut url, name, true);
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            url.push('=');
+            sigv4::encode(&mut url, v, false);
+        }
+        self.with_sas(url, !query.is_empty())
+    }
+
     /// A URL for one List Blobs page of names under `prefix`, from `marker`
     /// (a page's `NextMarker`); with `delimiter`, names past the next `/`
     /// are rolled up into prefixes.
@@ -187,10 +203,11 @@ impl Az {
     }
 }
 
-/// An account SAS for reading and listing blobs, from `start` to `expiry`
-/// (Unix seconds), signed with the account key `key` (its bytes).
-pub fn account_sas(account: &str, key: &[u8], start: u64, expiry: u64) -> String {
-    let (sp, ss, srt, spr) = ("rl", "b", "sco", "https,http");
+/// An account SAS for blobs with permissions `sp` (`rl`: read and list;
+/// `rwlc` to write too, in the order Azure wants), from `start` to
+/// `expiry` (Unix seconds), signed with the account key `key` (its bytes).
+pub fn account_sas(account: &str, key: &[u8], sp: &str, start: u64, expiry: u64) -> String {
+    let (ss, srt, spr) = ("b", "sco", "https,http");
     // A start a little in the past: the service's clock may be behind.
     let st = iso(start.saturating_sub(900));
     let se = iso(expiry);
@@ -315,7 +332,7 @@ mod tests {
             var: &var,
             home: None,
         };
-        Az::new(&e, "c", None, false, 1_700_000_000)
+        Az::new(&e, "c", None, false, false, 1_700_000_000)
     }
 
     #[test]
@@ -371,7 +388,7 @@ mod tests {
     fn sas_signature_is_hmac_of_the_documented_string() {
         // The string to sign, spelled out by hand for these values.
         let key = b"secret";
-        let q = account_sas("acct", key, 1_700_000_900, 1_700_086_400);
+        let q = account_sas("acct", key, "rl", 1_700_000_900, 1_700_086_400);
         let want = "acct\nrl\nb\nsco\n2023-11-14T22:13:20Z\n2023-11-15T22:13:20Z\n\nhttps,http\n2021-08-06\n\n";
         let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
         m.update(want.as_bytes());

@@ -18,6 +18,7 @@
 //! (`start-after`: continuation tokens are not meant to outlive a run).
 
 pub mod az;
+pub mod blocks;
 pub mod gauth;
 pub mod gs;
 pub mod put;
@@ -178,7 +179,7 @@ pub fn from_env(loc: &Location, opts: &StoreOpts) -> Result<Store, RunError> {
         Kind::S3 => s3_from_env(loc, opts).map(Store::S3),
         Kind::Az => process_env(|env| {
             let endpoint = opts.endpoint_url.as_deref();
-            az::Az::new(env, &loc.bucket, endpoint, opts.no_sign, now())
+            az::Az::new(env, &loc.bucket, endpoint, opts.no_sign, opts.write, now())
         })
         .map(Store::Az)
         .map_err(RunError::Other),
@@ -201,6 +202,9 @@ pub struct StoreOpts {
     pub no_sign: bool,
     /// `--checksum`: check each object's MD5 where its ETag is one.
     pub checksum: bool,
+    /// Credentials that may write (an Azure SAS made from a key allows
+    /// writing only then).
+    pub write: bool,
 }
 
 /// The store configured from the process's environment.

@@ -47,13 +47,27 @@ pub struct Resumed {
     pub stale: Vec<String>,
 }
 
-/// Uploads to one bucket, sharing a few idle connections.
-pub struct Client<'a> {
-    pub s3: &'a S3,
+/// Calls to one store, each a request whose URL carries its own
+/// authorization, retried as the run's policy says, sharing a few idle
+/// connections (S3 here, Azure in [`super::blocks`]).
+pub struct Caller<'a> {
     pub net: &'a Net,
     pub policy: &'a RetryPolicy,
     pub stop: &'a AtomicBool,
     idle: Mutex<Vec<Conn>>,
+}
+
+/// Uploads to one S3 bucket.
+pub struct Client<'a> {
+    pub s3: &'a S3,
+    caller: Caller<'a>,
+}
+
+impl<'a> std::ops::Deref for Client<'a> {
+    type Target = Caller<'a>;
+    fn deref(&self) -> &Caller<'a> {
+        &self.caller
+    }
 }
 
 /// The MD5 of `b`.
@@ -61,8 +75,8 @@ pub fn md5(b: &[u8]) -> [u8; 16] {
     Md5::digest(b).into()
 }
 
-/// An S3 error document's "Code: Message", if `body` is one.
-fn error_doc(body: &[u8]) -> Option<String> {
+/// An S3 or Azure error document's "Code: Message", if `body` is one.
+pub fn error_doc(body: &[u8]) -> Option<String> {
     let l = leaves(body).ok()?;
     let code = l.iter().find(|(k, _)| k == "Error/Code")?;
     let msg = l.iter().find(|(k, _)| k == "Error/Message");
@@ -142,10 +156,9 @@ fn parts_page(l: Vec<(String, String)>) -> (Vec<Part>, bool, Option<String>) {
     (parts, truncated, next)
 }
 
-impl<'a> Client<'a> {
-    pub fn new(s3: &'a S3, net: &'a Net, policy: &'a RetryPolicy, stop: &'a AtomicBool) -> Self {
-        Client {
-            s3,
+impl<'a> Caller<'a> {
+    pub fn new(net: &'a Net, policy: &'a RetryPolicy, stop: &'a AtomicBool) -> Self {
+        Caller {
             net,
             policy,
             stop,
@@ -216,6 +229,15 @@ impl<'a> Client<'a> {
             self.idle.lock().expect("idle connections").push(c);
         }
         r.map_err(|why| format!("{} {shown}: {why}", method.as_str()))
+    }
+}
+
+impl<'a> Client<'a> {
+    pub fn new(s3: &'a S3, net: &'a Net, policy: &'a RetryPolicy, stop: &'a AtomicBool) -> Self {
+        Client {
+            s3,
+            caller: Caller::new(net, policy, stop),
+        }
     }
 
     /// Sends `body`, whose MD5 is `sum`, with its `Content-MD5`; an ETag

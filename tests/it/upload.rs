@@ -14,7 +14,7 @@ use crate::store::Emulator;
 
 /// What the fixture's `tree` answers for these (key, bytes): the count and
 /// the sha256 of the sorted lines "KEY<TAB>sha256(bytes)".
-fn digest(mut objects: Vec<(String, Vec<u8>)>) -> String {
+pub fn digest(mut objects: Vec<(String, Vec<u8>)>) -> String {
     let mut lines: Vec<String> = objects
         .drain(..)
         .map(|(k, b)| {
@@ -36,7 +36,7 @@ fn digest(mut objects: Vec<(String, Vec<u8>)>) -> String {
 
 /// Every file under `root` (links to files followed, links to directories
 /// not) as (`prefix` + relative path, bytes).
-fn files(root: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
+pub fn files(root: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -57,7 +57,7 @@ fn files(root: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A small deterministic byte pattern (not compressible to nothing).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..n)
         .map(|_| {
@@ -69,7 +69,7 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn tree(root: &Path) {
+pub fn tree(root: &Path) {
     for i in 0..150 {
         let d = root.join(format!("d{}", i % 7));
         std::fs::create_dir_all(&d).unwrap();
@@ -92,7 +92,7 @@ fn tree(root: &Path) {
     symlink("d0", root.join("to-dir")).unwrap();
 }
 
-fn copied_and_skipped(o: &std::process::Output) -> (u64, u64) {
+pub fn copied_and_skipped(o: &std::process::Output) -> (u64, u64) {
     let e = stderr(o);
     let line = e.lines().last().unwrap_or_default();
     let num = |after: &str| -> u64 {
