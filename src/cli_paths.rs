@@ -128,7 +128,7 @@ enum Side {
         bucket: String,
         key: String,
     },
-    /// `az://` (a source and a destination) or `gs://` (a source).
+    /// `az://` or `gs://`.
     Store {
         kind: Kind,
         bucket: String,
@@ -257,7 +257,7 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             return download(a, dst);
         }
         _ => bail!(
-            "cp copies local to local, local to s3:// or az://, s3:// to s3://, and s3://, az://, gs:// or http(s):// to local; {} to {} is not supported yet",
+            "cp copies local to local, local to s3://, az:// or gs://, s3:// to s3://, and s3://, az://, gs:// or http(s):// to local; {} to {} is not supported yet",
             a.src,
             a.dst
         ),

@@ -2,7 +2,8 @@
 //! a local file or tree uploaded, many objects at once, each whole or not
 //! at all. A large file goes to S3 as a multipart upload
 //! ([`crate::store::put`]), to Azure in blocks ([`crate::store::blocks`]),
-//! each found again by a rerun after a kill.
+//! to GCS as parts composed into it ([`crate::store::compose`]), each found
+//! again by a rerun after a kill.
 //!
 //! ```text
 //!  walker thread: local tree in key order ──merge── ListObjectsV2 of DST (lazy, same order)
@@ -47,6 +48,7 @@ use crate::fetch::RetryPolicy;
 use crate::fetch::net::{Net, NetConfig};
 use crate::progress::{CopyBars, Counters, Display};
 use crate::store::blocks::{Blocks, block_id};
+use crate::store::compose::{COMPOSE_MAX, Composer, part_name, parts_prefix};
 use crate::store::put::{Client, md5};
 use crate::store::s3::{Object, etag_md5};
 use crate::store::{Kind, Store, StoreOpts};
@@ -62,7 +64,7 @@ const MAX_PARTS: u64 = 10_000;
 #[derive(Clone, Debug)]
 pub struct UpConfig {
     pub src: PathBuf,
-    /// The store (S3 or Azure).
+    /// The store (S3, Azure or GCS).
     pub kind: Kind,
     /// The bucket or container.
     pub bucket: String,
@@ -93,9 +95,9 @@ struct Up {
     there: Option<Object>,
 }
 
-/// The part size for a file of `size` bytes.
-fn part_size_for(size: u64, min: u64) -> u64 {
-    let need = size.div_ceil(MAX_PARTS);
+/// The part size for a file of `size` bytes in at most `max_parts` parts.
+fn part_size_for(size: u64, min: u64, max_parts: u64) -> u64 {
+    let need = size.div_ceil(max_parts);
     min.max(need.div_ceil(1 << 20) << 20)
 }
 
@@ -265,6 +267,7 @@ impl<'a> There<'a> {
 enum Dest<'a> {
     S3(Client<'a>),
     Az(Blocks<'a>),
+    Gs(Composer<'a>),
 }
 
 /// What the workers share.
@@ -321,7 +324,12 @@ impl Shared<'_> {
                 return Ok(false);
             }
         }
-        let ps = part_size_for(up.size, self.cfg.part_size);
+        // GCS composes 32 objects at a time, in two levels here.
+        let max_parts = match self.dest {
+            Dest::Gs(_) => (COMPOSE_MAX * COMPOSE_MAX) as u64,
+            _ => MAX_PARTS,
+        };
+        let ps = part_size_for(up.size, self.cfg.part_size, max_parts);
         if up.size <= ps {
             let _room = self.room(up.size).await;
             let body = read_at(up.path.clone(), 0, up.size).await?;
@@ -333,6 +341,7 @@ impl Shared<'_> {
             match &self.dest {
                 Dest::S3(c) => c.put_object(&up.key, body, sum).await?,
                 Dest::Az(b) => b.put_blob(&up.key, body, sum).await?,
+                Dest::Gs(c) => c.put_object(&up.key, body, sum).await?,
             }
             self.counters.bytes.fetch_add(up.size, Ordering::Relaxed);
             return Ok(true);
@@ -340,7 +349,53 @@ impl Shared<'_> {
         match &self.dest {
             Dest::S3(c) => self.multipart(c, up, ps, same_size).await,
             Dest::Az(b) => self.blocks(b, up, ps).await,
+            Dest::Gs(c) => self.composite(c, up, ps).await,
         }
+    }
+
+    /// A large file as parts composed into the object, keeping the parts
+    /// a killed run left.
+    async fn composite(&self, c: &Composer<'_>, up: &Up, ps: u64) -> Result<bool, String> {
+        let n = up.size.div_ceil(ps) as u32;
+        let prefix = parts_prefix(&up.key);
+        let had = c.parts(&prefix).await?;
+        let sent: Vec<Result<(u32, String), String>> = futures_util::stream::iter(0..n)
+            .map(|i| {
+                let (had, prefix) = (&had, &prefix);
+                async move {
+                    let at = u64::from(i) * ps;
+                    let len = ps.min(up.size - at);
+                    let _room = self.room(len).await;
+                    let body = read_at(up.path.clone(), at, len).await?;
+                    let sum = md5(&body);
+                    let name = part_name(prefix, i, &sum);
+                    if !had.iter().any(|(h, size)| *h == name && *size == len) {
+                        c.put_part(&name, Bytes::from(body), sum).await?;
+                    }
+                    self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+                    Ok((i, name))
+                }
+            })
+            .buffer_unordered(PARTS_AT_ONCE)
+            .collect()
+            .await;
+        let mut parts = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
+        parts.sort_by_key(|p| p.0);
+        let names: Vec<String> = parts.into_iter().map(|(_, n)| n).collect();
+        let made = c.compose(&up.key, &prefix, &names).await?;
+        // The parts, groups, and any a killed run sent that this one did
+        // not use: deleted, best effort (a rerun lists what is left).
+        let stale = had
+            .into_iter()
+            .map(|(h, _)| h)
+            .filter(|h| !names.contains(h));
+        let all: Vec<String> = names.iter().cloned().chain(made).chain(stale).collect();
+        futures_util::stream::iter(all.iter())
+            .for_each_concurrent(PARTS_AT_ONCE, |p| async move {
+                let _ = c.delete(p).await;
+            })
+            .await;
+        Ok(true)
     }
 
     /// A large file in blocks, keeping those a killed run left.
@@ -480,11 +535,6 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
         bucket: cfg.bucket.clone(),
         prefix: String::new(),
     };
-    if cfg.kind == Kind::Gs {
-        return Err(RunError::Other(
-            "cp to gs:// is not built yet (gs:// is a source: cp -r gs://… DIR)".into(),
-        ));
-    }
     let opts = StoreOpts {
         write: true,
         ..cfg.store_opts.clone()
@@ -549,7 +599,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
     let dest = match &store {
         Store::S3(s3) => Dest::S3(Client::new(s3, &net, &cfg.policy, &stop)),
         Store::Az(az) => Dest::Az(Blocks::new(az, &net, &cfg.policy, &stop)),
-        Store::Gs(_) => unreachable!("refused above"),
+        Store::Gs(gs) => Dest::Gs(Composer::new(gs, &net, &cfg.policy, &stop)),
     };
     let sh = Shared {
         dest,
@@ -577,10 +627,12 @@ mod tests {
 
     #[test]
     fn parts_grow_past_ten_thousand() {
-        assert_eq!(part_size_for(100 << 20, 8 << 20), 8 << 20);
+        assert_eq!(part_size_for(100 << 20, 8 << 20, MAX_PARTS), 8 << 20);
         let big = 1 << 40;
-        let ps = part_size_for(big, 8 << 20);
-        assert!(big.div_ceil(ps) <= MAX_PARTS && ps.is_multiple_of(1 << 20));
+        for max in [MAX_PARTS, 1024] {
+            let ps = part_size_for(big, 8 << 20, max);
+            assert!(big.div_ceil(ps) <= max && ps.is_multiple_of(1 << 20));
+        }
     }
 
     #[test]

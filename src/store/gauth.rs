@@ -21,7 +21,7 @@
 //! S3 and Azure SAS ones are, and the hot loop needs no header per
 //! request. Tokens last an hour and are renewed a quarter of an hour
 //! before they expire ([`super::renew`]). The scope asked for is
-//! `devstorage.read_only` (bulkget only reads from GCS).
+//! `devstorage.read_only`, or `devstorage.read_write` for `cp` to `gs://`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,8 +36,10 @@ use crate::fetch::net::Net;
 
 /// Google's token endpoint (an `authorized_user` file names none).
 pub const TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-/// What a token is good for.
+/// What a token is good for: reading ...
 pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+/// ... or writing too (`cp` to `gs://`).
+pub const SCOPE_WRITE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// The metadata server on a Compute Engine machine.
 pub const METADATA: &str = "169.254.169.254";
 
@@ -165,13 +167,15 @@ impl Source {
 #[derive(Debug)]
 pub struct Token {
     pub source: Source,
+    scope: &'static str,
     cached: Renewing<String>,
 }
 
 impl Token {
-    pub fn new(source: Source) -> Token {
+    pub fn new(source: Source, scope: &'static str) -> Token {
         Token {
             source,
+            scope,
             cached: Renewing::new(),
         }
     }
@@ -185,7 +189,7 @@ impl Token {
                 let metadata = matches!(self.source, Source::Metadata { .. });
                 let timeout = Duration::from_secs(if metadata { 2 } else { 10 });
                 blocking(timeout, metadata, async |net| {
-                    fetch(net, &self.source, now).await
+                    fetch(net, &self.source, self.scope, now).await
                 })
             },
         )
@@ -194,10 +198,10 @@ impl Token {
 
 /// A JWT asserting the service account `email` to `aud`, signed with its
 /// key (RS256): what Google's token endpoint takes for a token.
-fn assertion(email: &str, key: &[u8], aud: &str, now: u64) -> Result<String, String> {
+fn assertion(email: &str, key: &[u8], scope: &str, aud: &str, now: u64) -> Result<String, String> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let claims = serde_json::json!({
-        "iss": email, "scope": SCOPE, "aud": aud, "iat": now, "exp": now + 3600,
+        "iss": email, "scope": scope, "aud": aud, "iat": now, "exp": now + 3600,
     });
     let msg = format!(
         "{}.{}",
@@ -242,7 +246,7 @@ fn answer(status: u16, body: &[u8], now: u64) -> Result<(String, u64), String> {
 }
 
 /// A token from `source` and when it expires.
-async fn fetch(net: &Net, source: &Source, now: u64) -> Result<(String, u64), String> {
+async fn fetch(net: &Net, source: &Source, scope: &str, now: u64) -> Result<(String, u64), String> {
     let form = |pairs: &[(&str, &str)]| {
         let mut f = String::new();
         for (i, (k, v)) in pairs.iter().enumerate() {
@@ -263,7 +267,7 @@ async fn fetch(net: &Net, source: &Source, now: u64) -> Result<(String, u64), St
             token_uri,
             ..
         } => {
-            let jwt = assertion(email, key, token_uri, now)?;
+            let jwt = assertion(email, key, scope, token_uri, now)?;
             let grant = "urn:ietf:params:oauth:grant-type:jwt-bearer";
             let body = form(&[("grant_type", grant), ("assertion", &jwt)]);
             (

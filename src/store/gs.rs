@@ -25,7 +25,7 @@ use std::sync::Arc;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::gauth::{Source, Token};
+use super::gauth::{SCOPE, SCOPE_WRITE, Source, Token};
 
 use super::s3::{Env, Object, Page};
 use super::sigv4;
@@ -53,6 +53,7 @@ impl Gs {
         bucket: &str,
         endpoint: Option<&str>,
         no_sign: bool,
+        write: bool,
     ) -> Result<Gs, String> {
         let emulator = (env.var)("STORAGE_EMULATOR_HOST").filter(|v| !v.is_empty());
         let (base, token) = match (endpoint, emulator) {
@@ -75,7 +76,8 @@ impl Gs {
                          --no-sign-request reads a public bucket"
                     ));
                 }
-                (base, source.map(|s| Arc::new(Token::new(s))))
+                let scope = if write { SCOPE_WRITE } else { SCOPE };
+                (base, source.map(|s| Arc::new(Token::new(s, scope))))
             }
         };
         let base = base.trim_end_matches('/').to_string();
@@ -103,13 +105,14 @@ impl Gs {
         }
     }
 
-    /// Appends `&access_token=…` when requests are authorized.
+    /// Appends `access_token=…` to the query when requests are authorized.
     fn authorize(&self, url: &mut String) {
         if let Some(t) = &self.token {
             // Checked when the store was set up ([`Gs::ready`]); a renewal
             // that fails keeps the old token.
             if let Ok(tok) = t.get(super::now()) {
-                url.push_str("&access_token=");
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("access_token=");
                 sigv4::encode(url, &tok, false);
             }
         }
@@ -121,6 +124,36 @@ impl Gs {
         let mut url = format!("{}/storage/v1/b/{}/o/", self.base, self.bucket);
         sigv4::encode(&mut url, name, false);
         url.push_str("?alt=media");
+        self.authorize(&mut url);
+        url
+    }
+
+    /// The object's own URL (its metadata; DELETE), not its bytes.
+    pub fn meta_url(&self, name: &str) -> String {
+        let mut url = format!("{}/storage/v1/b/{}/o/", self.base, self.bucket);
+        sigv4::encode(&mut url, name, false);
+        self.authorize(&mut url);
+        url
+    }
+
+    /// The URL that uploads an object of `upload_type` (`media`: the body
+    /// is the bytes, named here; `multipart`: the body is the metadata
+    /// and the bytes).
+    pub fn upload_url(&self, name: &str, upload_type: &str) -> String {
+        let mut url = format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType={upload_type}&name=",
+            self.base, self.bucket
+        );
+        sigv4::encode(&mut url, name, false);
+        self.authorize(&mut url);
+        url
+    }
+
+    /// The URL that composes objects into `name`.
+    pub fn compose_url(&self, name: &str) -> String {
+        let mut url = format!("{}/storage/v1/b/{}/o/", self.base, self.bucket);
+        sigv4::encode(&mut url, name, false);
+        url.push_str("/compose");
         self.authorize(&mut url);
         url
     }
@@ -259,7 +292,7 @@ mod tests {
             var: &var,
             home: None,
         };
-        let g = Gs::new(&e, "b", None, false).unwrap();
+        let g = Gs::new(&e, "b", None, false, false).unwrap();
         assert_eq!(
             g.object_url("a/ü x+y"),
             "http://localhost:4443/storage/v1/b/b/o/a%2F%C3%BC%20x%2By?alt=media"
@@ -276,7 +309,7 @@ mod tests {
         let u = g.list_url("", Some("k"), Some("t/1"), false);
         assert!(u.ends_with("&pageToken=t%2F1"), "{u}");
         // --endpoint-url wins; Google itself only for a public bucket.
-        let g = Gs::new(&e, "b", Some("http://127.0.0.1:9/"), false).unwrap();
+        let g = Gs::new(&e, "b", Some("http://127.0.0.1:9/"), false, false).unwrap();
         assert!(
             g.object_url("k")
                 .starts_with("http://127.0.0.1:9/storage/v1/b/b/o/k")
@@ -286,12 +319,12 @@ mod tests {
             var: &none,
             home: None,
         };
-        let err = Gs::new(&e, "b", None, false).unwrap_err();
+        let err = Gs::new(&e, "b", None, false, false).unwrap_err();
         assert!(
             err.contains("STORAGE_EMULATOR_HOST") && err.contains("--no-sign-request"),
             "{err}"
         );
-        let g = Gs::new(&e, "b", None, true).unwrap();
+        let g = Gs::new(&e, "b", None, true, false).unwrap();
         assert!(g.object_url("k").starts_with(GOOGLE));
     }
 

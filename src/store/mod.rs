@@ -19,6 +19,7 @@
 
 pub mod az;
 pub mod blocks;
+pub mod compose;
 pub mod gauth;
 pub mod gs;
 pub mod put;
@@ -184,7 +185,8 @@ pub fn from_env(loc: &Location, opts: &StoreOpts) -> Result<Store, RunError> {
         .map(Store::Az)
         .map_err(RunError::Other),
         Kind::Gs => process_env(|env| {
-            let g = gs::Gs::new(env, &loc.bucket, opts.endpoint_url.as_deref(), opts.no_sign)?;
+            let endpoint = opts.endpoint_url.as_deref();
+            let g = gs::Gs::new(env, &loc.bucket, endpoint, opts.no_sign, opts.write)?;
             g.ready()?;
             Ok(g)
         })
