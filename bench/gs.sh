@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Object store download, in one run: bulkget mirror gs:// vs rclone copy
-# --transfers 64 vs curl -Z --parallel-max 256 (given the object URLs),
-# against the same fake-gcs-server (tests/it/fixtures/gcs.py, reached on its
+# Object store download and upload, in one run: bulkget mirror gs:// vs
+# rclone copy --transfers 64 vs curl -Z --parallel-max 256 (given the object
+# URLs), then bulkget cp -r DIR gs:// vs rclone copy DIR (each round to a
+# prefix of its own, so nothing is skipped), against the same fake-gcs-server (tests/it/fixtures/gcs.py, reached on its
 # own port, not through the fixture's relay).
 #
 #   N=10000 ROUNDS=2 bench/gs.sh
@@ -62,6 +63,10 @@ for r in $(seq 1 "$ROUNDS"); do
     run "rclone copy --transfers 64 (dir)" rclone copy g:bkt/data "$OUT/r" --transfers 64 --checkers 64
     test "$(ls "$OUT/r" 2>/dev/null | wc -l)" -eq "$N" || echo "rclone: wrong count"
     run "curl -Z --parallel-max 256" curl -s -Z --parallel-max 256 -K "$OUT/curl.cfg"
+    run "bulkget cp -r DIR gs:// (up)" "$B" cp -r "$OUT/b" "gs://bkt/up-b$r/" -q
+    run "rclone copy DIR --transfers 64 (up)" rclone copy "$OUT/b" "g:bkt/up-r$r" --transfers 64 --checkers 64
+    cmd "objects bkt up-b$r/"; echo "  bulkget up: ${ans#ok } objects"
+    cmd "objects bkt up-r$r/"; echo "  rclone up: ${ans#ok } objects"
 done
 exec {GCS[1]}>&-
 wait
