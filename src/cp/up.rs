@@ -353,35 +353,50 @@ impl Shared<'_> {
         }
     }
 
-    /// A large file as parts composed into the object, keeping the parts
-    /// a killed run left.
-    async fn composite(&self, c: &Composer<'_>, up: &Up, ps: u64) -> Result<bool, String> {
+    /// Sends the parts of `up` (`ps` bytes each, the last shorter),
+    /// [`PARTS_AT_ONCE`] at a time: each read, hashed, named by
+    /// `name(index, md5)`, and sent by `put` unless `had` lists that name
+    /// at that size (a killed run sent it). The names, in order.
+    async fn parts(
+        &self,
+        up: &Up,
+        ps: u64,
+        had: &[(String, u64)],
+        name: impl Fn(u32, &[u8; 16]) -> String,
+        put: impl AsyncFn(&str, Bytes, [u8; 16]) -> Result<(), String>,
+    ) -> Result<Vec<String>, String> {
         let n = up.size.div_ceil(ps) as u32;
-        let prefix = parts_prefix(&up.key);
-        let had = c.parts(&prefix).await?;
+        let (name, put) = (&name, &put);
         let sent: Vec<Result<(u32, String), String>> = futures_util::stream::iter(0..n)
-            .map(|i| {
-                let (had, prefix) = (&had, &prefix);
-                async move {
-                    let at = u64::from(i) * ps;
-                    let len = ps.min(up.size - at);
-                    let _room = self.room(len).await;
-                    let body = read_at(up.path.clone(), at, len).await?;
-                    let sum = md5(&body);
-                    let name = part_name(prefix, i, &sum);
-                    if !had.iter().any(|(h, size)| *h == name && *size == len) {
-                        c.put_part(&name, Bytes::from(body), sum).await?;
-                    }
-                    self.counters.bytes.fetch_add(len, Ordering::Relaxed);
-                    Ok((i, name))
+            .map(|i| async move {
+                let at = u64::from(i) * ps;
+                let len = ps.min(up.size - at);
+                let _room = self.room(len).await;
+                let body = read_at(up.path.clone(), at, len).await?;
+                let sum = md5(&body);
+                let id = name(i, &sum);
+                if !had.iter().any(|(h, size)| *h == id && *size == len) {
+                    put(&id, Bytes::from(body), sum).await?;
                 }
+                self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+                Ok((i, id))
             })
             .buffer_unordered(PARTS_AT_ONCE)
             .collect()
             .await;
-        let mut parts = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
-        parts.sort_by_key(|p| p.0);
-        let names: Vec<String> = parts.into_iter().map(|(_, n)| n).collect();
+        let mut v = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
+        v.sort_by_key(|p| p.0);
+        Ok(v.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// A large file as parts composed into the object, keeping the parts
+    /// a killed run left.
+    async fn composite(&self, c: &Composer<'_>, up: &Up, ps: u64) -> Result<bool, String> {
+        let prefix = parts_prefix(&up.key);
+        let had = c.parts(&prefix).await?;
+        let name = |i, sum: &[u8; 16]| part_name(&prefix, i, sum);
+        let put = async |n: &str, body: Bytes, sum: [u8; 16]| c.put_part(n, body, sum).await;
+        let names = self.parts(up, ps, &had, name, put).await?;
         let made = c.compose(&up.key, &prefix, &names).await?;
         // The parts, groups, and any a killed run sent that this one did
         // not use: deleted, best effort (a rerun lists what is left).
@@ -400,31 +415,11 @@ impl Shared<'_> {
 
     /// A large file in blocks, keeping those a killed run left.
     async fn blocks(&self, b: &Blocks<'_>, up: &Up, ps: u64) -> Result<bool, String> {
-        let n = up.size.div_ceil(ps) as u32;
         let had = b.uncommitted(&up.key).await?;
-        let sent: Vec<Result<(u32, String), String>> = futures_util::stream::iter(0..n)
-            .map(|i| {
-                let had = &had;
-                async move {
-                    let at = u64::from(i) * ps;
-                    let len = ps.min(up.size - at);
-                    let _room = self.room(len).await;
-                    let body = read_at(up.path.clone(), at, len).await?;
-                    let sum = md5(&body);
-                    let id = block_id(i, &sum);
-                    if !had.iter().any(|(h, size)| *h == id && *size == len) {
-                        b.put_block(&up.key, &id, Bytes::from(body), sum).await?;
-                    }
-                    self.counters.bytes.fetch_add(len, Ordering::Relaxed);
-                    Ok((i, id))
-                }
-            })
-            .buffer_unordered(PARTS_AT_ONCE)
-            .collect()
-            .await;
-        let mut ids = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
-        ids.sort_by_key(|p| p.0);
-        let ids: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
+        let key = &up.key;
+        let put =
+            async |id: &str, body: Bytes, sum: [u8; 16]| b.put_block(key, id, body, sum).await;
+        let ids = self.parts(up, ps, &had, block_id, put).await?;
         b.commit(&up.key, &ids).await?;
         Ok(true)
     }

@@ -89,111 +89,31 @@ fn mirror_an_azure_container_with_odd_names_a_kill_and_bad_credentials() {
 
 #[test]
 fn cp_r_uploads_a_tree_to_azure_reruns_skip_and_it_comes_back_down() {
-    use crate::upload::{copied_and_skipped, digest, files, tree};
+    use crate::upload::{copied_and_skipped, digest, files, later, set_time, up};
     let mut a = azurite();
     a.cmd("container upl");
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    tree(&src);
-    let s = src.to_str().unwrap();
-    let up = |a: &Emulator, extra: &[&str]| {
-        let mut args = vec!["cp", "-r", s, "az://upl/in/", "--part-size", "5M"];
-        args.extend_from_slice(extra);
-        a.bulkget(&args).output().unwrap()
-    };
-    let o = up(&a, &[]);
-    // The link to a directory is a failure, named; everything else went,
-    // the 12 MiB file in blocks.
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("a link to a directory"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(a.cmd("tree upl in/"), digest(files(&src, "in/")));
-    assert_eq!(copied_and_skipped(&o), (157, 0));
+    let (_t, src) = crate::upload::tree_up_rerun_and_down(&mut a, "az://upl/in/");
     assert_eq!(
         a.cmd("blocks upl in/large"),
         "0",
         "committed, none left over"
     );
-
-    // A rerun sends nothing.
-    let o = up(&a, &[]);
-    assert_eq!(copied_and_skipped(&o), (0, 157), "{}", stderr(&o));
-
-    // Changed since (same size, newer): sent again, alone. Touched, not
-    // changed: a blob sent whole is compared by its Content-MD5 and
-    // skipped; one sent in blocks has no MD5 of the whole and goes again.
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    let f = src.join("d3/f10");
-    let mut b = std::fs::read(&f).unwrap();
-    b[0] ^= 1;
-    std::fs::write(&f, &b).unwrap();
-    for p in ["d3/f10", "d4/f11", "large"] {
-        let f = std::fs::File::options().write(true).open(src.join(p));
-        f.unwrap().set_modified(later).unwrap();
+    // Touched, not changed: a blob sent whole is compared by its
+    // Content-MD5 and skipped; one sent in blocks has no MD5 of the whole
+    // and goes again.
+    for p in ["d4/f11", "large"] {
+        set_time(&src, p, later() + std::time::Duration::from_secs(5));
     }
-    let o = up(&a, &[]);
-    assert_eq!(copied_and_skipped(&o), (2, 155), "{}", stderr(&o));
+    let o = up(&a, &src, "az://upl/in/", &[]);
+    assert_eq!(copied_and_skipped(&o), (1, 156), "{}", stderr(&o));
     assert_eq!(a.cmd("tree upl in/"), digest(files(&src, "in/")));
-
-    // And back down: the same bytes under the same names.
-    let back = t.path().join("back");
-    let o = a
-        .bulkget(&["cp", "-r", "az://upl/in/", back.to_str().unwrap(), "-q"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let mut got = files(&back, "in/");
-    got.retain(|(k, _)| !k.starts_with("in/.bulkget/"));
-    assert_eq!(digest(got), digest(files(&src, "in/")));
 }
 
 #[test]
 fn a_blob_in_blocks_killed_halfway_resumes_with_the_blocks_it_sent() {
-    use crate::upload::{digest, noise};
     let mut a = azurite();
     a.cmd("container blk");
-    let t = tempfile::tempdir().unwrap();
-    let f = t.path().join("big.bin");
-    let data = noise(60 << 20, 5);
-    std::fs::write(&f, &data).unwrap();
-    let args = [
-        "cp",
-        f.to_str().unwrap(),
-        "az://blk/big.bin",
-        "--part-size",
-        "5M",
-        "-q",
-    ];
-    a.cmd("count comp=block&");
-    // Answers come slowly: blocks land, the run is killed before it can
-    // commit them.
-    a.cmd("delay 0.3");
-    let mut child = a
-        .bulkget(&args)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut held = 0;
-    wait_for("three blocks in the store", || {
-        held = a.cmd("blocks blk big.bin").parse::<u64>().unwrap_or(0);
-        held >= 3
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    a.cmd("delay 0");
-    // Nothing visible: uncommitted blocks are not a blob.
-    assert_eq!(a.cmd("tree blk -"), digest(vec![]));
-    let held: u64 = a.cmd("blocks blk big.bin").parse().unwrap();
-    let before: u64 = a.cmd("count comp=block&").parse().unwrap();
-    let o = a.bulkget(&args).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let again = a.cmd("count comp=block&").parse::<u64>().unwrap() - before;
-    assert!(
-        again <= 12 - held,
-        "the rerun sent {again} blocks; {held} of 12 were there"
-    );
-    assert_eq!(a.cmd("tree blk -"), digest(vec![("big.bin".into(), data)]));
+    let (url, held) = ("az://blk/big.bin", "blocks blk big.bin");
+    crate::upload::a_large_upload_killed_halfway_resumes(&mut a, url, held, "comp=block&");
+    assert_eq!(a.cmd(held), "0", "committed, none left over");
 }

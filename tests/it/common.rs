@@ -164,8 +164,11 @@ pub fn command(args: &[&str]) -> Command {
     // Never the instance metadata service of whatever machine runs the
     // tests (169.254.169.254): the tests of roles point it at moto.
     c.env("AWS_EC2_METADATA_DISABLED", "true");
-    // Nor Google's (which bulkget asks only on a Compute Engine machine).
+    // Nor Google's (which bulkget asks only on a Compute Engine machine),
+    // nor the credentials of whoever runs the tests.
     c.env("NO_GCE_CHECK", "true");
+    c.env("CLOUDSDK_CONFIG", "/nonexistent/bulkget-tests");
+    c.env_remove("GOOGLE_APPLICATION_CREDENTIALS");
     for v in [
         "AWS_WEB_IDENTITY_TOKEN_FILE",
         "AWS_ROLE_ARN",

@@ -267,106 +267,18 @@ fn oauth_tokens_from_a_service_account_a_user_and_the_metadata_server() {
 
 #[test]
 fn cp_r_uploads_a_tree_to_gcs_reruns_skip_and_it_comes_back_down() {
-    use crate::upload::{copied_and_skipped, digest, files, tree};
     let mut g = fake_gcs();
     g.cmd("bucket upl");
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    tree(&src);
-    let s = src.to_str().unwrap();
-    let up = |g: &Emulator, extra: &[&str]| {
-        let mut args = vec!["cp", "-r", s, "gs://upl/in/", "--part-size", "5M"];
-        args.extend_from_slice(extra);
-        g.bulkget(&args).output().unwrap()
-    };
-    let o = up(&g, &[]);
-    // The link to a directory is a failure, named; everything else went,
-    // the 12 MiB file as three parts composed.
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("a link to a directory"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(g.cmd("tree upl in/"), digest(files(&src, "in/")));
-    assert_eq!(copied_and_skipped(&o), (157, 0));
+    // The 12 MiB file goes as three parts composed.
+    crate::upload::tree_up_rerun_and_down(&mut g, "gs://upl/in/");
     assert_eq!(g.cmd("objects upl .bulkget-parts/"), "0", "parts deleted");
-
-    // A rerun sends nothing; a file changed since goes again, alone.
-    let o = up(&g, &[]);
-    assert_eq!(copied_and_skipped(&o), (0, 157), "{}", stderr(&o));
-    let f = src.join("d3/f10");
-    let mut b = std::fs::read(&f).unwrap();
-    b[0] ^= 1;
-    std::fs::write(&f, &b).unwrap();
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    let h = std::fs::File::options().write(true).open(&f).unwrap();
-    h.set_modified(later).unwrap();
-    let o = up(&g, &[]);
-    assert_eq!(copied_and_skipped(&o), (1, 156), "{}", stderr(&o));
-    assert_eq!(g.cmd("tree upl in/"), digest(files(&src, "in/")));
-
-    // And back down: the same bytes under the same names.
-    let back = t.path().join("back");
-    let o = g
-        .bulkget(&["cp", "-r", "gs://upl/in/", back.to_str().unwrap(), "-q"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let mut got = files(&back, "in/");
-    got.retain(|(k, _)| !k.starts_with("in/.bulkget/"));
-    assert_eq!(digest(got), digest(files(&src, "in/")));
 }
 
 #[test]
 fn a_composite_upload_killed_halfway_resumes_with_the_parts_it_sent() {
-    use crate::upload::{digest, noise};
     let mut g = fake_gcs();
     g.cmd("bucket cmp");
-    let t = tempfile::tempdir().unwrap();
-    let f = t.path().join("big.bin");
-    let data = noise(60 << 20, 9);
-    std::fs::write(&f, &data).unwrap();
-    let args = [
-        "cp",
-        f.to_str().unwrap(),
-        "gs://cmp/data/big.bin",
-        "--part-size",
-        "5M",
-        "-q",
-    ];
-    g.cmd("count uploadType=media");
-    // Answers come slowly: parts land, the run is killed before it can
-    // compose them.
-    g.cmd("delay 0.3");
-    let mut child = g
-        .bulkget(&args)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("three parts in the store", || {
-        g.cmd("objects cmp .bulkget-parts/")
-            .parse::<u64>()
-            .unwrap_or(0)
-            >= 3
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    g.cmd("delay 0");
-    // Nothing under the destination: the parts are not the object.
-    assert_eq!(g.cmd("tree cmp data/"), digest(vec![]));
-    let held: u64 = g.cmd("objects cmp .bulkget-parts/").parse().unwrap();
-    let before: u64 = g.cmd("count uploadType=media").parse().unwrap();
-    let o = g.bulkget(&args).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let again = g.cmd("count uploadType=media").parse::<u64>().unwrap() - before;
-    assert!(
-        again <= 12 - held,
-        "the rerun sent {again} parts; {held} of 12 were there"
-    );
-    assert_eq!(
-        g.cmd("tree cmp data/"),
-        digest(vec![("data/big.bin".into(), data)])
-    );
-    assert_eq!(g.cmd("objects cmp .bulkget-parts/"), "0", "parts deleted");
+    let (url, held) = ("gs://cmp/data/big.bin", "objects cmp .bulkget-parts/");
+    crate::upload::a_large_upload_killed_halfway_resumes(&mut g, url, held, "uploadType=media");
+    assert_eq!(g.cmd(held), "0", "parts deleted");
 }
