@@ -137,6 +137,17 @@ enum Side {
     Http,
 }
 
+impl Side {
+    /// The store, bucket and key of an object-store side.
+    fn store(self) -> Option<(Kind, String, String)> {
+        match self {
+            Side::S3 { bucket, key } => Some((Kind::S3, bucket, key)),
+            Side::Store { kind, bucket, key } => Some((kind, bucket, key)),
+            _ => None,
+        }
+    }
+}
+
 fn side(p: &str) -> anyhow::Result<Side> {
     if let Some(rest) = p.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -199,11 +210,7 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             bulkget::cp::run(&cfg, stop)?
         }
         (Side::Local(src), dst @ (Side::S3 { .. } | Side::Store { .. })) => {
-            let (kind, bucket, key) = match dst {
-                Side::S3 { bucket, key } => (Kind::S3, bucket, key),
-                Side::Store { kind, bucket, key } => (kind, bucket, key),
-                _ => unreachable!("matched above"),
-            };
+            let (kind, bucket, key) = dst.store().expect("a store");
             if a.part_size < 5 << 20 {
                 bail!("--part-size must be at least 5M (S3's smallest part)");
             }
@@ -227,23 +234,26 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             bulkget::cp::up::run(&cfg, stop)?
         }
         (
-            Side::S3 {
-                bucket: src_bucket,
-                key: src_key,
-            },
-            Side::S3 {
-                bucket: dst_bucket,
-                key: dst_key,
-            },
+            src @ (Side::S3 { .. } | Side::Store { .. }),
+            dst @ (Side::S3 { .. } | Side::Store { .. }),
         ) => {
+            let (src_kind, src_bucket, src_key) = src.store().expect("a store");
+            let (dst_kind, dst_bucket, dst_key) = dst.store().expect("a store");
+            if a.part_size < 5 << 20 {
+                bail!("--part-size must be at least 5M (S3's smallest part)");
+            }
             let c = a.fetch.common()?;
             let mut cfg = bulkget::cp::between::BetweenConfig {
+                src_kind,
                 src_bucket,
                 src_key,
+                dst_kind,
                 dst_bucket,
                 dst_key,
                 recursive: a.recursive,
                 overwrite: a.overwrite,
+                checksum: a.checksum,
+                part_size: a.part_size,
                 workers: a.workers.unwrap_or(64) as usize,
                 display,
                 net: c.net,
@@ -257,7 +267,7 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             return download(a, dst);
         }
         _ => bail!(
-            "cp copies local to local, local to s3://, az:// or gs://, s3:// to s3://, and s3://, az://, gs:// or http(s):// to local; {} to {} is not supported yet",
+            "cp copies local to local, local to and between s3://, az:// and gs://, and s3://, az://, gs:// or http(s):// to local; {} to {} is not supported yet",
             a.src,
             a.dst
         ),

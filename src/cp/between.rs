@@ -1,5 +1,10 @@
-//! `bulkget cp [-r] s3://A/P s3://B/Q`: objects copied inside the store
-//! (CopyObject: no byte passes through bulkget), many at once.
+//! `bulkget cp [-r] STORE://A/P STORE://B/Q`: objects copied between
+//! buckets, many at once. S3 to S3 copies inside the store (CopyObject: no
+//! byte passes through bulkget); any other pair (S3, Azure, GCS, in any
+//! direction) streams each object through: ranged GETs of the source, the
+//! writes `cp` makes to the destination ([`super::up::Shared`]: whole, or
+//! in parts, blocks or composed parts), so a large object never sits
+//! whole in memory and a killed copy resumes as an upload does.
 //!
 //! ```text
 //!  lister thread: ListObjectsV2 of the source ──merge── ListObjectsV2 of DST
@@ -13,10 +18,9 @@
 //! either its ETag (the same content) or a `LastModified` not older than
 //! the source's (copied since the source last changed: a copy of a
 //! multipart object gets a new ETag). `--overwrite` copies everything.
-//! Both sides are reached with one configuration (endpoint, credentials):
-//! a copy between two stores goes through a local directory for now.
-//! CopyObject takes objects up to 5 GiB; larger ones fail alone, named
-//! (UploadPartCopy is not built yet).
+//! Both sides are reached with one configuration (endpoint, credentials),
+//! each by its store's conventions. CopyObject takes objects up to 5 GiB;
+//! larger ones fail alone, named (UploadPartCopy is not built yet).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::CpOutcome;
-use super::up::There;
+use super::up::{Rules, Shared, Src, There, Up};
 use super::work::{runtime, work};
 use crate::error::RunError;
 use crate::fetch::RetryPolicy;
@@ -32,20 +36,26 @@ use crate::fetch::net::{Net, NetConfig};
 use crate::progress::{CopyBars, Counters, Display};
 use crate::store::put::Client;
 use crate::store::s3::Object;
-use crate::store::{Store, StoreOpts};
+use crate::store::{Kind, Store, StoreOpts};
 
 /// CopyObject's largest object.
 const MAX_COPY: u64 = 5 << 30;
 
 #[derive(Clone, Debug)]
 pub struct BetweenConfig {
+    pub src_kind: Kind,
     pub src_bucket: String,
     /// The source key (one object) or prefix (`-r`).
     pub src_key: String,
+    pub dst_kind: Kind,
     pub dst_bucket: String,
     pub dst_key: String,
     pub recursive: bool,
     pub overwrite: bool,
+    /// Content only, no times (objects streamed through).
+    pub checksum: bool,
+    /// Objects streamed through larger than this go in parts.
+    pub part_size: u64,
     pub workers: usize,
     pub display: Display,
     pub net: NetConfig,
@@ -80,13 +90,17 @@ fn with_slash(p: &str) -> String {
 
 pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
     let started = Instant::now();
-    let loc = |b: &str| crate::store::Location {
-        kind: crate::store::Kind::S3,
+    let loc = |kind, b: &str| crate::store::Location {
+        kind,
         bucket: b.to_string(),
         prefix: String::new(),
     };
-    let src = crate::store::s3_from_env(&loc(&cfg.src_bucket), &cfg.store_opts)?;
-    let dst = crate::store::s3_from_env(&loc(&cfg.dst_bucket), &cfg.store_opts)?;
+    let src = crate::store::from_env(&loc(cfg.src_kind, &cfg.src_bucket), &cfg.store_opts)?;
+    let opts = StoreOpts {
+        write: true,
+        ..cfg.store_opts.clone()
+    };
+    let dst = crate::store::from_env(&loc(cfg.dst_kind, &cfg.dst_bucket), &opts)?;
     let net = Net::new(cfg.net.clone())?;
     let counters = Arc::new(Counters::default());
     let failures = Mutex::new(Vec::new());
@@ -103,7 +117,6 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
     let lister = || -> Result<(), RunError> {
         runtime(false)?.block_on(async {
             let policy = &cfg.policy;
-            let (src, dst) = (Store::S3(src.clone()), Store::S3(dst.clone()));
             let mut from = There::new(&src, &net, policy, &stop, from_prefix.clone());
             let mut there = There::new(&dst, &net, policy, &stop, to_prefix.clone());
             while let Some(o) = from.next().await? {
@@ -137,31 +150,62 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
         })
     };
 
-    let client = Client::new(&dst, &net, &cfg.policy, &stop);
-    let copy = async |c: &Copy| {
-        if !cfg.overwrite && c.there.as_ref().is_some_and(|t| same(&c.from, t)) {
-            return Ok(false);
+    let src_scheme = cfg.src_kind.scheme();
+    let shown_of = |key: &str| format!("{src_scheme}://{}/{key}", cfg.src_bucket);
+    let listed = match (&src, &dst) {
+        (Store::S3(_), Store::S3(d)) => {
+            let client = Client::new(d, &net, &cfg.policy, &stop);
+            let copy = async |c: &Copy| {
+                if !cfg.overwrite && c.there.as_ref().is_some_and(|t| same(&c.from, t)) {
+                    return Ok(false);
+                }
+                if c.from.size > MAX_COPY {
+                    let why =
+                        "larger than 5 GiB: a copy in parts (UploadPartCopy) is not built yet";
+                    return Err(why.to_string());
+                }
+                let mut source = String::new();
+                crate::store::sigv4::encode(&mut source, &cfg.src_bucket, false);
+                source.push('/');
+                crate::store::sigv4::encode(&mut source, &c.from.key, true);
+                client.copy_object(&c.key, &source).await?;
+                counters.bytes.fetch_add(c.from.size, Ordering::Relaxed);
+                Ok(true)
+            };
+            let shown = |c: Copy| PathBuf::from(shown_of(&c.from.key));
+            work(lister, rx, cfg.workers, &counters, &failures, copy, shown)
         }
-        if c.from.size > MAX_COPY {
-            let why = "larger than 5 GiB: a copy in parts (UploadPartCopy) is not built yet";
-            return Err(why.to_string());
+        _ => {
+            let rules = Rules {
+                overwrite: cfg.overwrite,
+                checksum: cfg.checksum,
+                part_size: cfg.part_size,
+            };
+            let (policy, c) = (&cfg.policy, &counters);
+            let sh = Shared::new(&dst, Some(&src), &net, policy, &stop, rules, c);
+            let copy = async |c: &Copy| {
+                let up = Up {
+                    from: Src::Object {
+                        key: c.from.key.clone(),
+                        shown: shown_of(&c.from.key),
+                    },
+                    key: c.key.clone(),
+                    size: c.from.size,
+                    mtime: c.from.modified_secs().unwrap_or(0),
+                    there: c.there.clone(),
+                };
+                sh.send(&up).await
+            };
+            let shown = |c: Copy| PathBuf::from(shown_of(&c.from.key));
+            work(lister, rx, cfg.workers, &counters, &failures, copy, shown)
         }
-        let mut source = String::new();
-        crate::store::sigv4::encode(&mut source, &cfg.src_bucket, false);
-        source.push('/');
-        crate::store::sigv4::encode(&mut source, &c.from.key, true);
-        client.copy_object(&c.key, &source).await?;
-        counters.bytes.fetch_add(c.from.size, Ordering::Relaxed);
-        Ok(true)
     };
-    let shown = |c: Copy| PathBuf::from(format!("s3://{}/{}", cfg.src_bucket, c.from.key));
-    let listed = work(lister, rx, cfg.workers, &counters, &failures, copy, shown);
     drop(bars);
     listed?;
     if counters.listed.load(Ordering::Relaxed) == 0 && !cfg.recursive {
         return Err(RunError::Other(format!(
-            "s3://{}/{}: no such object (give -r for a prefix)",
-            cfg.src_bucket, cfg.src_key
+            "{}: no such object (give -r for a prefix)",
+            shown_of(&cfg.src_key)
         )));
     }
     Ok(CpOutcome::ended(&counters, started, &failures, &stop))

@@ -45,11 +45,12 @@ use super::CpOutcome;
 use super::work::{runtime, work};
 use crate::error::RunError;
 use crate::fetch::RetryPolicy;
+use crate::fetch::http1::Method;
 use crate::fetch::net::{Net, NetConfig};
 use crate::progress::{CopyBars, Counters, Display};
 use crate::store::blocks::{Blocks, block_id};
 use crate::store::compose::{COMPOSE_MAX, Composer, part_name, parts_prefix};
-use crate::store::put::{Client, md5};
+use crate::store::put::{Caller, Client, md5};
 use crate::store::s3::{Object, etag_md5};
 use crate::store::{Kind, Store, StoreOpts};
 use crate::units::hex;
@@ -84,15 +85,34 @@ pub struct UpConfig {
     pub store_opts: StoreOpts,
 }
 
-/// One file to send.
-struct Up {
-    path: PathBuf,
-    key: String,
-    size: u64,
+/// Where an object's bytes come from.
+pub(super) enum Src {
+    /// A local file.
+    File(PathBuf),
+    /// An object of the source store (its key there; for messages, its
+    /// `scheme://bucket/key`).
+    Object { key: String, shown: String },
+}
+
+impl Src {
+    /// What a failure names.
+    pub(super) fn shown(self) -> PathBuf {
+        match self {
+            Src::File(p) => p,
+            Src::Object { shown, .. } => shown.into(),
+        }
+    }
+}
+
+/// One file (or object) to send.
+pub(super) struct Up {
+    pub from: Src,
+    pub key: String,
+    pub size: u64,
     /// Modification time, whole seconds since the epoch.
-    mtime: u64,
+    pub mtime: u64,
     /// The object under that key now.
-    there: Option<Object>,
+    pub there: Option<Object>,
 }
 
 /// The part size for a file of `size` bytes in at most `max_parts` parts.
@@ -270,13 +290,26 @@ enum Dest<'a> {
     Gs(Composer<'a>),
 }
 
+/// When an object at the destination counts as the file, and the parts.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Rules {
+    pub overwrite: bool,
+    pub checksum: bool,
+    pub part_size: u64,
+}
+
 /// What the workers share.
-struct Shared<'a> {
+pub(super) struct Shared<'a> {
     dest: Dest<'a>,
-    cfg: &'a UpConfig,
+    /// The source store, when objects come from one (read by ranged GETs).
+    source: Option<(&'a Store, Caller<'a>)>,
+    rules: Rules,
     budget: Semaphore,
     counters: &'a Counters,
 }
+
+/// The largest part read from a source store in one GET.
+const MAX_PART: usize = 5 << 30;
 
 async fn read_at(path: PathBuf, at: u64, len: u64) -> Result<Vec<u8>, String> {
     tokio::task::spawn_blocking(move || {
@@ -303,7 +336,61 @@ fn multipart_etag(md5s: &[[u8; 16]]) -> String {
     format!("{}-{}", hex(&md5(&all)), md5s.len())
 }
 
-impl Shared<'_> {
+impl<'a> Shared<'a> {
+    /// Workers' state for writing to `dest`, reading from `source` (a
+    /// store) or from local files.
+    pub fn new(
+        dest: &'a Store,
+        source: Option<&'a Store>,
+        net: &'a Net,
+        policy: &'a RetryPolicy,
+        stop: &'a AtomicBool,
+        rules: Rules,
+        counters: &'a Counters,
+    ) -> Self {
+        let dest = match dest {
+            Store::S3(s3) => Dest::S3(Client::new(s3, net, policy, stop)),
+            Store::Az(az) => Dest::Az(Blocks::new(az, net, policy, stop)),
+            Store::Gs(gs) => Dest::Gs(Composer::new(gs, net, policy, stop)),
+        };
+        let source = source.map(|s| (s, Caller::new(net, policy, stop).max_answer(MAX_PART)));
+        Shared {
+            dest,
+            source,
+            rules,
+            budget: Semaphore::new(BUDGET_KIB),
+            counters,
+        }
+    }
+
+    /// `len` bytes of `up` from `at`: read from its file, or a ranged GET
+    /// of its object.
+    async fn read(&self, up: &Up, at: u64, len: u64) -> Result<Vec<u8>, String> {
+        match (&up.from, &self.source) {
+            (Src::File(p), _) => read_at(p.clone(), at, len).await,
+            (Src::Object { key, shown }, Some((store, caller))) => {
+                if len == 0 {
+                    return Ok(Vec::new());
+                }
+                let url = store.object_url(Method::Get, key);
+                let range = format!("bytes={at}-{}", at + len - 1);
+                let h = [("Range", range.as_str())];
+                let (head, body) = caller.call(Method::Get, &url, &h, Bytes::new()).await?;
+                // A whole answer (200) to a range of all of it is the same.
+                if body.len() as u64 != len || (head.status == 200 && at > 0) {
+                    return Err(format!(
+                        "{shown}: asked for bytes {at}..{}, got {} (HTTP {}): did it change?",
+                        at + len,
+                        body.len(),
+                        head.status
+                    ));
+                }
+                Ok(body)
+            }
+            (Src::Object { shown, .. }, None) => Err(format!("{shown}: no source store")),
+        }
+    }
+
     /// Bytes of memory for `len` bytes, waited for.
     async fn room(&self, len: u64) -> tokio::sync::SemaphorePermit<'_> {
         let kib = (len.div_ceil(1024) as usize).clamp(1, BUDGET_KIB);
@@ -314,11 +401,12 @@ impl Shared<'_> {
     }
 
     /// Sends one file; Ok(false) when it was already there.
-    async fn send(&self, up: &Up) -> Result<bool, String> {
+    pub async fn send(&self, up: &Up) -> Result<bool, String> {
         // Only an object of the same size can be the same: by time (written
         // after the file last changed), unless --checksum, else by content.
-        let same_size = !self.cfg.overwrite && up.there.as_ref().is_some_and(|o| o.size == up.size);
-        if same_size && !self.cfg.checksum {
+        let same_size =
+            !self.rules.overwrite && up.there.as_ref().is_some_and(|o| o.size == up.size);
+        if same_size && !self.rules.checksum {
             let o = up.there.as_ref().expect("listed");
             if o.modified_secs().is_some_and(|w| w >= up.mtime) {
                 return Ok(false);
@@ -329,10 +417,10 @@ impl Shared<'_> {
             Dest::Gs(_) => (COMPOSE_MAX * COMPOSE_MAX) as u64,
             _ => MAX_PARTS,
         };
-        let ps = part_size_for(up.size, self.cfg.part_size, max_parts);
+        let ps = part_size_for(up.size, self.rules.part_size, max_parts);
         if up.size <= ps {
             let _room = self.room(up.size).await;
-            let body = read_at(up.path.clone(), 0, up.size).await?;
+            let body = self.read(up, 0, up.size).await?;
             let sum = md5(&body);
             if same_size && up.there.as_ref().and_then(|o| o.md5) == Some(sum) {
                 return Ok(false);
@@ -372,7 +460,7 @@ impl Shared<'_> {
                 let at = u64::from(i) * ps;
                 let len = ps.min(up.size - at);
                 let _room = self.room(len).await;
-                let body = read_at(up.path.clone(), at, len).await?;
+                let body = self.read(up, at, len).await?;
                 let sum = md5(&body);
                 let id = name(i, &sum);
                 if !had.iter().any(|(h, size)| *h == id && *size == len) {
@@ -445,7 +533,7 @@ impl Shared<'_> {
             for i in 1..=n {
                 let (at, len) = range(i);
                 let _room = self.room(len).await;
-                md5s.push(md5(&read_at(up.path.clone(), at, len).await?));
+                md5s.push(md5(&self.read(up, at, len).await?));
             }
             if multipart_etag(&md5s) == etag {
                 return Ok(false);
@@ -463,7 +551,7 @@ impl Shared<'_> {
             .map(|i| async move {
                 let (at, len) = range(i);
                 let _room = self.room(len).await;
-                let body = read_at(up.path.clone(), at, len).await?;
+                let body = self.read(up, at, len).await?;
                 let sum = md5(&body);
                 let kept = had.iter().find(|p| p.number == i);
                 let etag = match kept {
@@ -576,7 +664,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
             counters.listed.fetch_add(1, Ordering::Relaxed);
             counters.listed_bytes.fetch_add(m.len(), Ordering::Relaxed);
             let up = Up {
-                path,
+                from: Src::File(path),
                 key,
                 size: m.len(),
                 mtime,
@@ -591,17 +679,12 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
         Ok(())
     };
 
-    let dest = match &store {
-        Store::S3(s3) => Dest::S3(Client::new(s3, &net, &cfg.policy, &stop)),
-        Store::Az(az) => Dest::Az(Blocks::new(az, &net, &cfg.policy, &stop)),
-        Store::Gs(gs) => Dest::Gs(Composer::new(gs, &net, &cfg.policy, &stop)),
+    let rules = Rules {
+        overwrite: cfg.overwrite,
+        checksum: cfg.checksum,
+        part_size: cfg.part_size,
     };
-    let sh = Shared {
-        dest,
-        cfg,
-        budget: Semaphore::new(BUDGET_KIB),
-        counters: &counters,
-    };
+    let sh = Shared::new(&store, None, &net, &cfg.policy, &stop, rules, &counters);
     let walked = work(
         walker,
         rx,
@@ -609,7 +692,7 @@ pub fn run(cfg: &UpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
         &counters,
         &failures,
         async |up: &Up| sh.send(up).await,
-        |up| up.path,
+        |up| up.from.shown(),
     );
     drop(bars);
     walked?;

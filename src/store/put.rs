@@ -55,6 +55,8 @@ pub struct Caller<'a> {
     pub policy: &'a RetryPolicy,
     pub stop: &'a AtomicBool,
     idle: Mutex<Vec<Conn>>,
+    /// The longest answer read.
+    max: usize,
 }
 
 /// Uploads to one S3 bucket.
@@ -163,7 +165,14 @@ impl<'a> Caller<'a> {
             policy,
             stop,
             idle: Mutex::new(Vec::new()),
+            max: MAX_ANSWER,
         }
+    }
+
+    /// Reads answers up to `max` bytes (objects' bytes, not documents).
+    pub fn max_answer(mut self, max: usize) -> Self {
+        self.max = max;
+        self
     }
 
     /// One exchange on one connection: the answer's head and body.
@@ -178,7 +187,7 @@ impl<'a> Caller<'a> {
         if conn.is_none() {
             *conn = self.idle.lock().expect("idle connections").pop();
         }
-        crate::fetch::conn::exchange(self.net, conn, method, url, headers, body, MAX_ANSWER).await
+        crate::fetch::conn::exchange(self.net, conn, method, url, headers, body, self.max).await
     }
 
     /// `method` of the presigned `url`, retried as the run's policy says;

@@ -347,7 +347,7 @@ impl S3 {
 }
 
 /// One object of a listing page.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Object {
     pub key: String,
     pub size: u64,

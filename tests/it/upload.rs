@@ -415,3 +415,61 @@ fn puts_answered_503_slowdown_are_retried_and_every_object_lands() {
     assert_eq!(copied_and_skipped(&o), (301, 0));
     assert_eq!(moto.cmd("tree slow s/"), digest(files(&src, "s/")));
 }
+
+/// `c` with `e`'s environment too (a copy between two emulators).
+fn and_env(mut c: std::process::Command, e: &Emulator) -> std::process::Command {
+    for (k, v) in &e.env {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+#[test]
+fn cp_r_between_stores_streams_every_object_through_and_reruns_skip() {
+    let mut moto = Emulator::moto();
+    let mut g = crate::gcs::fake_gcs();
+    let mut a = crate::azure::azurite();
+    moto.cmd("bucket src");
+    moto.cmd("fill src k 200 100");
+    // Over the part size: ranged GETs, and parts at the other end.
+    moto.put("src", "big", 12 << 20);
+    g.cmd("bucket mid");
+    a.cmd("container dst");
+    let mut want: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| format!("k{i:05}"))
+        .map(|k| (format!("in/{k}"), crate::store::body(&k, 100)))
+        .collect();
+    want.push(("in/big".into(), crate::store::body("big", 12 << 20)));
+    let cp = |from: &Emulator, to: &Emulator, src: &str, dst: &str| {
+        let args = ["cp", "-r", src, dst, "--part-size", "5M"];
+        and_env(from.bulkget(&args), to).output().unwrap()
+    };
+
+    // S3 to GCS: the large object composed from parts.
+    let o = cp(&moto, &g, "s3://src/", "gs://mid/in/");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(copied_and_skipped(&o), (201, 0));
+    assert_eq!(g.cmd("tree mid in/"), digest(want.clone()));
+    assert_eq!(g.cmd("objects mid .bulkget-parts/"), "0");
+    let o = cp(&moto, &g, "s3://src/", "gs://mid/in/");
+    assert_eq!(copied_and_skipped(&o), (0, 201), "{}", stderr(&o));
+
+    // GCS to Azure: the large one in blocks.
+    let o = cp(&g, &a, "gs://mid/in/", "az://dst/in/");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(copied_and_skipped(&o), (201, 0));
+    assert_eq!(a.cmd("tree dst in/"), digest(want.clone()));
+
+    // One object that is not there: one line.
+    let args = ["cp", "gs://mid/in/nothing", "az://dst/x"];
+    let o = and_env(g.bulkget(&args), &a).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("gs://mid/in/nothing: no such object"),
+        "{}",
+        stderr(&o)
+    );
+}
