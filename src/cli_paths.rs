@@ -263,11 +263,34 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
             bulkget::cp::between::run(&cfg, stop)?
         }
+        (Side::Http, dst @ (Side::S3 { .. } | Side::Store { .. })) => {
+            let (dst_kind, dst_bucket, dst_key) = dst.store().expect("a store");
+            if a.part_size < 5 << 20 {
+                bail!("--part-size must be at least 5M (S3's smallest part)");
+            }
+            let c = a.fetch.common()?;
+            let mut cfg = bulkget::cp::web::WebConfig {
+                src: a.src.clone(),
+                dst_kind,
+                dst_bucket,
+                dst_key,
+                recursive: a.recursive,
+                overwrite: a.overwrite,
+                part_size: a.part_size,
+                workers: a.workers.unwrap_or(64) as usize,
+                display,
+                net: c.net,
+                policy: c.policy,
+                store_opts: Default::default(),
+            };
+            cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
+            bulkget::cp::web::run(&cfg, stop)?
+        }
         (Side::S3 { .. } | Side::Store { .. } | Side::Http, Side::Local(dst)) => {
             return download(a, dst);
         }
         _ => bail!(
-            "cp copies local to local, local to and between s3://, az:// and gs://, and s3://, az://, gs:// or http(s):// to local; {} to {} is not supported yet",
+            "cp copies local to local, local to and between s3://, az:// and gs://, and s3://, az://, gs:// or http(s):// to local or to a store; {} to {} is not supported yet",
             a.src,
             a.dst
         ),

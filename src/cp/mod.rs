@@ -29,6 +29,7 @@ use futures_util::StreamExt;
 
 pub mod between;
 pub mod up;
+pub mod web;
 mod work;
 
 use crate::error::RunError;

@@ -92,6 +92,8 @@ pub(super) enum Src {
     /// An object of the source store (its key there; for messages, its
     /// `scheme://bucket/key`).
     Object { key: String, shown: String },
+    /// A file on a web server.
+    Url(String),
 }
 
 impl Src {
@@ -100,6 +102,7 @@ impl Src {
         match self {
             Src::File(p) => p,
             Src::Object { shown, .. } => shown.into(),
+            Src::Url(u) => u.into(),
         }
     }
 }
@@ -301,8 +304,10 @@ pub(super) struct Rules {
 /// What the workers share.
 pub(super) struct Shared<'a> {
     dest: Dest<'a>,
-    /// The source store, when objects come from one (read by ranged GETs).
-    source: Option<(&'a Store, Caller<'a>)>,
+    /// The source store, when objects come from one.
+    source: Option<&'a Store>,
+    /// Ranged GETs of a source store's objects or of URLs.
+    fetcher: Caller<'a>,
     rules: Rules,
     budget: Semaphore,
     counters: &'a Counters,
@@ -353,10 +358,10 @@ impl<'a> Shared<'a> {
             Store::Az(az) => Dest::Az(Blocks::new(az, net, policy, stop)),
             Store::Gs(gs) => Dest::Gs(Composer::new(gs, net, policy, stop)),
         };
-        let source = source.map(|s| (s, Caller::new(net, policy, stop).max_answer(MAX_PART)));
         Shared {
             dest,
             source,
+            fetcher: Caller::new(net, policy, stop).max_answer(MAX_PART),
             rules,
             budget: Semaphore::new(BUDGET_KIB),
             counters,
@@ -366,28 +371,74 @@ impl<'a> Shared<'a> {
     /// `len` bytes of `up` from `at`: read from its file, or a ranged GET
     /// of its object.
     async fn read(&self, up: &Up, at: u64, len: u64) -> Result<Vec<u8>, String> {
-        match (&up.from, &self.source) {
-            (Src::File(p), _) => read_at(p.clone(), at, len).await,
-            (Src::Object { key, shown }, Some((store, caller))) => {
-                if len == 0 {
-                    return Ok(Vec::new());
-                }
-                let url = store.object_url(Method::Get, key);
-                let range = format!("bytes={at}-{}", at + len - 1);
-                let h = [("Range", range.as_str())];
-                let (head, body) = caller.call(Method::Get, &url, &h, Bytes::new()).await?;
-                // A whole answer (200) to a range of all of it is the same.
-                if body.len() as u64 != len || (head.status == 200 && at > 0) {
-                    return Err(format!(
-                        "{shown}: asked for bytes {at}..{}, got {} (HTTP {}): did it change?",
-                        at + len,
-                        body.len(),
-                        head.status
-                    ));
-                }
-                Ok(body)
+        let (url, shown) = match (&up.from, self.source) {
+            (Src::File(p), _) => return read_at(p.clone(), at, len).await,
+            (Src::Object { key, shown }, Some(store)) => {
+                (store.object_url(Method::Get, key), shown.as_str())
             }
-            (Src::Object { shown, .. }, None) => Err(format!("{shown}: no source store")),
+            (Src::Url(u), _) => (u.clone(), u.as_str()),
+            (Src::Object { shown, .. }, None) => return Err(format!("{shown}: no source store")),
+        };
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let range = format!("bytes={at}-{}", at + len - 1);
+        let h = [("Range", range.as_str())];
+        let (head, body) = (self.fetcher)
+            .call(Method::Get, &url, &h, Bytes::new())
+            .await?;
+        // A whole answer (200) to a range of all of it is the same.
+        if body.len() as u64 != len || (head.status == 200 && at > 0) {
+            return Err(format!(
+                "{shown}: asked for bytes {at}..{}, got {} (HTTP {}): did it change?",
+                at + len,
+                body.len(),
+                head.status
+            ));
+        }
+        Ok(body)
+    }
+
+    /// A file from the web (its size unknown): its first part asked for;
+    /// all of it there (a 200, or a 206 of a total no larger) is written
+    /// whole, else it goes in parts as any large file.
+    pub async fn send_from_web(&self, mut up: Up) -> Result<bool, String> {
+        let Src::Url(url) = &up.from else {
+            return self.send(&up).await;
+        };
+        let ps = self.rules.part_size;
+        let room = self.room(ps).await;
+        let range = format!("bytes=0-{}", ps - 1);
+        let h = [("Range", range.as_str())];
+        let r = (self.fetcher)
+            .call(Method::Get, url, &h, Bytes::new())
+            .await;
+        let (head, body) = match r {
+            // An empty file: no byte 0 to give.
+            Err(e) if e.contains("HTTP 416") => (Default::default(), Vec::new()),
+            r => r?,
+        };
+        let total = match head.content_range {
+            Some((_, _, Some(t))) if head.status == 206 => t,
+            _ => body.len() as u64,
+        };
+        if total == body.len() as u64 {
+            let sum = md5(&body);
+            self.put_whole(&up.key, Bytes::from(body), sum).await?;
+            self.counters.bytes.fetch_add(total, Ordering::Relaxed);
+            return Ok(true);
+        }
+        drop(room);
+        up.size = total;
+        self.send(&up).await
+    }
+
+    /// One whole object, `sum` its MD5, by the destination's single write.
+    async fn put_whole(&self, key: &str, body: Bytes, sum: [u8; 16]) -> Result<(), String> {
+        match &self.dest {
+            Dest::S3(c) => c.put_object(key, body, sum).await,
+            Dest::Az(b) => b.put_blob(key, body, sum).await,
+            Dest::Gs(c) => c.put_object(key, body, sum).await,
         }
     }
 
@@ -425,12 +476,7 @@ impl<'a> Shared<'a> {
             if same_size && up.there.as_ref().and_then(|o| o.md5) == Some(sum) {
                 return Ok(false);
             }
-            let body = Bytes::from(body);
-            match &self.dest {
-                Dest::S3(c) => c.put_object(&up.key, body, sum).await?,
-                Dest::Az(b) => b.put_blob(&up.key, body, sum).await?,
-                Dest::Gs(c) => c.put_object(&up.key, body, sum).await?,
-            }
+            self.put_whole(&up.key, Bytes::from(body), sum).await?;
             self.counters.bytes.fetch_add(up.size, Ordering::Relaxed);
             return Ok(true);
         }

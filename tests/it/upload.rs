@@ -473,3 +473,50 @@ fn cp_r_between_stores_streams_every_object_through_and_reruns_skip() {
         stderr(&o)
     );
 }
+
+#[test]
+fn cp_from_a_list_api_server_and_a_url_into_a_store() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("srv");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("f{i:02}")), noise(100 + i, i as u64)).unwrap();
+    }
+    std::fs::write(src.join("sub/deep"), b"deep").unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    // Over the part size: its first part asked for, the rest in parts.
+    std::fs::write(src.join("big"), noise(12 << 20, 11)).unwrap();
+    let server = crate::common::dir_server(&src, 16);
+    let mut g = crate::gcs::fake_gcs();
+    g.cmd("bucket web");
+    let cp = |g: &Emulator, args: &[&str]| {
+        let mut a = vec!["cp"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--part-size", "5M"]);
+        g.bulkget(&a).output().unwrap()
+    };
+    let url = server.url();
+    let o = cp(&g, &["-r", &url, "gs://web/in/"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(copied_and_skipped(&o), (43, 0));
+    assert_eq!(g.cmd("tree web in/"), digest(files(&src, "in/")));
+    // A rerun: every name is there.
+    let o = cp(&g, &["-r", &url, "gs://web/in/"]);
+    assert_eq!(copied_and_skipped(&o), (0, 43), "{}", stderr(&o));
+    // One URL, into a prefix under its name.
+    let o = cp(&g, &[&format!("{url}/get/big"), "gs://web/one/"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let big = std::fs::read(src.join("big")).unwrap();
+    assert_eq!(
+        g.cmd("tree web one/"),
+        digest(vec![("one/big".into(), big)])
+    );
+    // A URL that is not there: the file fails alone, named.
+    let o = cp(&g, &[&format!("{url}/get/nothing"), "gs://web/one/"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/get/nothing") && stderr(&o).contains("404"),
+        "{}",
+        stderr(&o)
+    );
+}
