@@ -97,7 +97,7 @@ pub fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCod
 pub struct CpArgs {
     /// A local file or directory, s3://BUCKET/KEY or s3://BUCKET/PREFIX (with -r), az://CONTAINER/BLOB or az://CONTAINER/PREFIX (with -r), gs:// likewise, an http(s):// URL, or a list-API server's base URL (with -r).
     src: String,
-    /// A local path (a tree's contents go into it, created if need be, as `rclone copy` does), or s3://BUCKET/PREFIX/ (or s3://BUCKET/KEY for one file).
+    /// A local path (a tree's contents go into it, created if need be, as `rclone copy` does), or s3://BUCKET/PREFIX/, az://CONTAINER/PREFIX/, gs://BUCKET/PREFIX/ (or the whole key for one file).
     dst: String,
     /// Copy a directory tree (or every object under a prefix, every file a server lists).
     #[arg(long, short = 'r')]
@@ -105,7 +105,7 @@ pub struct CpArgs {
     /// Copy files even when DST has one of the same size and modification time.
     #[arg(long)]
     overwrite: bool,
-    /// To s3://: skip an object only when its ETag is the file's MD5 (by parts for a multipart one), not by size and time.
+    /// To a store: skip an object only when its MD5 is the file's (S3: its ETag, by parts for a multipart one), not by size and time.
     #[arg(long)]
     checksum: bool,
     /// Copies in flight at once [default: 16 bunches of files between local paths, 64 files to a store].

@@ -45,7 +45,7 @@ enum Cmd {
     Get(GetArgs),
     /// List a local directory, a list-API server (its base URL), s3://BUCKET[/PREFIX], az://CONTAINER[/PREFIX] or gs://BUCKET[/PREFIX]: one full path a line.
     Ls(cli_paths::LsArgs),
-    /// Copy a file or a tree, local to local, local to s3://, s3://, az://, gs:// or http(s):// to local, in parallel; a rerun copies only what is missing or changed.
+    /// Copy a file or a tree between local paths and s3://, az://, gs:// (any two), or from http(s):// to either, in parallel; a rerun copies only what is missing or changed.
     Cp(cli_paths::CpArgs),
     /// Whether each path exists (local, http(s) URL, s3://BUCKET/KEY, az://CONTAINER/BLOB, gs://BUCKET/OBJECT): PATH<TAB>true|false, in input order.
     Exists(cli_paths::ProbeArgs),
