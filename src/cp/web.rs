@@ -106,15 +106,12 @@ pub fn run(cfg: &WebConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError
                 tx.send(Web { url, key, there }).await.is_ok()
             };
             if !cfg.recursive {
-                let name = cfg.src.split('?').next().unwrap_or_default();
-                let name = name.rsplit('/').next().unwrap_or_default();
                 let key = if prefix.is_empty() || prefix.ends_with('/') {
-                    if name.is_empty() {
-                        return Err(RunError::Other(format!(
-                            "{}: no file name in the URL: give the whole key",
-                            cfg.src
-                        )));
-                    }
+                    // Named as `get` names the file (the last segment,
+                    // percent-decoded).
+                    let name = crate::get::input::name_from_url(&cfg.src).map_err(|why| {
+                        RunError::Other(format!("{}: {why}; give the whole key", cfg.src))
+                    })?;
                     format!("{prefix}{name}")
                 } else {
                     prefix.clone()

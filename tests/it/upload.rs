@@ -511,6 +511,14 @@ fn cp_from_a_list_api_server_and_a_url_into_a_store() {
         g.cmd("tree web one/"),
         digest(vec![("one/big".into(), big)])
     );
+    // A name the URL percent-encodes is the key decoded, as `get` names it.
+    std::fs::write(src.join("a b"), b"spaced").unwrap();
+    let o = cp(&g, &[&format!("{url}/get/a%20b"), "gs://web/one/"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        g.cmd("tree web one/a"),
+        digest(vec![("one/a b".into(), b"spaced".to_vec())])
+    );
     // A URL that is not there: the file fails alone, named.
     let o = cp(&g, &[&format!("{url}/get/nothing"), "gs://web/one/"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
