@@ -211,26 +211,14 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
         }
         (Side::Local(src), dst @ (Side::S3 { .. } | Side::Store { .. })) => {
             let (kind, bucket, key) = dst.store().expect("a store");
-            if a.part_size < 5 << 20 {
-                bail!("--part-size must be at least 5M (S3's smallest part)");
-            }
-            let c = a.fetch.common()?;
-            let mut cfg = bulkget::cp::up::UpConfig {
+            let to = to_store(&a, display)?;
+            let cfg = bulkget::cp::up::UpConfig {
                 src,
                 kind,
                 bucket,
                 key,
-                recursive: a.recursive,
-                overwrite: a.overwrite,
-                checksum: a.checksum,
-                workers: a.workers.unwrap_or(64) as usize,
-                part_size: a.part_size,
-                display,
-                net: c.net,
-                policy: c.policy,
-                store_opts: Default::default(),
+                to,
             };
-            cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
             bulkget::cp::up::run(&cfg, stop)?
         }
         (
@@ -239,51 +227,28 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
         ) => {
             let (src_kind, src_bucket, src_key) = src.store().expect("a store");
             let (dst_kind, dst_bucket, dst_key) = dst.store().expect("a store");
-            if a.part_size < 5 << 20 {
-                bail!("--part-size must be at least 5M (S3's smallest part)");
-            }
-            let c = a.fetch.common()?;
-            let mut cfg = bulkget::cp::between::BetweenConfig {
+            let to = to_store(&a, display)?;
+            let cfg = bulkget::cp::between::BetweenConfig {
                 src_kind,
                 src_bucket,
                 src_key,
                 dst_kind,
                 dst_bucket,
                 dst_key,
-                recursive: a.recursive,
-                overwrite: a.overwrite,
-                checksum: a.checksum,
-                part_size: a.part_size,
-                workers: a.workers.unwrap_or(64) as usize,
-                display,
-                net: c.net,
-                policy: c.policy,
-                store_opts: Default::default(),
+                to,
             };
-            cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
             bulkget::cp::between::run(&cfg, stop)?
         }
         (Side::Http, dst @ (Side::S3 { .. } | Side::Store { .. })) => {
             let (dst_kind, dst_bucket, dst_key) = dst.store().expect("a store");
-            if a.part_size < 5 << 20 {
-                bail!("--part-size must be at least 5M (S3's smallest part)");
-            }
-            let c = a.fetch.common()?;
-            let mut cfg = bulkget::cp::web::WebConfig {
+            let to = to_store(&a, display)?;
+            let cfg = bulkget::cp::web::WebConfig {
                 src: a.src.clone(),
                 dst_kind,
                 dst_bucket,
                 dst_key,
-                recursive: a.recursive,
-                overwrite: a.overwrite,
-                part_size: a.part_size,
-                workers: a.workers.unwrap_or(64) as usize,
-                display,
-                net: c.net,
-                policy: c.policy,
-                store_opts: Default::default(),
+                to,
             };
-            cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
             bulkget::cp::web::run(&cfg, stop)?
         }
         (Side::S3 { .. } | Side::Store { .. } | Side::Http, Side::Local(dst)) => {
@@ -308,6 +273,30 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("{}", out.summary());
     Ok(ExitCode::from(out.exit_code()))
+}
+
+/// What a copy into a store takes from the command line.
+fn to_store(
+    a: &CpArgs,
+    display: bulkget::progress::Display,
+) -> anyhow::Result<bulkget::cp::send::ToStore> {
+    if a.part_size < 5 << 20 {
+        bail!("--part-size must be at least 5M (S3's smallest part)");
+    }
+    let c = a.fetch.common()?;
+    let mut net = c.net;
+    let store_opts = a.fetch.store_opts(&mut net, true);
+    Ok(bulkget::cp::send::ToStore {
+        recursive: a.recursive,
+        overwrite: a.overwrite,
+        checksum: a.checksum,
+        part_size: a.part_size,
+        workers: a.workers.unwrap_or(64) as usize,
+        display,
+        net,
+        policy: c.policy,
+        store_opts,
+    })
 }
 
 /// From a store or a server to a local directory: `mirror` for a tree

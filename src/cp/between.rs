@@ -28,15 +28,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::CpOutcome;
-use super::up::{Rules, Shared, Src, There, Up};
+use super::send::{Shared, Src, ToStore, Up, with_slash};
+use super::up::There;
 use super::work::{runtime, work};
 use crate::error::RunError;
-use crate::fetch::RetryPolicy;
-use crate::fetch::net::{Net, NetConfig};
-use crate::progress::{CopyBars, Counters, Display};
+use crate::progress::{CopyBars, Counters};
 use crate::store::put::Client;
 use crate::store::s3::Object;
-use crate::store::{Kind, Store, StoreOpts};
+use crate::store::{Kind, Store};
 
 /// CopyObject's largest object.
 const MAX_COPY: u64 = 5 << 30;
@@ -50,17 +49,7 @@ pub struct BetweenConfig {
     pub dst_kind: Kind,
     pub dst_bucket: String,
     pub dst_key: String,
-    pub recursive: bool,
-    pub overwrite: bool,
-    /// Content only, no times (objects streamed through).
-    pub checksum: bool,
-    /// Objects streamed through larger than this go in parts.
-    pub part_size: u64,
-    pub workers: usize,
-    pub display: Display,
-    pub net: NetConfig,
-    pub policy: RetryPolicy,
-    pub store_opts: StoreOpts,
+    pub to: ToStore,
 }
 
 /// One object to copy.
@@ -80,34 +69,22 @@ fn same(from: &Object, there: &Object) -> bool {
     matches!((from.modified_secs(), there.modified_secs()), (Some(a), Some(b)) if b >= a)
 }
 
-fn with_slash(p: &str) -> String {
-    if p.is_empty() || p.ends_with('/') {
-        p.to_string()
-    } else {
-        format!("{p}/")
-    }
-}
-
 pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
     let started = Instant::now();
-    let loc = |kind, b: &str| crate::store::Location {
-        kind,
-        bucket: b.to_string(),
+    let src_loc = crate::store::Location {
+        kind: cfg.src_kind,
+        bucket: cfg.src_bucket.clone(),
         prefix: String::new(),
     };
-    let src = crate::store::from_env(&loc(cfg.src_kind, &cfg.src_bucket), &cfg.store_opts)?;
-    let opts = StoreOpts {
-        write: true,
-        ..cfg.store_opts.clone()
-    };
-    let dst = crate::store::from_env(&loc(cfg.dst_kind, &cfg.dst_bucket), &opts)?;
-    let net = Net::new(cfg.net.clone())?;
+    let to = &cfg.to;
+    let src = crate::store::from_env(&src_loc, &to.store_opts)?;
+    let (dst, net) = to.open(cfg.dst_kind, &cfg.dst_bucket)?;
     let counters = Arc::new(Counters::default());
     let failures = Mutex::new(Vec::new());
-    let bars = CopyBars::start(counters.clone(), started, cfg.display);
-    let (tx, rx) = async_channel::bounded::<Copy>(cfg.workers.max(1) * 4);
+    let bars = CopyBars::start(counters.clone(), started, to.display);
+    let (tx, rx) = async_channel::bounded::<Copy>(to.workers.max(1) * 4);
     // (source prefix listed, and what each key below it becomes at DST).
-    let (from_prefix, to_prefix) = if cfg.recursive {
+    let (from_prefix, to_prefix) = if to.recursive {
         (with_slash(&cfg.src_key), with_slash(&cfg.dst_key))
     } else {
         (cfg.src_key.clone(), cfg.dst_key.clone())
@@ -116,14 +93,14 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
 
     let lister = || -> Result<(), RunError> {
         runtime(false)?.block_on(async {
-            let policy = &cfg.policy;
+            let policy = &to.policy;
             let mut from = There::new(&src, &net, policy, &stop, from_prefix.clone());
             let mut there = There::new(&dst, &net, policy, &stop, to_prefix.clone());
             while let Some(o) = from.next().await? {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let key = if cfg.recursive {
+                let key = if to.recursive {
                     format!("{to_prefix}{}", &o.key[from_prefix.len()..])
                 } else if o.key != cfg.src_key {
                     continue; // a longer key under the same prefix
@@ -154,9 +131,9 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
     let shown_of = |key: &str| format!("{src_scheme}://{}/{key}", cfg.src_bucket);
     let listed = match (&src, &dst) {
         (Store::S3(_), Store::S3(d)) => {
-            let client = Client::new(d, &net, &cfg.policy, &stop);
+            let client = Client::new(d, &net, &to.policy, &stop);
             let copy = async |c: &Copy| {
-                if !cfg.overwrite && c.there.as_ref().is_some_and(|t| same(&c.from, t)) {
+                if !to.overwrite && c.there.as_ref().is_some_and(|t| same(&c.from, t)) {
                     return Ok(false);
                 }
                 if c.from.size > MAX_COPY {
@@ -173,16 +150,11 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
                 Ok(true)
             };
             let shown = |c: Copy| PathBuf::from(shown_of(&c.from.key));
-            work(lister, rx, cfg.workers, &counters, &failures, copy, shown)
+            work(lister, rx, to.workers, &counters, &failures, copy, shown)
         }
         _ => {
-            let rules = Rules {
-                overwrite: cfg.overwrite,
-                checksum: cfg.checksum,
-                part_size: cfg.part_size,
-            };
-            let (policy, c) = (&cfg.policy, &counters);
-            let sh = Shared::new(&dst, Some(&src), &net, policy, &stop, rules, c);
+            let (policy, c) = (&to.policy, &counters);
+            let sh = Shared::new(&dst, Some(&src), &net, policy, &stop, to.rules(), c);
             let copy = async |c: &Copy| {
                 let up = Up {
                     from: Src::Object {
@@ -197,12 +169,12 @@ pub fn run(cfg: &BetweenConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunE
                 sh.send(&up).await
             };
             let shown = |c: Copy| PathBuf::from(shown_of(&c.from.key));
-            work(lister, rx, cfg.workers, &counters, &failures, copy, shown)
+            work(lister, rx, to.workers, &counters, &failures, copy, shown)
         }
     };
     drop(bars);
     listed?;
-    if counters.listed.load(Ordering::Relaxed) == 0 && !cfg.recursive {
+    if counters.listed.load(Ordering::Relaxed) == 0 && !to.recursive {
         return Err(RunError::Other(format!(
             "{}: no such object (give -r for a prefix)",
             shown_of(&cfg.src_key)

@@ -28,6 +28,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 
 pub mod between;
+pub mod send;
 pub mod up;
 pub mod web;
 mod work;

@@ -32,30 +32,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::CpOutcome;
-use super::up::{Rules, Shared, Src, There, Up};
+use super::send::{Shared, Src, ToStore, Up, with_slash};
+use super::up::There;
 use super::work::{runtime, work};
 use crate::error::RunError;
-use crate::fetch::net::{Net, NetConfig};
-use crate::fetch::{Endpoint, RetryPolicy};
-use crate::progress::{CopyBars, Counters, Display};
-use crate::store::{Kind, StoreOpts};
+use crate::fetch::Endpoint;
+use crate::progress::{CopyBars, Counters};
+use crate::store::Kind;
 
 #[derive(Clone, Debug)]
 pub struct WebConfig {
-    /// A file's URL, or (with `recursive`) a list-API server's base URL.
+    /// A file's URL, or (with `-r`) a list-API server's base URL.
     pub src: String,
     pub dst_kind: Kind,
     pub dst_bucket: String,
     /// The key (one file to a key not ending in `/`) or the prefix.
     pub dst_key: String,
-    pub recursive: bool,
-    pub overwrite: bool,
-    pub part_size: u64,
-    pub workers: usize,
-    pub display: Display,
-    pub net: NetConfig,
-    pub policy: RetryPolicy,
-    pub store_opts: StoreOpts,
+    pub to: ToStore,
 }
 
 /// One file to copy: its URL, its key at DST, and whether an object is
@@ -68,25 +61,16 @@ struct Web {
 
 pub fn run(cfg: &WebConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
     let started = Instant::now();
-    let loc = crate::store::Location {
-        kind: cfg.dst_kind,
-        bucket: cfg.dst_bucket.clone(),
-        prefix: String::new(),
-    };
-    let opts = StoreOpts {
-        write: true,
-        ..cfg.store_opts.clone()
-    };
-    let dst = crate::store::from_env(&loc, &opts)?;
-    let net = Net::new(cfg.net.clone())?;
+    let to = &cfg.to;
+    let (dst, net) = to.open(cfg.dst_kind, &cfg.dst_bucket)?;
     let counters = Arc::new(Counters::default());
     let failures = Mutex::new(Vec::new());
-    let bars = CopyBars::start(counters.clone(), started, cfg.display);
-    let (tx, rx) = async_channel::bounded::<Web>(cfg.workers.max(1) * 4);
-    let prefix = if !cfg.recursive || cfg.dst_key.is_empty() || cfg.dst_key.ends_with('/') {
-        cfg.dst_key.clone()
+    let bars = CopyBars::start(counters.clone(), started, to.display);
+    let (tx, rx) = async_channel::bounded::<Web>(to.workers.max(1) * 4);
+    let prefix = if to.recursive {
+        with_slash(&cfg.dst_key)
     } else {
-        format!("{}/", cfg.dst_key)
+        cfg.dst_key.clone()
     };
 
     let lister = || -> Result<(), RunError> {
@@ -94,8 +78,8 @@ pub fn run(cfg: &WebConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError
             // What DST holds under the prefix (names only: the list API
             // lists in no order bulkget can merge with).
             let mut there = HashSet::new();
-            if !cfg.overwrite {
-                let mut t = There::new(&dst, &net, &cfg.policy, &stop, prefix.clone());
+            if !to.overwrite {
+                let mut t = There::new(&dst, &net, &to.policy, &stop, prefix.clone());
                 while let Some(o) = t.next().await? {
                     there.insert(o.key);
                 }
@@ -105,7 +89,7 @@ pub fn run(cfg: &WebConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError
                 let there = there.contains(&key);
                 tx.send(Web { url, key, there }).await.is_ok()
             };
-            if !cfg.recursive {
+            if !to.recursive {
                 let key = if prefix.is_empty() || prefix.ends_with('/') {
                     // Named as `get` names the file (the last segment,
                     // percent-decoded).
@@ -125,7 +109,7 @@ pub fn run(cfg: &WebConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let (net, policy) = (&net, &cfg.policy);
+                    let (net, policy) = (&net, &to.policy);
                     let page = crate::listing::fetch_page(
                         net,
                         policy,
@@ -160,12 +144,7 @@ pub fn run(cfg: &WebConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError
         })
     };
 
-    let rules = Rules {
-        overwrite: cfg.overwrite,
-        checksum: false,
-        part_size: cfg.part_size,
-    };
-    let sh = Shared::new(&dst, None, &net, &cfg.policy, &stop, rules, &counters);
+    let sh = Shared::new(&dst, None, &net, &to.policy, &stop, to.rules(), &counters);
     let copy = async |w: &Web| {
         if w.there {
             return Ok(false);
@@ -180,7 +159,7 @@ pub fn run(cfg: &WebConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError
         sh.send_from_web(up).await
     };
     let shown = |w: Web| PathBuf::from(w.url);
-    let listed = work(lister, rx, cfg.workers, &counters, &failures, copy, shown);
+    let listed = work(lister, rx, to.workers, &counters, &failures, copy, shown);
     drop(bars);
     listed?;
     Ok(CpOutcome::ended(&counters, started, &failures, &stop))

@@ -210,8 +210,9 @@ impl<P: Plan> Core<P> {
                 break;
             }
             let recv = !stopping && self.wants_input();
-            // Held back only to let the other cores catch up: look again
-            // soon, as their backlogs drain.
+            // Not taking input though there is more (a full frontier, or
+            // held back for the other cores to catch up): look again soon,
+            // as the backlogs drain.
             let tick = if !recv && !stopping && !self.st.borrow().input_closed {
                 std::time::Duration::from_millis(10)
             } else {

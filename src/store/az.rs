@@ -323,11 +323,7 @@ mod tests {
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> Result<Az, String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let var = move |k: &str| vars.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        let var = super::super::s3::vars_of(vars);
         let e = Env {
             var: &var,
             home: None,

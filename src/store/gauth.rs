@@ -181,7 +181,7 @@ impl Token {
     }
 
     /// An access token valid at `now` for a while yet.
-    pub fn get(&self, now: u64) -> Result<String, String> {
+    pub fn get(&self, now: u64) -> Result<std::sync::Arc<String>, String> {
         self.cached.get(
             now,
             || self.source.describe(),
@@ -349,14 +349,7 @@ mod tests {
 
     #[test]
     fn metadata_only_where_asked_or_on_google() {
-        let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(a, _)| *a == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let vars = super::super::s3::vars_of;
         let f = vars(&[("GCE_METADATA_HOST", "127.0.0.1:9")]);
         let env = Env {
             var: &f,

@@ -113,7 +113,7 @@ impl Gs {
             if let Ok(tok) = t.get(super::now()) {
                 url.push(if url.contains('?') { '&' } else { '?' });
                 url.push_str("access_token=");
-                sigv4::encode(url, &tok, false);
+                sigv4::encode(url, tok.as_str(), false);
             }
         }
     }

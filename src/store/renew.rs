@@ -10,7 +10,7 @@
 //! that fails keeps the old credentials, says so on stderr, and is tried
 //! again after [`RETRY_AFTER`].
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::fetch::http1::Method;
@@ -28,15 +28,25 @@ const MAX_ANSWER: usize = 1 << 20;
 /// they near their expiry.
 #[derive(Debug)]
 pub struct Renewing<T> {
-    /// The credentials and when they expire (seconds since the epoch),
-    /// and when a failed renewal may be tried again.
-    cached: Mutex<(Option<(T, u64)>, u64)>,
+    cached: Mutex<Cached<T>>,
 }
 
-impl<T: Clone> Renewing<T> {
+#[derive(Debug)]
+struct Cached<T> {
+    /// The credentials (shared, so that signing a URL costs no copy of
+    /// them) and when they expire (seconds since the epoch).
+    creds: Option<(Arc<T>, u64)>,
+    /// When a failed renewal may be tried again.
+    retry_at: u64,
+}
+
+impl<T> Renewing<T> {
     pub fn new() -> Self {
         Renewing {
-            cached: Mutex::new((None, 0)),
+            cached: Mutex::new(Cached {
+                creds: None,
+                retry_at: 0,
+            }),
         }
     }
 
@@ -49,9 +59,12 @@ impl<T: Clone> Renewing<T> {
         now: u64,
         what: impl FnOnce() -> String,
         fetch: impl FnOnce() -> Result<(T, u64), String>,
-    ) -> Result<T, String> {
+    ) -> Result<Arc<T>, String> {
         let mut c = self.cached.lock().expect("credentials");
-        let (cached, retry_at) = &mut *c;
+        let Cached {
+            creds: cached,
+            retry_at,
+        } = &mut *c;
         if let Some((creds, expires)) = cached
             && (now + RENEW_BEFORE < *expires || now < *retry_at)
         {
@@ -59,6 +72,7 @@ impl<T: Clone> Renewing<T> {
         }
         match fetch() {
             Ok((creds, expires)) => {
+                let creds = Arc::new(creds);
                 *cached = Some((creds.clone(), expires));
                 Ok(creds)
             }
@@ -78,17 +92,20 @@ impl<T: Clone> Renewing<T> {
     /// Sets the credentials and the retry time (tests).
     #[cfg(test)]
     pub fn set(&self, creds: Option<(T, u64)>, retry_at: u64) {
-        *self.cached.lock().unwrap() = (creds, retry_at);
+        *self.cached.lock().unwrap() = Cached {
+            creds: creds.map(|(c, e)| (Arc::new(c), e)),
+            retry_at,
+        };
     }
 
     /// When a failed renewal may be tried again (tests).
     #[cfg(test)]
     pub fn retry_at(&self) -> u64 {
-        self.cached.lock().unwrap().1
+        self.cached.lock().unwrap().retry_at
     }
 }
 
-impl<T: Clone> Default for Renewing<T> {
+impl<T> Default for Renewing<T> {
     fn default() -> Self {
         Self::new()
     }

@@ -142,7 +142,7 @@ impl Role {
 
     /// Credentials valid at `now` (seconds since the epoch) for a while
     /// yet ([`Renewing::get`]).
-    pub fn creds(&self, now: u64) -> Result<Creds, String> {
+    pub fn creds(&self, now: u64) -> Result<std::sync::Arc<Creds>, String> {
         let what = || self.source.describe();
         self.cached.get(now, what, || {
             let no_proxy = !matches!(self.source, Source::WebIdentity { .. });
@@ -297,16 +297,8 @@ mod tests {
     use super::super::renew::{RENEW_BEFORE, RETRY_AFTER};
     use super::*;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let v: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        move |k: &str| v.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone())
-    }
-
     fn source(pairs: &[(&str, &str)], profile: &[(String, String)]) -> Option<Source> {
-        let f = env_of(pairs);
+        let f = super::super::s3::vars_of(pairs);
         let env = Env {
             var: &f,
             home: None,

@@ -63,6 +63,17 @@ pub struct Env<'a> {
     pub home: Option<PathBuf>,
 }
 
+/// An environment of these `(name, value)` pairs (for tests of the
+/// stores' configuration).
+#[cfg(test)]
+pub fn vars_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let v: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    move |k: &str| v.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone())
+}
+
 impl Env<'_> {
     fn get(&self, k: &str) -> Option<String> {
         (self.var)(k).filter(|v| !v.is_empty())
@@ -232,7 +243,7 @@ impl S3 {
             // that fails keeps the old credentials.
             Auth::Role(r) => {
                 role = r.creds(unix).ok();
-                role.as_ref()
+                role.as_deref()
             }
         };
         let pq = match creds {
@@ -550,14 +561,7 @@ mod tests {
             "[profile p]\nregion = eu-west-3\n",
         )
         .unwrap();
-        let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(a, _)| *a == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let vars = vars_of;
         let home = Some(t.path().to_path_buf());
         let s3 = |f: &dyn Fn(&str) -> Option<String>| {
             let env = Env {
