@@ -8,7 +8,7 @@
 set -euo pipefail
 N=${1:-20000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-B=$ROOT/target/release/bulkget
+B=${B:-$ROOT/target/release/bulkget}  # B=/path/to/another/build
 W=/dev/shm/bulkget-tls
 rm -rf "$W" && mkdir -p "$W/tmp"
 python3 ../shared/bench/gen_dataset.py "$N" 1000 "$W/www" >/dev/null 2>&1 || python3 "$ROOT/../shared/bench/gen_dataset.py" "$N" 1000 "$W/www" >/dev/null

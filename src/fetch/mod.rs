@@ -10,6 +10,7 @@ pub mod conn;
 pub mod h2;
 pub mod http1;
 pub mod land;
+pub mod linger;
 pub mod net;
 pub mod proxy;
 pub mod tls;
@@ -26,7 +27,8 @@ use crate::synthetic::splitmix64;
 /// Runs `tasks` tasks made by `make(id)` on `threads` threads (0 = one per
 /// core), each thread with its own current-thread runtime, tasks dealt round
 /// robin; returns when all have ended. Tasks never move between threads, so
-/// they share nothing they do not ask for.
+/// they share nothing they do not ask for. A thread about to sleep on its
+/// sockets with many requests in flight lingers first ([`linger`]).
 pub fn run_per_core<F, Fut>(threads: usize, tasks: usize, make: F) -> std::io::Result<()>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
@@ -45,8 +47,10 @@ where
             std::thread::Builder::new()
                 .name(format!("bulkget-fetch-{t}"))
                 .spawn(move || {
+                    let linger = linger::Linger::from_env();
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .on_thread_park(move || linger.before_park())
                         .build()
                         .expect("runtime");
                     let local = tokio::task::LocalSet::new();

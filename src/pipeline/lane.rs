@@ -6,7 +6,6 @@
 //! connections, when its origin has no work and another origin wants the
 //! slot, or after idling a while.
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use super::core::{Core, Held, State};
 use super::{Landed, Plan};
 use crate::error::FetchError;
 use crate::fetch::Conn;
+use crate::fetch::linger::Flight;
 use crate::fetch::url::{self, Url};
 
 /// How long a connection with nothing to do waits for more.
@@ -50,7 +50,7 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         (o.key.clone(), o.notify.clone())
     };
     let mut conn: Option<Conn> = None;
-    let mut inflight: VecDeque<(Held<P::Entry>, Instant)> = VecDeque::new();
+    let mut inflight: Flight<(Held<P::Entry>, Instant)> = Flight::new();
     let mut handed = JoinSet::new();
     let mut served = 0u32;
     let mut idle_since: Option<Instant> = None;
@@ -283,7 +283,7 @@ fn requeue<P: Plan>(
     core: &Rc<Core<P>>,
     st: &mut State<P::Entry>,
     oid: u32,
-    inflight: &mut VecDeque<(Held<P::Entry>, Instant)>,
+    inflight: &mut Flight<(Held<P::Entry>, Instant)>,
 ) {
     while let Some((h, _)) = inflight.pop_back() {
         core.push_to(st, oid, h, true);
