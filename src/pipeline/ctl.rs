@@ -137,10 +137,11 @@ pub struct Ctl {
     pub rate: f64,
 }
 
-/// `BULKGET_TRACE_CTL=1` prints every decision on stderr (for tuning).
-fn trace() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("BULKGET_TRACE_CTL").is_some())
+/// `BULKGET_TRACE_CTL=1` prints every decision on stderr (for tuning),
+/// with the time since the first controller was made.
+fn trace() -> Option<Instant> {
+    static ON: std::sync::OnceLock<Option<Instant>> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("BULKGET_TRACE_CTL").map(|_| Instant::now()))
 }
 
 /// Starting points: modest, and reached at once.
@@ -150,6 +151,7 @@ pub const START_DEPTH: u32 = 2;
 impl Ctl {
     pub fn new(max_conns: u32, max_depth: u32, now: Instant) -> Ctl {
         let (max_conns, max_depth) = (max_conns.max(1), max_depth.max(1));
+        trace();
         Ctl {
             conns: START_CONNS.min(max_conns),
             depth: START_DEPTH.min(max_depth),
@@ -367,10 +369,16 @@ impl Ctl {
             }
         }
         let changed = (conns, depth) != (self.conns, self.depth);
-        if trace() {
+        if let Some(t0) = trace() {
             eprintln!(
-                "ctl: {:.0}/s (origin {:.0}/s) mean {:?} floor {:?} inflated {inflated}: {conns}x{depth} -> {}x{}",
-                rate, rate_all, mean, floor, self.conns, self.depth
+                "ctl {:.3}s: {:.0}/s (origin {:.0}/s) mean {:?} floor {:?} inflated {inflated}: {conns}x{depth} -> {}x{}",
+                t0.elapsed().as_secs_f64(),
+                rate,
+                rate_all,
+                mean,
+                floor,
+                self.conns,
+                self.depth
             );
         }
         // A step up is judged at once: a period lasts until about as many

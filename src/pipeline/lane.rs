@@ -97,6 +97,7 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                     origin(&mut core.st.borrow_mut(), oid).idle += 1;
                     tokio::select! {
                         _ = notify.notified() => {}
+                        _ = core.done.notified() => {}
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                     }
                     origin(&mut core.st.borrow_mut(), oid).idle -= 1;
@@ -123,7 +124,12 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         };
         if !stopping && !leaving && inflight.len() <= window / 2 {
             if conn.is_none() {
-                match sh.ctx.net.connect(key.borrow()).await {
+                // Nothing left for this core while it connects: leave.
+                let made = tokio::select! {
+                    r = sh.ctx.net.connect(key.borrow()) => r,
+                    _ = core.done.notified() => break,
+                };
+                match made {
                     Ok(c) => {
                         served = 0;
                         if c.is_h2() {
