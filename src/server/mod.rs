@@ -375,7 +375,7 @@ impl Server {
     /// Binds `addr` (port 0 = any free one) and serves `store` on background threads.
     pub fn start(addr: &str, store: Arc<dyn Store>, cfg: ServeConfig) -> io::Result<Server> {
         let rt = runtime(cfg.threads)?;
-        let listener = rt.block_on(TcpListener::bind(addr))?;
+        let listener = rt.block_on(listen(addr))?;
         let local = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
         let counts = Arc::new(Counts::default());
@@ -426,12 +426,35 @@ fn runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
     b.enable_all().thread_name("bulkget-serve").build()
 }
 
+/// A listener on `addr` (the first address it resolves to) with an accept
+/// queue of 4096 (the kernel caps it at `net.core.somaxconn`). tokio's
+/// `bind` asks for 1024; a client that opens a few hundred connections at
+/// once while the server's threads are busy overflowed that here, and each
+/// dropped SYN cost its connection a second (the kernel's first SYN
+/// retransmission).
+async fn listen(addr: &str) -> io::Result<TcpListener> {
+    let sa = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no address for {addr}"),
+        )
+    })?;
+    let socket = if sa.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(sa)?;
+    socket.listen(4096)
+}
+
 /// The `serve` command: prints `listening on http://ADDR` first on stdout,
 /// serves until SIGINT or SIGTERM, then stops gracefully.
 pub fn serve_forever(addr: &str, store: Arc<dyn Store>, cfg: ServeConfig) -> io::Result<()> {
     let rt = runtime(cfg.threads)?;
     rt.block_on(async move {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr).await?;
         let mut out = io::stdout().lock();
         let scheme = if cfg.tls.is_some() { "https" } else { "http" };
         writeln!(out, "listening on {scheme}://{}", listener.local_addr()?)?;
