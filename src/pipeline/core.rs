@@ -11,7 +11,7 @@
 //! wait in line for a slot, which a connection gives up as soon as its own
 //! origin has no work. A
 //! failed request waits in the core's timer heap and goes back to its
-//! origin's queue when due. The frontier ([`FRONTIER`]) bounds memory
+//! origin's queue when due ([`super::outcome`]: what comes of an entry). The frontier ([`FRONTIER`]) bounds memory
 //! whatever the hosts do; a slow origin's entries wait in its queue while
 //! the others flow, and a dead one's fail through their retries. When the
 //! frontier is full and a slow or dead origin holds a large share of it,
@@ -19,7 +19,6 @@
 //! reading the input goes on for the others.
 
 use std::cell::RefCell;
-use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::rc::Rc;
@@ -30,9 +29,9 @@ use tokio::time::Instant;
 
 use super::ctl::Ctl;
 use super::gate::{Gate, Gates};
+use super::outcome::Timed;
 use super::redirects::Redirects;
 use super::{Admit, Batch, Plan, Shared};
-use crate::error::FetchError;
 use crate::fetch::url::{OriginKey, OwnedKey, Url};
 use crate::progress::{Local, Seat};
 
@@ -86,31 +85,6 @@ struct Page {
     left: u32,
 }
 
-struct Timed<E> {
-    at: Instant,
-    seq: u64,
-    oid: u32,
-    item: Held<E>,
-}
-
-impl<E> PartialEq for Timed<E> {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl<E> Eq for Timed<E> {}
-impl<E> PartialOrd for Timed<E> {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<E> Ord for Timed<E> {
-    /// Reversed: the heap's top is the earliest.
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 pub struct State<E> {
     pub origins: Vec<Option<Origin<E>>>,
     free_origins: Vec<u32>,
@@ -120,8 +94,8 @@ pub struct State<E> {
     free_pages: Vec<u32>,
     /// Entries held: queued, in flight or waiting to retry.
     pub held: usize,
-    delayed: BinaryHeap<Timed<E>>,
-    seq: u64,
+    pub(super) delayed: BinaryHeap<Timed<E>>,
+    pub(super) seq: u64,
     pub redirects: Redirects,
     /// Connection tasks alive on this core.
     pub conns: u32,
@@ -130,7 +104,7 @@ pub struct State<E> {
     gated: Vec<u32>,
     pub input_closed: bool,
     pub local: Local,
-    successes: u32,
+    pub(super) successes: u32,
     /// Entries set aside on disk, not counted in `held` (`super::aside`).
     pub(super) shelf: super::aside::Shelf,
 }
@@ -515,121 +489,6 @@ impl<P: Plan> Core<P> {
         };
         if let Ok(mut b) = self.sh.ctx.counters.origins.lock() {
             b.set(&o.show(), self.id, seat);
-        }
-    }
-
-    /// Moves retries that are due back to their origins.
-    fn release_due(self: &Rc<Self>) {
-        let now = Instant::now();
-        let st = &mut *self.st.borrow_mut();
-        while st.delayed.peek().is_some_and(|t| t.at <= now) {
-            let t = st.delayed.pop().expect("peeked");
-            st.origins[t.oid as usize]
-                .as_mut()
-                .expect("live origin")
-                .delayed -= 1;
-            self.push_to(st, t.oid, t.item, false);
-        }
-    }
-
-    /// An entry is done for this run (landed, handed on, or failed for good).
-    pub fn finish(&self, st: &mut State<P::Entry>, h: Held<P::Entry>) {
-        st.redirects.free(h.hop);
-        st.held -= 1;
-        self.page_done(st, h.slot);
-        self.wake_idle_if_done(st);
-    }
-
-    /// Once the input is closed and nothing is held, the lanes still idle
-    /// or connecting are told to leave now. Before, an idle one noticed at
-    /// its next look, up to 100 ms later, and a connecting one when its
-    /// connection was made, a second later when the server's accept queue
-    /// had dropped its SYN: 0.1–0.36 s at the end of a 1 s run.
-    fn wake_idle_if_done(&self, st: &State<P::Entry>) {
-        if st.input_closed && st.held == 0 {
-            self.done.notify_waiters();
-        }
-    }
-
-    pub fn landed(
-        &self,
-        st: &mut State<P::Entry>,
-        oid: u32,
-        h: Held<P::Entry>,
-        bytes: Option<u64>,
-    ) {
-        if let Some(bytes) = bytes {
-            st.local.done += 1;
-            st.local.bytes += bytes;
-            st.local.tick(&self.sh.ctx.counters);
-        }
-        if let Some(o) = st.origins[oid as usize].as_mut() {
-            o.files += 1;
-        }
-        st.successes += 1;
-        if st.successes >= 64 {
-            st.successes = 0;
-            self.sh.ctx.throttle.succeeded();
-        }
-        self.finish(st, h);
-    }
-
-    pub fn fail_for_good(&self, st: &mut State<P::Entry>, h: Held<P::Entry>, err: &FetchError) {
-        let (name, url) = (self.sh.plan.name(&h.e), self.sh.plan.url(&h.e));
-        self.sh
-            .ctx
-            .give_up(name, &url, err, h.attempts, &mut st.local);
-        self.sh.plan.gave_up(&h.e, err);
-        self.finish(st, h);
-    }
-
-    /// This attempt of `h` (sent to `oid`) failed: another later, or give up.
-    pub fn failed(
-        self: &Rc<Self>,
-        st: &mut State<P::Entry>,
-        oid: u32,
-        mut h: Held<P::Entry>,
-        err: &FetchError,
-    ) {
-        if err.is_fatal() {
-            // Not this file's fault (the disk is full): stop the run and leave
-            // the file unfinished, so its page stays open for the rerun.
-            let name = self.sh.plan.name(&h.e);
-            self.sh.ctx.fatal(format!("writing {name:?}: {err}"));
-            return;
-        }
-        if err.is_pushback() {
-            let o = st.origins[oid as usize].as_mut().expect("live origin");
-            self.gates.cut(&o.gate);
-            if o.ctl.congested(std::time::Instant::now()) {
-                self.board(o, true);
-            }
-        }
-        h.attempts += 1;
-        st.seq += 1;
-        let salt = (self.id as u64)
-            .wrapping_mul(0x9E37_79B9)
-            .wrapping_add(st.seq);
-        match self
-            .sh
-            .ctx
-            .retry_after(err, h.attempts, salt, &mut st.local)
-        {
-            Some(wait) => {
-                st.origins[oid as usize]
-                    .as_mut()
-                    .expect("live origin")
-                    .delayed += 1;
-                let seq = st.seq;
-                st.delayed.push(Timed {
-                    at: Instant::now() + wait,
-                    seq,
-                    oid,
-                    item: h,
-                });
-                self.wake().notify_one();
-            }
-            None => self.fail_for_good(st, h, err),
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod core;
 pub mod ctl;
 pub mod gate;
 mod lane;
+mod outcome;
 mod redirects;
 
 /// Some entries for the workers; `page` ties them to the resume tracker.

@@ -26,6 +26,7 @@ pub mod put;
 pub mod renew;
 pub mod role;
 pub mod s3;
+pub mod s3page;
 pub mod sigv4;
 mod xml;
 
