@@ -174,6 +174,12 @@ async fn read_at(path: PathBuf, at: u64, len: u64) -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())?
 }
 
+/// Whether a killed run already sent the part `name` at `len` bytes
+/// (`had`: the names and sizes the store holds).
+fn sent_before(had: &[(String, u64)], name: &str, len: u64) -> bool {
+    had.iter().any(|(h, size)| h == name && *size == len)
+}
+
 /// The ETag S3 gives a multipart object of these parts' MD5s.
 fn multipart_etag(md5s: &[[u8; 16]]) -> String {
     let all: Vec<u8> = md5s.iter().flatten().copied().collect();
@@ -327,19 +333,18 @@ impl<'a> Shared<'a> {
     }
 
     /// Sends the parts of `up` (`ps` bytes each, the last shorter),
-    /// [`PARTS_AT_ONCE`] at a time: each read, hashed, named by
-    /// `name(index, md5)`, and sent by `put` unless `had` lists that name
-    /// at that size (a killed run sent it). The names, in order.
+    /// [`PARTS_AT_ONCE`] at a time: each is read, hashed, and handed to
+    /// `send(index, body, md5, len)`, which sends it unless a killed run
+    /// already did, and says what the store calls it (a name, an id, an
+    /// ETag). Those, in order.
     async fn parts(
         &self,
         up: &Up,
         ps: u64,
-        had: &[(String, u64)],
-        name: impl Fn(u32, &[u8; 16]) -> String,
-        put: impl AsyncFn(&str, Bytes, [u8; 16]) -> Result<(), String>,
+        send: impl AsyncFn(u32, Bytes, [u8; 16], u64) -> Result<String, String>,
     ) -> Result<Vec<String>, String> {
         let n = up.size.div_ceil(ps) as u32;
-        let (name, put) = (&name, &put);
+        let send = &send;
         let sent: Vec<Result<(u32, String), String>> = futures_util::stream::iter(0..n)
             .map(|i| async move {
                 let at = u64::from(i) * ps;
@@ -347,19 +352,16 @@ impl<'a> Shared<'a> {
                 let _room = self.room(len).await;
                 let body = self.read(up, at, len).await?;
                 let sum = md5(&body);
-                let id = name(i, &sum);
-                if !had.iter().any(|(h, size)| *h == id && *size == len) {
-                    put(&id, Bytes::from(body), sum).await?;
-                }
+                let named = send(i, Bytes::from(body), sum, len).await?;
                 self.counters.bytes.fetch_add(len, Ordering::Relaxed);
-                Ok((i, id))
+                Ok((i, named))
             })
             .buffer_unordered(PARTS_AT_ONCE)
             .collect()
             .await;
         let mut v = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
         v.sort_by_key(|p| p.0);
-        Ok(v.into_iter().map(|(_, id)| id).collect())
+        Ok(v.into_iter().map(|(_, named)| named).collect())
     }
 
     /// A large file as parts composed into the object, keeping the parts
@@ -367,9 +369,14 @@ impl<'a> Shared<'a> {
     async fn composite(&self, c: &Composer<'_>, up: &Up, ps: u64) -> Result<bool, String> {
         let prefix = parts_prefix(&up.key);
         let had = c.parts(&prefix).await?;
-        let name = |i, sum: &[u8; 16]| part_name(&prefix, i, sum);
-        let put = async |n: &str, body: Bytes, sum: [u8; 16]| c.put_part(n, body, sum).await;
-        let names = self.parts(up, ps, &had, name, put).await?;
+        let send = async |i, body, sum, len| {
+            let name = part_name(&prefix, i, &sum);
+            if !sent_before(&had, &name, len) {
+                c.put_part(&name, body, sum).await?;
+            }
+            Ok(name)
+        };
+        let names = self.parts(up, ps, send).await?;
         let made = c.compose(&up.key, &prefix, &names).await?;
         // The parts, groups, and any a killed run sent that this one did
         // not use: deleted, best effort (a rerun lists what is left).
@@ -389,10 +396,14 @@ impl<'a> Shared<'a> {
     /// A large file in blocks, keeping those a killed run left.
     async fn blocks(&self, b: &Blocks<'_>, up: &Up, ps: u64) -> Result<bool, String> {
         let had = b.uncommitted(&up.key).await?;
-        let key = &up.key;
-        let put =
-            async |id: &str, body: Bytes, sum: [u8; 16]| b.put_block(key, id, body, sum).await;
-        let ids = self.parts(up, ps, &had, block_id, put).await?;
+        let send = async |i, body, sum, len| {
+            let id = block_id(i, &sum);
+            if !sent_before(&had, &id, len) {
+                b.put_block(&up.key, &id, body, sum).await?;
+            }
+            Ok(id)
+        };
+        let ids = self.parts(up, ps, send).await?;
         b.commit(&up.key, &ids).await?;
         Ok(true)
     }
@@ -432,25 +443,17 @@ impl<'a> Shared<'a> {
             },
         };
         let (had, id) = (&found.parts, &found.id);
-        let sent: Vec<Result<(u32, String), String>> = futures_util::stream::iter(1..=n)
-            .map(|i| async move {
-                let (at, len) = range(i);
-                let _room = self.room(len).await;
-                let body = self.read(up, at, len).await?;
-                let sum = md5(&body);
-                let kept = had.iter().find(|p| p.number == i);
-                let etag = match kept {
-                    Some(p) if p.size == len && etag_md5(&p.etag) == Some(sum) => hex(&sum),
-                    _ => client.part(&up.key, id, i, Bytes::from(body), sum).await?,
-                };
-                self.counters.bytes.fetch_add(len, Ordering::Relaxed);
-                Ok((i, etag))
-            })
-            .buffer_unordered(PARTS_AT_ONCE)
-            .collect()
-            .await;
-        let mut parts = sent.into_iter().collect::<Result<Vec<_>, String>>()?;
-        parts.sort_by_key(|p| p.0);
+        // S3 numbers parts from 1; a part a killed run sent is kept when its
+        // size and MD5 (its ETag) match.
+        let send = async |i: u32, body, sum, len| {
+            let number = i + 1;
+            match had.iter().find(|p| p.number == number) {
+                Some(p) if p.size == len && etag_md5(&p.etag) == Some(sum) => Ok(hex(&sum)),
+                _ => client.part(&up.key, id, number, body, sum).await,
+            }
+        };
+        let etags = self.parts(up, ps, send).await?;
+        let parts: Vec<(u32, String)> = (1..).zip(etags).collect();
         client.complete(&up.key, id, &parts).await?;
         // Uploads of this key older than the one finished (several killed
         // runs) would keep their parts, billed, for ever: dropped, best
