@@ -170,11 +170,7 @@ impl<P: Plan> Core<P> {
                 match self.sh.rx.try_recv() {
                     Ok(b) => self.admit(b),
                     Err(async_channel::TryRecvError::Empty) => break,
-                    Err(async_channel::TryRecvError::Closed) => {
-                        let st = &mut *self.st.borrow_mut();
-                        st.input_closed = true;
-                        self.wake_idle_if_done(st);
-                    }
+                    Err(async_channel::TryRecvError::Closed) => self.input_ended(),
                 }
             }
             self.release_due();
@@ -204,11 +200,7 @@ impl<P: Plan> Core<P> {
                 _ = tokio::time::sleep_until(due.min(Instant::now() + tick)) => {}
                 r = self.sh.rx.recv(), if recv => match r {
                     Ok(b) => self.admit(b),
-                    Err(_) => {
-                        let st = &mut *self.st.borrow_mut();
-                        st.input_closed = true;
-                        self.wake_idle_if_done(st);
-                    }
+                    Err(_) => self.input_ended(),
                 },
             }
         }
@@ -217,6 +209,13 @@ impl<P: Plan> Core<P> {
         for o in st.origins.iter().flatten() {
             self.board(o, false);
         }
+    }
+
+    /// The run's input has no more batches.
+    fn input_ended(&self) {
+        let st = &mut *self.st.borrow_mut();
+        st.input_closed = true;
+        self.tell_lanes_if_done(st);
     }
 
     fn wants_input(&self) -> bool {

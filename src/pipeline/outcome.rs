@@ -58,7 +58,7 @@ impl<P: Plan> Core<P> {
         st.redirects.free(h.hop);
         st.held -= 1;
         self.page_done(st, h.slot);
-        self.wake_idle_if_done(st);
+        self.tell_lanes_if_done(st);
     }
 
     /// Once the input is closed and nothing is held, the lanes still idle
@@ -66,7 +66,7 @@ impl<P: Plan> Core<P> {
     /// its next look, up to 100 ms later, and a connecting one when its
     /// connection was made, a second later when the server's accept queue
     /// had dropped its SYN: 0.1–0.36 s at the end of a 1 s run.
-    pub(super) fn wake_idle_if_done(&self, st: &State<P::Entry>) {
+    pub(super) fn tell_lanes_if_done(&self, st: &State<P::Entry>) {
         if st.input_closed && st.held == 0 {
             self.done.notify_waiters();
         }
