@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::FetchArgs;
 use bulkget::mirror;
-use bulkget::store::Kind;
+use bulkget::store::{Kind, is_s3};
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -35,9 +35,7 @@ pub fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
         store_opts: Default::default(),
         quiet: a.fetch.quiet,
     };
-    cfg.store_opts = a
-        .fetch
-        .store_opts(&mut cfg.net, a.path.starts_with("s3://"));
+    cfg.store_opts = a.fetch.store_opts(&mut cfg.net, is_s3(&a.path));
     let stop = mirror::stop_on_signals();
     let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
     bulkget::ls::run(&cfg, &mut out, &stop)?;
@@ -77,7 +75,7 @@ pub fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCod
     cfg.max_redirs = a.fetch.max_redirs;
     (cfg.paths, cfg.list) = (a.paths.clone(), a.input.clone());
     (cfg.json, cfg.failures) = (a.json, a.failures.clone());
-    let s3 = cfg.paths.iter().any(|u| u.starts_with("s3://"));
+    let s3 = cfg.paths.iter().any(|u| is_s3(u));
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, s3 && cfg.list.is_none());
     let out = bulkget::probe::run(&cfg, mirror::stop_on_signals())?;
     if let Some(e) = &out.error {
@@ -149,7 +147,7 @@ impl Side {
 }
 
 fn side(p: &str) -> anyhow::Result<Side> {
-    if let Some(rest) = p.strip_prefix("s3://") {
+    if let Some((Kind::S3, rest)) = Kind::of_url(p) {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             bail!("{p}: no bucket");
@@ -159,7 +157,7 @@ fn side(p: &str) -> anyhow::Result<Side> {
             key: key.into(),
         });
     }
-    if p.starts_with("http://") || p.starts_with("https://") {
+    if bulkget::fetch::url::is_http(p) {
         return Ok(Side::Http);
     }
     if let Some((kind @ (Kind::Az | Kind::Gs), rest)) = Kind::of_url(p) {
@@ -180,9 +178,7 @@ fn side(p: &str) -> anyhow::Result<Side> {
             key: key.into(),
         });
     }
-    if let Some((scheme, _)) = p.split_once("://")
-        && !scheme.contains('/')
-    {
+    if let Some(scheme) = bulkget::fetch::url::scheme(p) {
         bail!(
             "{p}: {scheme}:// is not supported yet (local paths, s3://, az://, gs://, http(s):// are)"
         );
@@ -272,6 +268,10 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(f, ledger).with_context(|| format!("writing {}", f.display()))?;
     }
     eprintln!("{}", out.summary());
+    if let Some(p) = &a.fetch.stats_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
     Ok(ExitCode::from(out.exit_code()))
 }
 

@@ -72,7 +72,8 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// Worth another attempt: connection trouble, timeouts, 408, 429, 5xx, short bodies.
+    /// Worth another attempt: connection trouble, timeouts, 408, 429, 5xx
+    /// (but 501 and 505), short bodies.
     pub fn is_retryable(&self) -> bool {
         match self {
             FetchError::Connect(_)
@@ -83,7 +84,11 @@ impl FetchError {
             | FetchError::Protocol(_)
             | FetchError::Http2(_) => true,
             FetchError::Proxy { retryable, .. } => *retryable,
-            FetchError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            // 501 and 505: the server does not do this at all; asking
+            // again cannot change that.
+            FetchError::Status { status, .. } => {
+                matches!(*status, 408 | 429) || (*status >= 500 && !matches!(*status, 501 | 505))
+            }
             FetchError::Name(_)
             | FetchError::Checksum { .. }
             | FetchError::Input(_)

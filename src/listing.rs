@@ -64,12 +64,18 @@ fn encode_query(v: &str) -> String {
 
 impl Lister<'_> {
     /// Feeds the retry file's names (if any), then every page from `start`.
+    /// A name fed from the retry file is not fed again when a page lists
+    /// it (a page that was in flight when the last run stopped, or every
+    /// page of a listing that starts over): one try per name and run, and
+    /// one line per name in the ledger. Those names are held in memory
+    /// until a page lists them (last run's failures: ~100 bytes each).
     pub async fn run(
         &self,
         start: Option<String>,
         retry_file: Option<&Path>,
     ) -> Result<Listed, RunError> {
         let mut seq = 0u64;
+        let mut tried: std::collections::HashSet<Box<str>> = Default::default();
         if let Some(path) = retry_file {
             let mut names = FailureNames::open(path)
                 .map_err(|e| RunError::Other(format!("{}: {e}", path.display())))?;
@@ -82,6 +88,7 @@ impl Lister<'_> {
                 }
                 self.tracker
                     .page_listed(seq, start.clone(), 1, start.clone());
+                tried.extend(batch.iter().map(|n| Box::from(n.as_str())));
                 if !self.pass(seq, batch).await {
                     return Ok(Listed::Stopped);
                 }
@@ -131,6 +138,9 @@ impl Lister<'_> {
                 .listed
                 .fetch_add(page.names.len() as u64, Ordering::Relaxed);
             let mut names = page.names;
+            if !tried.is_empty() {
+                names.retain(|n| !tried.remove(n.as_str()));
+            }
             let parts = names.len().div_ceil(self.batch) as u32;
             self.tracker
                 .page_listed(seq, marker.clone(), parts, next.clone());

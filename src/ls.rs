@@ -87,7 +87,10 @@ impl Out<'_> {
 
 /// Lists `cfg.path` into `w`; the number of entries.
 pub fn run(cfg: &LsConfig, w: &mut dyn Write, stop: &AtomicBool) -> Result<u64, RunError> {
-    let show = !cfg.quiet && io::stderr().is_terminal();
+    // The count is for a listing that goes elsewhere (a file, a pipe):
+    // when stdout is a terminal too, the lines themselves show progress,
+    // and a count drawn between them would be glued into them.
+    let show = !cfg.quiet && io::stderr().is_terminal() && !io::stdout().is_terminal();
     let mut out = Out {
         w,
         json: cfg.json,
@@ -99,8 +102,12 @@ pub fn run(cfg: &LsConfig, w: &mut dyn Write, stop: &AtomicBool) -> Result<u64, 
     let r = if let Some(loc) = crate::store::parse(p) {
         let loc = loc.map_err(RunError::Other)?;
         s3(cfg, &loc, &mut out, stop)
-    } else if p.starts_with("http://") || p.starts_with("https://") {
+    } else if crate::fetch::url::is_http(p) {
         list_api(cfg, &mut out, stop)
+    } else if let Some(s) = crate::fetch::url::scheme(p) {
+        Err(RunError::Other(format!(
+            "{p}: {s}:// is not supported (local paths, http(s)://, s3://, az:// and gs:// are)"
+        )))
     } else {
         local(Path::new(p), p, cfg.recursive, &mut out)
     };

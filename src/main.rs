@@ -378,7 +378,7 @@ pub(crate) fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     cfg.split_size = a.split_size;
     cfg.checksum = a.checksum.clone();
     cfg.null_sink = a.sink == "null";
-    let s3_urls = cfg.urls.iter().any(|u| u.starts_with("s3://"));
+    let s3_urls = cfg.urls.iter().any(|u| bulkget::store::is_s3(u));
     cfg.store_opts = a
         .fetch
         .store_opts(&mut cfg.net, s3_urls && cfg.list.is_none());

@@ -260,7 +260,7 @@ impl<'a> Shared<'a> {
             .await;
         let (head, body) = match r {
             // An empty file: no byte 0 to give.
-            Err(e) if e.contains("HTTP 416") => (Default::default(), Vec::new()),
+            Err(e) if e.is_status(416) => (Default::default(), Vec::new()),
             r => r?,
         };
         let total = match head.content_range {

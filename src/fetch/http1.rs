@@ -125,8 +125,11 @@ pub struct H1 {
     target: String,
     /// Header lines sent with every request (`Proxy-Authorization`).
     extra: Vec<u8>,
-    /// Which requests in flight are `HEAD`s, oldest first (their answers
-    /// have no body); empty while only `GET`s were sent.
+    /// Whether each request in flight is a `HEAD`, oldest first (its
+    /// answer has no body whatever its head says). Every request is
+    /// recorded, whatever its method: an answer is matched to its request
+    /// by place alone, so a GET sent before the first HEAD must hold its
+    /// place too, or the answers after it are read with the wrong framing.
     heads: std::collections::VecDeque<bool>,
 }
 
@@ -163,10 +166,7 @@ impl H1 {
     ) {
         let (target, extra) = (&self.target, &self.extra);
         write_request(&mut self.out, method, target, host, path, range, extra);
-        // Only a connection that ever sent a HEAD keeps track (GETs cost nothing).
-        if method == Method::Head || !self.heads.is_empty() {
-            self.heads.push_back(method == Method::Head);
-        }
+        self.heads.push_back(method == Method::Head);
     }
 
     /// Queues a request with a body (`Content-Length` framed) and header
@@ -187,9 +187,7 @@ impl H1 {
         let path = |o: &mut Vec<u8>| o.extend_from_slice(path.as_bytes());
         write_request(&mut self.out, method, target, host, path, None, &extra);
         self.out.extend_from_slice(body);
-        if !self.heads.is_empty() {
-            self.heads.push_back(false);
-        }
+        self.heads.push_back(false);
     }
 
     pub async fn flush(&mut self) -> Result<(), FetchError> {
@@ -261,7 +259,11 @@ impl H1 {
                         if head.status >= 100 && head.status < 200 {
                             continue; // 1xx interim answers carry no body
                         }
-                        head.bodiless = self.heads.pop_front().unwrap_or(false);
+                        // An answer no request is waiting for is the
+                        // server's mistake: say so rather than guess its framing.
+                        head.bodiless = self.heads.pop_front().ok_or_else(|| {
+                            FetchError::Protocol("an answer to no request".into())
+                        })?;
                         return Ok(head);
                     }
                     Ok(httparse::Status::Partial) => {
@@ -462,4 +464,128 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
         Some(total.parse().ok()?)
     };
     Some((a.parse().ok()?, b.parse().ok()?, total))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a raw `TcpListener` that answers byte for byte.
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Reads `n` request heads (no bodies) off `s`, returning their methods.
+    async fn read_requests(s: &mut TcpStream, n: usize) -> Vec<String> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let heads = buf.windows(4).filter(|w| w == b"\r\n\r\n").count();
+            if heads >= n {
+                break;
+            }
+            let k = s.read(&mut chunk).await.unwrap();
+            assert!(k > 0, "client closed early");
+            buf.extend_from_slice(&chunk[..k]);
+        }
+        String::from_utf8(buf)
+            .unwrap()
+            .split("\r\n\r\n")
+            .filter(|r| !r.is_empty())
+            .map(|r| r.split(' ').next().unwrap().to_string())
+            .collect()
+    }
+
+    /// A pipelined mix of GET and HEAD, the first GETs sent before any
+    /// HEAD, answered in one write: every answer is read with its own
+    /// request's framing, body for body.
+    #[tokio::test]
+    async fn pipelined_heads_and_gets_are_matched_in_order() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // (method, answer bytes, the body the client must read)
+        let script: Vec<(Method, &str, &str)> = vec![
+            (
+                Method::Get,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+                "first",
+            ),
+            (
+                Method::Get,
+                "HTTP/1.1 405 Not Allowed\r\nContent-Length: 9\r\n\r\nno, sorry",
+                "no, sorry",
+            ),
+            // A HEAD's answer names a length but carries no body.
+            (
+                Method::Head,
+                "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+                "",
+            ),
+            (
+                Method::Get,
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-0/1000\r\nContent-Length: 1\r\n\r\nx",
+                "x",
+            ),
+            (
+                Method::Head,
+                "HTTP/1.1 405 Not Allowed\r\nContent-Length: 157\r\n\r\n",
+                "",
+            ),
+            (
+                Method::Get,
+                "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngone\r\n0\r\n\r\n",
+                "gone",
+            ),
+            (
+                Method::Head,
+                "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "",
+            ),
+            (
+                Method::Get,
+                "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlast",
+                "last",
+            ),
+        ];
+        let answers: String = script.iter().map(|s| s.1).collect();
+        let want: Vec<String> = script.iter().map(|s| s.0.as_str().to_string()).collect();
+        let n = script.len();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let got = read_requests(&mut s, n).await;
+            s.write_all(answers.as_bytes()).await.unwrap();
+            got
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut c = H1::new(
+            Stream::Tcp(tcp),
+            Duration::from_secs(10),
+            String::new(),
+            Vec::new(),
+        );
+        for (i, (m, _, _)) in script.iter().enumerate() {
+            let range = (i == 3).then_some((0, 0));
+            c.request(
+                *m,
+                "h",
+                |o| o.extend_from_slice(format!("/{i}").as_bytes()),
+                range,
+            );
+        }
+        c.flush().await.unwrap();
+        for (i, (m, raw, body)) in script.iter().enumerate() {
+            let head = c.read_head().await.unwrap();
+            let status: u16 = raw[9..12].parse().unwrap();
+            assert_eq!(head.status, status, "answer {i}");
+            assert_eq!(head.bodiless, *m == Method::Head, "answer {i}");
+            let mut got = Vec::new();
+            c.read_body(&head, |b| {
+                got.extend_from_slice(b);
+                Ok(())
+            })
+            .await
+            .unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), *body, "answer {i}");
+        }
+        assert_eq!(server.await.unwrap(), want);
+        // Nothing is left over: one more answer is an error, not a guess.
+        assert!(c.read_head().await.is_err());
+    }
 }

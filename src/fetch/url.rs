@@ -74,6 +74,22 @@ impl<'a> Url<'a> {
     }
 }
 
+/// The scheme of `p` when it is written as `SCHEME://…` (RFC 3986: a
+/// letter, then letters, digits, `+`, `-` or `.`), else `None` (a local
+/// path). Schemes are case-insensitive: compare with `eq_ignore_ascii_case`.
+pub fn scheme(p: &str) -> Option<&str> {
+    let (s, _) = p.split_once("://")?;
+    let mut b = s.bytes();
+    let first = b.next()?;
+    (first.is_ascii_alphabetic() && b.all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c)))
+        .then_some(s)
+}
+
+/// `p` is an `http://` or `https://` URL, in any case.
+pub fn is_http(p: &str) -> bool {
+    scheme(p).is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+}
+
 fn strip_scheme<'a>(url: &'a str, scheme: &str) -> Option<&'a str> {
     let head = url.get(..scheme.len())?;
     head.eq_ignore_ascii_case(scheme)

@@ -301,14 +301,18 @@ impl Plan for GetPlan {
                 }
                 Ok((Landed::Bytes(n), keep))
             }
-            206 if !resuming
-                && head
-                    .content_range
-                    .is_some_and(|(a, b, t)| a == 0 && t == Some(b + 1)) =>
+            // All of it, whatever was asked: a small file, or a store that
+            // answers a range with the whole object (s3rver does for
+            // `bytes=0-0`). Taken as one stream, as a 200 is.
+            206 if head
+                .content_range
+                .is_some_and(|(a, b, t)| a == 0 && t == Some(b + 1)) =>
             {
-                self.whole(c, head, job)
-                    .await
-                    .map(|n| (Landed::Bytes(n), keep))
+                let n = self.whole(c, head, job).await?;
+                if resuming {
+                    split::forget(&self.parts_dir, &job.name);
+                }
+                Ok((Landed::Bytes(n), keep))
             }
             206 => {
                 let at = at.unwrap_or(&job.url);

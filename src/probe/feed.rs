@@ -15,18 +15,22 @@ use crate::progress::Local;
 use crate::store::Signer;
 
 /// What kind of path a string is.
-enum PathKind {
+enum PathKind<'a> {
     Remote,
     /// An object store's path (`s3://`, `az://`, `gs://`).
     Store,
+    /// A URL of a scheme bulkget does not speak (`ftp://`, `file://`).
+    Unsupported(&'a str),
     Local,
 }
 
-fn kind(p: &str) -> PathKind {
-    if p.starts_with("http://") || p.starts_with("https://") {
+fn kind(p: &str) -> PathKind<'_> {
+    if crate::fetch::url::is_http(p) {
         PathKind::Remote
     } else if crate::store::Kind::of_url(p).is_some() {
         PathKind::Store
+    } else if let Some(s) = crate::fetch::url::scheme(p) {
+        PathKind::Unsupported(s)
     } else {
         PathKind::Local
     }
@@ -79,6 +83,9 @@ impl Feed<'_> {
                 }
                 Err(why) => Some(why),
             },
+            PathKind::Unsupported(s) => Some(format!(
+                "{s}:// is not supported (local paths, http(s)://, s3://, az:// and gs:// are)"
+            )),
             PathKind::Local => match std::fs::metadata(p) {
                 Ok(m) => {
                     let meta = Meta {

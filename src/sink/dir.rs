@@ -100,9 +100,12 @@ impl DirSink {
 
     /// Moves the complete file at `from` (same file system) to `name`,
     /// honouring [`DirSink::no_replace`].
+    /// `from` is a path as the process names it (absolute, or relative to
+    /// the working directory, like the destination itself), never relative
+    /// to the root.
     pub fn rename_in(&self, from: &Path, name: &str) -> io::Result<()> {
         let from = CString::new(from.as_os_str().as_bytes())?;
-        self.rename_into_place(&from, &self.place(name)?)
+        self.rename_from(libc::AT_FDCWD, &from, &self.place(name)?)
     }
 
     /// `stat` of the regular file `name` (symlinks are not followed).
@@ -227,18 +230,23 @@ impl DirSink {
         Ok((unsafe { OwnedFd::from_raw_fd(fd) }, tmp))
     }
 
-    /// Renames `tmp` (relative to the root, or absolute) to its place.
+    /// Renames `tmp` (relative to the root) to its place.
     fn rename_into_place(&self, tmp: &CString, place: &Place) -> io::Result<()> {
+        self.rename_from(self.dir.as_raw_fd(), tmp, place)
+    }
+
+    /// Renames `from` (relative to the directory `at`) to its place.
+    fn rename_from(&self, at: RawFd, from: &CString, place: &Place) -> io::Result<()> {
         let flags = if self.no_replace {
             libc::RENAME_NOREPLACE
         } else {
             0
         };
-        // SAFETY: valid dirfds and NUL-terminated paths (an absolute `tmp` ignores the dirfd).
+        // SAFETY: valid dirfds (or AT_FDCWD) and NUL-terminated paths.
         cvt(unsafe {
             libc::renameat2(
-                self.dir.as_raw_fd(),
-                tmp.as_ptr(),
+                at,
+                from.as_ptr(),
                 place.fd(&self.dir),
                 place.leaf.as_ptr(),
                 flags,

@@ -115,7 +115,7 @@ impl Az {
             }
         };
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") && !base.starts_with("https://") {
+        if !crate::fetch::url::is_http(&base) {
             return Err(format!(
                 "az://{container}: the blob endpoint {base} is not http(s)://"
             ));

@@ -61,6 +61,7 @@ impl<'a> Blocks<'a> {
             .call(Method::Put, &url, &h, body)
             .await
             .map(drop)
+            .map_err(String::from)
     }
 
     /// Sends one block (uncommitted until [`Blocks::commit`]).
@@ -80,6 +81,7 @@ impl<'a> Blocks<'a> {
             .call(Method::Put, &url, &h, body)
             .await
             .map(drop)
+            .map_err(String::from)
     }
 
     /// The blocks the store holds for `name` uncommitted: (id, size).
@@ -89,8 +91,8 @@ impl<'a> Blocks<'a> {
         let body = match self.caller.call(Method::Get, &url, &[], Bytes::new()).await {
             Ok((_, body)) => body,
             // No blob and no blocks under that name.
-            Err(e) if e.contains("HTTP 404") => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+            Err(e) if e.is_status(404) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
         };
         Ok(block_list(&body))
     }
@@ -111,6 +113,7 @@ impl<'a> Blocks<'a> {
             .call(Method::Put, &url, &h, body)
             .await
             .map(drop)
+            .map_err(String::from)
     }
 }
 

@@ -144,6 +144,7 @@ impl<'a> Composer<'a> {
             .call(Method::Post, &url, &h, body.into())
             .await
             .map(drop)
+            .map_err(String::from)
     }
 
     /// Composes `parts`, in order, into `name`: at once up to
@@ -185,7 +186,7 @@ impl<'a> Composer<'a> {
             .call(Method::Delete, &url, &[], Bytes::new())
             .await
         {
-            Err(e) if !e.contains("HTTP 404") => Err(e),
+            Err(e) if !e.is_status(404) => Err(e.into()),
             _ => Ok(()),
         }
     }

@@ -81,7 +81,7 @@ impl Gs {
             }
         };
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") && !base.starts_with("https://") {
+        if !crate::fetch::url::is_http(&base) {
             return Err(format!(
                 "gs://{bucket}: the endpoint {base} is not http(s)://"
             ));

@@ -61,8 +61,9 @@ impl Kind {
 
     /// The store of an `s3://`, `az://` or `gs://` URL, and the rest of it.
     pub fn of_url(url: &str) -> Option<(Kind, &str)> {
-        let (scheme, rest) = url.split_once("://")?;
-        let kind = match scheme {
+        let scheme = crate::fetch::url::scheme(url)?;
+        let rest = &url[scheme.len() + 3..];
+        let kind = match scheme.to_ascii_lowercase().as_str() {
             "s3" => Kind::S3,
             "az" => Kind::Az,
             "gs" => Kind::Gs,
@@ -70,6 +71,11 @@ impl Kind {
         };
         Some((kind, rest))
     }
+}
+
+/// `url` is an `s3://` path (in any case).
+pub fn is_s3(url: &str) -> bool {
+    matches!(Kind::of_url(url), Some((Kind::S3, _)))
 }
 
 /// An object-store path.
@@ -98,8 +104,8 @@ impl std::fmt::Display for Location {
 /// one or a store not built yet), `None` for anything else.
 pub fn parse(url: &str) -> Option<Result<Location, String>> {
     let Some((kind, rest)) = Kind::of_url(url) else {
-        let (scheme, _) = url.split_once("://")?;
-        return matches!(scheme, "abfs" | "abfss" | "azure").then(|| {
+        let scheme = crate::fetch::url::scheme(url)?.to_ascii_lowercase();
+        return matches!(scheme.as_str(), "abfs" | "abfss" | "azure").then(|| {
             Err(format!(
                 "{scheme}:// is not supported yet (s3://, S3-compatible stores, az://CONTAINER/PREFIX and gs:// are)"
             ))

@@ -47,6 +47,29 @@ pub struct Resumed {
     pub stale: Vec<String>,
 }
 
+/// Why a store call failed, in one line; the status of the answer that
+/// ended it, when there was one (so a caller can tell "not there" or "not
+/// implemented here" from trouble).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{why}")]
+pub struct CallError {
+    pub status: Option<u16>,
+    pub why: String,
+}
+
+impl CallError {
+    /// The store answered with this status (and the call gave up on it).
+    pub fn is_status(&self, status: u16) -> bool {
+        self.status == Some(status)
+    }
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        e.why
+    }
+}
+
 /// Calls to one store, each a request whose URL carries its own
 /// authorization, retried as the run's policy says, sharing a few idle
 /// connections (S3 here, Azure in [`super::blocks`]).
@@ -175,7 +198,11 @@ impl<'a> Caller<'a> {
         self
     }
 
-    /// One exchange on one connection: the answer's head and body.
+    /// One exchange on one connection: the answer's head and body. A
+    /// connection that served an earlier call may have been closed by the
+    /// server since (its keep-alive ran out while idle or while a retry
+    /// waited): when it ends before any answer, the request goes again at
+    /// once on a new connection, and that is not an attempt of its own.
     async fn once(
         &self,
         conn: &mut Option<Conn>,
@@ -187,7 +214,15 @@ impl<'a> Caller<'a> {
         if conn.is_none() {
             *conn = self.idle.lock().expect("idle connections").pop();
         }
-        crate::fetch::conn::exchange(self.net, conn, method, url, headers, body, self.max).await
+        let reused = conn.is_some();
+        let ex = crate::fetch::conn::exchange;
+        match ex(self.net, conn, method, url, headers, body.clone(), self.max).await {
+            Err(e) if reused && e.is_connection_end() => {
+                *conn = None;
+                ex(self.net, conn, method, url, headers, body, self.max).await
+            }
+            r => r,
+        }
     }
 
     /// `method` of the presigned `url`, retried as the run's policy says;
@@ -198,19 +233,26 @@ impl<'a> Caller<'a> {
         url: &str,
         headers: &[(&str, &str)],
         body: Bytes,
-    ) -> Result<(Head, Vec<u8>), String> {
+    ) -> Result<(Head, Vec<u8>), CallError> {
         let shown = url.split('?').next().unwrap_or(url);
-        let u = Url::parse(url).map_err(|e| format!("{shown}: {e}"))?;
+        let u = Url::parse(url).map_err(|e| CallError {
+            status: None,
+            why: format!("{shown}: {e}"),
+        })?;
         let mut conn = None;
         let mut attempt = 0;
+        // The status of the last answer, if the last attempt got one.
+        let mut status;
         let r = loop {
             attempt += 1;
             let r = self
                 .once(&mut conn, method, &u, headers, body.clone())
                 .await;
+            status = None;
             let e = match r {
                 Ok((h, b)) if (200..300).contains(&h.status) => break Ok((h, b)),
                 Ok((h, b)) => {
+                    status = Some(h.status);
                     let e = FetchError::Status {
                         status: h.status,
                         retry_after: h.retry_after,
@@ -237,7 +279,10 @@ impl<'a> Caller<'a> {
         if let Some(c) = conn {
             self.idle.lock().expect("idle connections").push(c);
         }
-        r.map_err(|why| format!("{} {shown}: {why}", method.as_str()))
+        r.map_err(|why| CallError {
+            status,
+            why: format!("{} {shown}: {why}", method.as_str()),
+        })
     }
 }
 
@@ -309,7 +354,13 @@ impl<'a> Client<'a> {
             &[("uploads", ""), ("prefix", key)],
             super::now(),
         );
-        let (_, body) = self.call(Method::Get, &url, &[], Bytes::new()).await?;
+        let body = match self.call(Method::Get, &url, &[], Bytes::new()).await {
+            Ok((_, body)) => body,
+            // Listing unfinished uploads is optional: a store that does not
+            // implement it (s3rver answers 501) has none to resume.
+            Err(e) if e.is_status(501) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         // A key XML cannot carry makes the page unreadable: start afresh.
         let Ok(l) = leaves(&body) else {
             return Ok(None);
@@ -368,6 +419,7 @@ impl<'a> Client<'a> {
         self.call(Method::Delete, &url, &[], Bytes::new())
             .await
             .map(drop)
+            .map_err(String::from)
     }
 
     /// Completes the upload: the object appears, whole, under `key`.

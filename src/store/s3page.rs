@@ -1,6 +1,9 @@
 //! ListObjectsV2 pages (also the shape the Azure and GCS listings are read
 //! into): objects with their size, MD5 where the ETag is one, and time.
-//! Listing asks for `encoding-type=url`, so keys are percent-decoded here.
+//! Listing asks for `encoding-type=url`, so keys are percent-decoded here,
+//! but only when the answer says `<EncodingType>url</EncodingType>` (as the
+//! AWS SDKs do): some stores ignore the parameter and send keys as they are,
+//! where `a+b` is `a+b`.
 
 use percent_encoding::percent_decode;
 
@@ -91,6 +94,9 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
     let mut md5 = None;
     let (mut etag, mut modified) = (None, None);
     let mut error = (String::new(), String::new());
+    // Keys as sent; decoded below once the whole answer says how (S3 puts
+    // `EncodingType` after the objects).
+    let mut encoded = false;
     xml::walk(xml, |el| {
         let text = el.text;
         match (el.parent(), el.name) {
@@ -101,25 +107,22 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
                 etag = Some(text.trim().trim_matches('"').to_string());
             }
             (Some(b"Contents"), b"LastModified") => modified = Some(text.trim().to_string()),
-            (Some(b"CommonPrefixes"), b"Prefix") => match url_decode(text) {
-                Some(p) => page.prefixes.push(p),
-                None => page.unreadable.push(text.to_string()),
-            },
+            (Some(b"CommonPrefixes"), b"Prefix") => page.prefixes.push(text.to_string()),
             (Some(b"ListBucketResult"), b"Contents") => {
                 let (k, s) = (key.take(), size.take());
                 let k = k.ok_or("listing: an object without a Key")?;
                 let s = s.ok_or_else(|| format!("listing: no Size for {k:?}"))?;
-                match url_decode(&k) {
-                    Some(key) => page.objects.push(Object {
-                        key,
-                        size: s,
-                        md5: md5.take(),
-                        etag: etag.take(),
-                        modified: modified.take(),
-                        crc32c: None,
-                    }),
-                    None => page.unreadable.push(k),
-                }
+                page.objects.push(Object {
+                    key: k,
+                    size: s,
+                    md5: md5.take(),
+                    etag: etag.take(),
+                    modified: modified.take(),
+                    crc32c: None,
+                });
+            }
+            (Some(b"ListBucketResult"), b"EncodingType") => {
+                encoded = text.trim().eq_ignore_ascii_case("url")
             }
             (Some(b"ListBucketResult"), b"NextContinuationToken") => {
                 page.next = Some(text.to_string())
@@ -136,6 +139,29 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
     }
     if page.truncated && page.next.is_none() {
         return Err("listing: truncated but no NextContinuationToken".into());
+    }
+    if encoded {
+        let unreadable = &mut page.unreadable;
+        page.objects.retain_mut(|o| match url_decode(&o.key) {
+            Some(k) => {
+                o.key = k;
+                true
+            }
+            None => {
+                unreadable.push(std::mem::take(&mut o.key));
+                false
+            }
+        });
+        page.prefixes.retain_mut(|p| match url_decode(p) {
+            Some(d) => {
+                *p = d;
+                true
+            }
+            None => {
+                unreadable.push(std::mem::take(p));
+                false
+            }
+        });
     }
     Ok(page)
 }
@@ -162,7 +188,8 @@ mod tests {
 <Contents><Key>a%2F%2Fb</Key><Size>3</Size><ETag>&quot;x&quot;</ETag></Contents>
 <Contents><Key>sp+ace%2B%01</Key><Size>0</Size><ETag>"d41d8cd98f00b204e9800998ecf8427e"</ETag></Contents>
 <Contents><Key>bad%FF</Key><Size>1</Size></Contents>
-<IsTruncated>true</IsTruncated><NextContinuationToken>t&amp;1</NextContinuationToken>
+<IsTruncated>true</IsTruncated><EncodingType>url</EncodingType>
+<NextContinuationToken>t&amp;1</NextContinuationToken>
 </ListBucketResult>"#;
         let p = parse_page(xml).unwrap();
         assert_eq!(
@@ -194,5 +221,28 @@ mod tests {
             parse_page(b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>")
                 .is_err()
         );
+    }
+
+    /// A store that ignores `encoding-type=url` (s3rver) sends keys as
+    /// they are: nothing is decoded, so `a+b` stays `a+b`.
+    #[test]
+    fn keys_are_decoded_only_when_the_answer_says_so() {
+        let xml = br#"<ListBucketResult><Name>b</Name>
+<Contents><Key>a+b</Key><Size>3</Size></Contents>
+<Contents><Key>x%20y%FF</Key><Size>1</Size></Contents>
+<CommonPrefixes><Prefix>d+e/</Prefix></CommonPrefixes>
+<IsTruncated>false</IsTruncated></ListBucketResult>"#;
+        let p = parse_page(xml).unwrap();
+        let keys: Vec<_> = p.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a+b", "x%20y%FF"]);
+        assert_eq!(p.prefixes, ["d+e/"]);
+        assert!(p.unreadable.is_empty());
+        let xml = br#"<ListBucketResult><EncodingType>url</EncodingType>
+<Contents><Key>a+b</Key><Size>3</Size></Contents>
+<CommonPrefixes><Prefix>d+e/</Prefix></CommonPrefixes>
+<IsTruncated>false</IsTruncated></ListBucketResult>"#;
+        let p = parse_page(xml).unwrap();
+        assert_eq!(p.objects[0].key, "a b");
+        assert_eq!(p.prefixes, ["d e/"]);
     }
 }

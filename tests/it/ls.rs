@@ -102,3 +102,34 @@ fn ls_writes_a_name_that_is_not_utf8_as_its_bytes() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("caf\u{fffd}.txt"), "{out}");
 }
+
+/// Stdout and stderr on one terminal (a pty, through `script`): the live
+/// count must never be glued into the listing's lines.
+#[test]
+fn ls_on_a_terminal_keeps_its_lines_whole() {
+    // Slow pages, so that the listing lasts past the count's first drawing.
+    let faults = Faults {
+        latency: std::time::Duration::from_millis(60),
+        ..Faults::default()
+    };
+    let s = synthetic(8192, 10, 512, faults);
+    let base = format!("http://{}", s.addr);
+    let cmd = format!("{} ls {base}", crate::common::BIN);
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) runs a command on a pty");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let got: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let want = format!("{base}/get/f");
+    let paths = got.iter().filter(|l| l.starts_with(&want)).count();
+    assert_eq!(paths, 8192, "{:?}", &got[..got.len().min(5)]);
+    for l in &got {
+        assert!(
+            l.starts_with(&want) && l.len() == want.len() + 9,
+            "a line that is not one path: {l:?}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod peers;
 mod probe;
 mod resume;
 mod roles;
+mod s3rver;
 mod sched;
 mod serve;
 mod store;

@@ -253,3 +253,92 @@ fn exists_over_https_with_http2_and_http11() {
         "{log}"
     );
 }
+
+/// HEADs and GETs mixed on pipelined HTTP/1.1 connections (a fifth of the
+/// paths refuse HEAD and are asked by GET bytes=0-0): every answer is read
+/// with its own request's framing, so no request is retried and every
+/// answer is right, run after run.
+#[test]
+fn heads_and_gets_mixed_on_one_connection_never_mis_frame() {
+    let t = tempfile::tempdir().unwrap();
+    www(t.path(), 20, 1000);
+    let ng = Nginx::start(t.path(), 1, SERVER);
+    let b = format!("http://{}", ng.addrs[0]);
+    let n = 20_000;
+    let mut want = String::new();
+    let list: String = (0..n)
+        .map(|i| {
+            let dir = if i % 5 == 0 { "nohead" } else { "d" };
+            let (name, there) = if i % 3 == 0 {
+                (format!("gone{i}"), false)
+            } else {
+                (format!("f{}", i % 20), true)
+            };
+            let p = format!("{b}/{dir}/{name}");
+            want.push_str(&format!("{p}\t{there}\n"));
+            format!("{p}\n")
+        })
+        .collect();
+    let lf = t.path().join("paths.txt");
+    std::fs::write(&lf, list).unwrap();
+    let stats = t.path().join("stats.json");
+    for round in 0..50 {
+        let o = run(
+            &[
+                "exists",
+                "-i",
+                lf.to_str().unwrap(),
+                "-q",
+                "--retries",
+                "0",
+                "--stats-json",
+                stats.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(0), "round {round}: {}", stderr(&o));
+        assert!(stdout(&o) == want, "round {round}: a wrong answer");
+        let st = crate::common::read_json(&stats);
+        assert_eq!(st["retries"], 0, "round {round}: {st}");
+    }
+}
+
+/// Schemes are case-insensitive, and a scheme bulkget does not speak is an
+/// error (exit 1), never "absent".
+#[test]
+fn schemes_in_any_case_and_unsupported_ones() {
+    let t = tempfile::tempdir().unwrap();
+    www(t.path(), 3, 1000);
+    let ng = Nginx::start(t.path(), 1, SERVER);
+    let a = ng.addrs[0];
+    let up = format!("HTTP://{a}/d/f1");
+    let mixed = format!("hTtP://{a}/d/nope");
+    let o = run(&["exists", &up, &mixed], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{up}\ttrue\n{mixed}\tfalse\n"));
+    let o = run(
+        &["exists", "ftp://example.com/x", "file:///etc/passwd"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("ftp://example.com/x\terror\tftp:// is not supported")
+            && out.contains("file:///etc/passwd\terror\tfile:// is not supported"),
+        "{out}"
+    );
+    // ls and cp say the same, and exit 2 (nothing could be done).
+    let o = run(&["ls", "ftp://example.com/x"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ftp:// is not supported"),
+        "{}",
+        stderr(&o)
+    );
+    // An upper-case URL downloads as a lower-case one.
+    let out = t.path().join("out");
+    let o = run(&["get", &up, "-o", out.to_str().unwrap(), "-q"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let served = std::fs::read(t.path().join("www/d/f1")).unwrap();
+    assert!(std::fs::read(out.join("f1")).unwrap() == served);
+}

@@ -111,6 +111,41 @@ fn failed_files_are_recorded_and_retried_first_next_time() {
     assert!(!t.path().join(".bulkget/failures.retry.jsonl").exists());
 }
 
+/// A rerun whose failures fail again: each name is tried once and is one
+/// failure (one ledger line, `failed` counts names), however many runs it
+/// failed in.
+#[test]
+fn a_name_that_fails_again_is_one_failure() {
+    let server = Scripted::start(move |path| match path {
+        "/list" => (200, br#"{"FileNames": ["good", "bad1", "bad2"]}"#.to_vec()),
+        "/get/good" => (200, b"g".to_vec()),
+        _ => (404, b"no".to_vec()),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().to_str().unwrap();
+    let stats = t.path().join("stats.json");
+    let args = [
+        "mirror",
+        &server.url(),
+        d,
+        "-q",
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ];
+    for run in 0..3 {
+        let o = bulkget(&args);
+        assert_eq!(o.status.code(), Some(1), "run {run}: {}", stderr(&o));
+        let mut names: Vec<String> = failures(t.path())
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["bad1", "bad2"], "run {run}");
+        let st = crate::common::read_json(&stats);
+        assert_eq!(st["failed"], 2, "run {run}: {st}");
+    }
+}
+
 #[test]
 fn a_rejected_saved_cursor_relists_from_the_start_and_skips_what_is_there() {
     // Server A serves a tree; a run is killed midway; the same files come back
