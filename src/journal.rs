@@ -7,6 +7,14 @@
 //! * `failures.jsonl` gets one line per file that failed for good: name, URL,
 //!   error, attempts. The next run moves it to `failures.retry.jsonl` and
 //!   retries those names first; that file is removed once they are all done.
+//!
+//! Durability (a power cut, not only a kill): before the cursor is saved,
+//! the files it counts as landed are on stable storage. [`Flush`] does it
+//! in one `syncfs` per file system per checkpoint (once a second), never a
+//! sync per file; the journal itself goes temporary file → `fsync` →
+//! `rename` → `fsync` of its directory. [`RunMark`] (`running` in the state
+//! directory) tells a rerun that the last run did not end cleanly, so files
+//! past the saved cursor may be empty or torn: they are fetched again.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -14,6 +22,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +38,12 @@ pub struct JournalState {
     pub pages_done: u64,
     /// The listing ended and every page completed.
     pub complete: bool,
+    /// Every file whose inode changed before this time (ns since the
+    /// epoch, on the file system's coarse clock) was on stable storage
+    /// when the journal was saved: after an unclean stop, files that
+    /// landed before it are trusted by their presence, later ones are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_before_ns: Option<u64>,
 }
 
 impl JournalState {
@@ -43,14 +59,137 @@ pub fn default_state_dir(dest: &Path) -> PathBuf {
     dest.join(".bulkget")
 }
 
-/// Writes `bytes` to `path` atomically (temporary file + rename).
+/// Writes `bytes` to `path` atomically and durably: a temporary file,
+/// `fsync`, `rename` over `path`, `fsync` of the directory. After a power
+/// cut `path` holds the old bytes or the new ones, never a torn mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
+        f.sync_data()?;
     }
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// `fsync` of a directory: its entries (a rename, a new file) are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// The clock file systems stamp inodes with (`CLOCK_REALTIME_COARSE`), so
+/// that a file landed by this run never looks older than the run's start.
+pub fn coarse_now() -> SystemTime {
+    // SAFETY: timespec is plain old data, fully written on success.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return SystemTime::now();
+    }
+    std::time::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `t` in nanoseconds since the epoch.
+pub fn epoch_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Whether bulkget makes what it reports as done survive a power cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// One `syncfs` per checkpoint before the cursor moves (the default).
+    #[default]
+    Sync,
+    /// No syncs: a scratch run (a power cut may leave torn files that a
+    /// rerun keeps).
+    None,
+}
+
+/// The file systems to flush before a checkpoint: one open directory on
+/// each (the destination, the state directory when it lies elsewhere).
+pub struct Flush {
+    fds: Vec<File>,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl Flush {
+    /// Flushes the file systems holding `dirs` (none with `Durability::None`).
+    pub fn new(d: Durability, dirs: &[&Path]) -> io::Result<Flush> {
+        use std::os::unix::fs::MetadataExt;
+        let mut fds: Vec<File> = Vec::new();
+        let mut devs = Vec::new();
+        if d == Durability::Sync {
+            for dir in dirs {
+                let f = File::open(dir)?;
+                let dev = f.metadata()?.dev();
+                if !devs.contains(&dev) {
+                    devs.push(dev);
+                    fds.push(f);
+                }
+            }
+        }
+        Ok(Flush {
+            fds,
+            calls: Default::default(),
+        })
+    }
+
+    /// Makes everything written so far on those file systems durable, and
+    /// says from when: every inode changed before the time returned is on
+    /// stable storage (`None` when nothing is synced: `Durability::None`).
+    pub fn sync(&self) -> io::Result<Option<u64>> {
+        let before = epoch_ns(coarse_now());
+        use std::os::fd::AsRawFd;
+        for f in &self.fds {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: a valid open descriptor.
+            if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok((!self.fds.is_empty()).then_some(before))
+    }
+
+    /// `syncfs` calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// `running` in the state directory while a run goes on: found at start,
+/// it says the last run was killed or lost power, so what it left past its
+/// saved cursor cannot be trusted by its presence alone.
+pub struct RunMark {
+    path: PathBuf,
+}
+
+impl RunMark {
+    /// Marks the run as going on; whether the last one ended uncleanly.
+    pub fn begin(state: &Path) -> io::Result<(RunMark, bool)> {
+        let path = state.join("running");
+        let unclean = path.exists();
+        if !unclean {
+            File::create(&path)?.sync_all()?;
+            sync_dir(state)?;
+        }
+        Ok((RunMark { path }, unclean))
+    }
+
+    /// The run ended and what it reported is durable (flushed first).
+    pub fn end(self) {
+        if fs::remove_file(&self.path).is_ok()
+            && let Some(d) = self.path.parent()
+        {
+            let _ = sync_dir(d);
+        }
+    }
 }
 
 pub fn load(state: &Path) -> io::Result<Option<JournalState>> {
@@ -148,6 +287,7 @@ impl Tracker {
             marker,
             pages_done: s.pages_done,
             complete: s.listing_done && s.pages.is_empty(),
+            synced_before_ns: None,
         }
     }
 }
@@ -160,7 +300,13 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    pub fn start(state: PathBuf, tracker: impl Fn() -> JournalState + Send + 'static) -> Keeper {
+    /// Every second: the cursor as it stands, `flush` (so every file below
+    /// it is durable), then the journal. A failed flush saves nothing.
+    pub fn start(
+        state: PathBuf,
+        flush: Arc<Flush>,
+        tracker: impl Fn() -> JournalState + Send + 'static,
+    ) -> Keeper {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -169,7 +315,11 @@ impl Keeper {
                 std::thread::sleep(std::time::Duration::from_millis(50));
                 if last.elapsed() >= std::time::Duration::from_secs(1) {
                     last = std::time::Instant::now();
-                    let _ = save(&state, &tracker());
+                    let mut st = tracker();
+                    if let Ok(t) = flush.sync() {
+                        st.synced_before_ns = t;
+                        let _ = save(&state, &st);
+                    }
                 }
             }
         });

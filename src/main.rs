@@ -195,6 +195,20 @@ pub(crate) struct FetchArgs {
     /// Write the final figures as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// sync: what is reported as landed survives a power cut (one syncfs a
+    /// second, before the journal moves on); none: no syncs, for scratch
+    /// runs (after a power cut a rerun may keep empty or torn files).
+    #[arg(long, value_name = "MODE", default_value = "sync", value_parser = ["sync", "none"])]
+    durability: String,
+}
+
+impl FetchArgs {
+    fn durability(&self) -> bulkget::journal::Durability {
+        match self.durability.as_str() {
+            "none" => bulkget::journal::Durability::None,
+            _ => bulkget::journal::Durability::Sync,
+        }
+    }
 }
 
 /// The settings both fetching commands share.
@@ -306,6 +320,7 @@ pub(crate) fn mirror(a: MirrorArgs) -> anyhow::Result<ExitCode> {
     cfg.max_redirs = a.fetch.max_redirs;
     cfg.sink = sink_kind(&a.sink, a.shard_size);
     cfg.state_dir = a.fetch.state_dir.clone();
+    cfg.durability = a.fetch.durability();
     let out = mirror::run(&cfg, mirror::stop_on_signals())?;
     a.fetch.finish(&out, mirror::summary(&out, &cfg))
 }
@@ -318,6 +333,7 @@ fn get_config(dest: &Path, f: &FetchArgs) -> anyhow::Result<GetConfig> {
     (cfg.policy, cfg.net, cfg.display, cfg.threads) = (c.policy, c.net, c.display, c.threads);
     cfg.max_redirs = f.max_redirs;
     cfg.state_dir = f.state_dir.clone();
+    cfg.durability = f.durability();
     Ok(cfg)
 }
 

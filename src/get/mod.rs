@@ -71,6 +71,8 @@ pub struct GetConfig {
     pub store: Option<crate::store::Location>,
     /// How to reach object stores (for `store` and `s3://` URLs).
     pub store_opts: crate::store::StoreOpts,
+    /// Whether what is reported as landed survives a power cut.
+    pub durability: journal::Durability,
 }
 
 /// Connections for one large file, and the size past which a file is
@@ -93,6 +95,7 @@ impl GetConfig {
             display: Display::Auto,
             threads: 0,
             state_dir: None,
+            durability: journal::Durability::Sync,
             checksum: None,
             null_sink: false,
             tar_shard: None,
@@ -119,6 +122,11 @@ pub struct GetPlan {
     null: bool,
     /// DEST held files when the run started: stat each name first.
     check_existing: bool,
+    /// The last run did not end cleanly: a file it left after this time
+    /// (its inode's change time; the last sync) counts as there only when
+    /// the listing gives its size and the size matches; any other is
+    /// removed and fetched again.
+    trust_before: Option<SystemTime>,
     /// Sidecars of interrupted large downloads may exist.
     parts_exist: bool,
     pub parts_dir: PathBuf,
@@ -264,6 +272,17 @@ impl Plan for GetPlan {
         }
         match self.sink.landed_at(&job.name) {
             None => Admit::Fetch,
+            Some(t) if t < self.started && self.trust_before.is_some_and(|b| t >= b) => {
+                let len = self.sink.len(&job.name);
+                if job.size().is_some_and(|n| len == Some(n)) {
+                    Admit::Skip
+                } else {
+                    match self.sink.remove(&job.name) {
+                        Ok(()) => Admit::Fetch,
+                        Err(e) => Admit::Fail(FetchError::Sink(e)),
+                    }
+                }
+            }
             Some(t) if t < self.started => Admit::Skip,
             Some(_) => Admit::Fail(FetchError::Collision),
         }
@@ -347,18 +366,6 @@ pub fn summary(out: &Outcome, cfg: &GetConfig) -> String {
     )
 }
 
-/// The clock file systems stamp inodes with (`CLOCK_REALTIME_COARSE`), so
-/// that a file landed by this run never looks older than the run's start.
-fn coarse_now() -> SystemTime {
-    // SAFETY: timespec is plain old data, fully written on success.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid clock id and out-pointer.
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
-        return SystemTime::now();
-    }
-    std::time::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 fn dest_err(p: &Path, e: io::Error) -> RunError {
     RunError::Dest {
         path: p.display().to_string(),
@@ -393,10 +400,12 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         None => None,
     };
     // An object-store listing resumes from the journal's cursor.
+    let mut synced_before = None;
     let tracker = match &cfg.store {
         Some(loc) => {
             let url = loc.to_string();
             let prev = journal::load(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
+            synced_before = prev.as_ref().and_then(|j| j.synced_before_ns);
             let (start, done) = prev.and_then(|j| j.resume(&url)).unwrap_or((None, 0));
             Some((journal::Tracker::new(&url, start.clone(), done), start))
         }
@@ -416,6 +425,17 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         // Those failures are this job's: counted in its summary and exit.
         std::fs::read(&ledger).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
     };
+    let (mark, unclean) =
+        journal::RunMark::begin(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
+    let durability = if cfg.null_sink {
+        journal::Durability::None
+    } else {
+        cfg.durability
+    };
+    let flush = Arc::new(
+        journal::Flush::new(durability, &[cfg.dest.as_path(), state_dir.as_path()])
+            .map_err(|e| dest_err(&cfg.dest, e))?,
+    );
     let (tx, rx) = async_channel::bounded::<Batch<Job>>(64);
     let counters = Arc::new(Counters::default());
     counters.failed.store(carried, Ordering::Relaxed);
@@ -444,11 +464,13 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             tar,
             null: cfg.null_sink,
             check_existing: nonempty && !whole_only,
+            trust_before: unclean
+                .then(|| std::time::UNIX_EPOCH + Duration::from_nanos(synced_before.unwrap_or(0))),
             parts_exist: !whole_only && parts_dir.exists(),
             parts_dir,
             split: if whole_only { 1 } else { cfg.split.max(1) },
             split_size: cfg.split_size.max(1),
-            started: coarse_now(),
+            started: journal::coarse_now(),
             aside: cfg.store.is_none().then(|| aside_dir.clone()),
         },
         rx,
@@ -473,7 +495,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     };
     let keeper = sh.tracker.is_some().then(|| {
         let sh = sh.clone();
-        journal::Keeper::start(state_dir.clone(), move || {
+        journal::Keeper::start(state_dir.clone(), flush.clone(), move || {
             sh.tracker.as_ref().expect("tracked").state()
         })
     });
@@ -483,14 +505,30 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     let read = reader
         .join()
         .unwrap_or_else(|_| Err(RunError::Other("the list reader panicked".into())));
-    if let (Some(k), Some(t)) = (keeper, &sh.tracker) {
+    if let Some(k) = keeper {
         k.stop();
-        if let Err(e) = journal::save(&state_dir, &t.state()) {
-            eprintln!(
-                "bulkget: cannot save the journal in {}: {e}",
-                state_dir.display()
-            );
-        }
+    }
+    let mut state = sh.tracker.as_ref().map(|t| t.state());
+    // What the summary reports as landed is on stable storage first.
+    let flushed = flush.sync();
+    if let (Ok(t), Some(s)) = (&flushed, state.as_mut()) {
+        s.synced_before_ns = *t;
+    }
+    if let Err(e) = &flushed {
+        eprintln!(
+            "bulkget: cannot flush {} to stable storage: {e}",
+            cfg.dest.display()
+        );
+    } else if let Some(state) = state
+        && let Err(e) = journal::save(&state_dir, &state)
+    {
+        eprintln!(
+            "bulkget: cannot save the journal in {}: {e}",
+            state_dir.display()
+        );
+    }
+    if flushed.is_ok() {
+        mark.end();
     }
     drop(reporter);
     let error = match (sh.ctx.take_fatal(), read) {

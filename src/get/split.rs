@@ -120,7 +120,10 @@ impl State {
         Ok(())
     }
 
+    /// Chunk `i` is written: its bytes reach stable storage before the
+    /// sidecar says so (one `fdatasync` per chunk, not per write).
     fn mark_done(&self, i: u64) {
+        let _ = self.file.sync_data();
         let mut s = self.side.lock().expect("sidecar lock");
         s.done.replace_range(i as usize..i as usize + 1, "1");
         let _ = write_atomic(&self.side_path, &serde_json::to_vec(&*s).expect("json"));

@@ -61,6 +61,8 @@ pub struct MirrorConfig {
     pub batch: usize,
     /// Journal and failure ledger (default `DEST/.bulkget`).
     pub state_dir: Option<PathBuf>,
+    /// Whether what is reported as landed survives a power cut.
+    pub durability: journal::Durability,
 }
 
 impl MirrorConfig {
@@ -75,6 +77,7 @@ impl MirrorConfig {
             sink: SinkKind::Dir,
             display: Display::Auto,
             threads: 0,
+            durability: journal::Durability::Sync,
             batch: 500,
             state_dir: None,
         }
@@ -102,6 +105,10 @@ pub struct MirrorPlan<S: Sink> {
     pub ep: Endpoint,
     /// Stat each name first and skip those present (a rerun, a non-empty DEST).
     pub skip_existing: bool,
+    /// After an unclean stop: only a file that landed before this time
+    /// (its inode's change time) is known to be whole; later ones, maybe
+    /// empty or torn by a power cut, are fetched again.
+    pub trust_before: Option<std::time::SystemTime>,
 }
 
 impl<S: Sink> Plan for MirrorPlan<S> {
@@ -120,7 +127,12 @@ impl<S: Sink> Plan for MirrorPlan<S> {
     fn admit(&self, e: &String) -> Admit {
         if let Err(err) = names::check(e) {
             Admit::Fail(FetchError::Name(err))
-        } else if self.skip_existing && self.sink.exists(e) {
+        } else if self.skip_existing
+            && match self.trust_before {
+                None => self.sink.exists(e),
+                Some(t) => self.sink.landed_at(e).is_some_and(|c| c < t),
+            }
+        {
             Admit::Skip
         } else {
             Admit::Fetch
@@ -240,6 +252,33 @@ fn run_with<S: Sink>(
             journal_complete: true,
         });
     }
+    let (mark, unclean) =
+        journal::RunMark::begin(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
+    // Killed or a power cut: files that landed after the last sync may be
+    // empty or torn under their final names, so their presence proves
+    // nothing; those before it were flushed.
+    let finished = prev
+        .as_ref()
+        .is_some_and(|j| j.url == cfg.url && j.complete);
+    let trust_before = (unclean && !finished).then(|| {
+        let ns = prev.as_ref().and_then(|j| j.synced_before_ns).unwrap_or(0);
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)
+    });
+    if trust_before.is_some() && skip_existing && !quiet {
+        eprintln!(
+            "bulkget: the last run into {} did not end cleanly; files that landed after its last sync are fetched again",
+            dest.display()
+        );
+    }
+    let durability = if sink.writes() {
+        cfg.durability
+    } else {
+        journal::Durability::None
+    };
+    let flush = Arc::new(
+        journal::Flush::new(durability, &[dest.as_path(), state_dir.as_path()])
+            .map_err(|e| dest_err(dest, e))?,
+    );
     let retry_file =
         journal::take_failures_for_retry(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
     let (tx, rx) = async_channel::bounded::<Batch>(8);
@@ -249,6 +288,7 @@ fn run_with<S: Sink>(
             sink,
             ep,
             skip_existing,
+            trust_before,
         },
         tracker: Some(Tracker::new(&cfg.url, start.clone(), pages_done)),
         ctx: RunCtx::new(
@@ -296,7 +336,7 @@ fn run_with<S: Sink>(
 
     let keeper = {
         let sh = sh.clone();
-        journal::Keeper::start(state_dir.clone(), move || tracker_state(&sh))
+        journal::Keeper::start(state_dir.clone(), flush.clone(), move || tracker_state(&sh))
     };
 
     // Per-core runtimes, each driving its share of the connections; then
@@ -306,8 +346,18 @@ fn run_with<S: Sink>(
         .join()
         .unwrap_or_else(|_| Err(RunError::Other("the lister panicked".into())));
     keeper.stop();
-    let state = tracker_state(&sh);
-    if let Err(e) = journal::save(&state_dir, &state) {
+    let mut state = tracker_state(&sh);
+    // What the summary reports as landed is on stable storage first.
+    let flushed = flush.sync();
+    if let Ok(t) = flushed {
+        state.synced_before_ns = t;
+    }
+    if let Err(e) = &flushed {
+        eprintln!(
+            "bulkget: cannot flush {} to stable storage: {e}",
+            dest.display()
+        );
+    } else if let Err(e) = journal::save(&state_dir, &state) {
         // e.g. the disk is full: the last periodic save stands, and a rerun
         // re-lists from there, skipping what landed since.
         eprintln!(
@@ -315,8 +365,11 @@ fn run_with<S: Sink>(
             state_dir.display()
         );
     }
-    if let (true, Some(r)) = (state.complete, &retry_file) {
-        let _ = std::fs::remove_file(r);
+    if flushed.is_ok() {
+        if let (true, Some(r)) = (state.complete, &retry_file) {
+            let _ = std::fs::remove_file(r);
+        }
+        mark.end();
     }
     drop(reporter);
     let fatal = sh.ctx.take_fatal();

@@ -108,6 +108,18 @@ impl DirSink {
         self.rename_from(libc::AT_FDCWD, &from, &self.place(name)?)
     }
 
+    /// The length of the regular file `name`, if there is one.
+    pub fn len(&self, name: &str) -> Option<u64> {
+        self.stat_file(name).map(|st| st.st_size as u64)
+    }
+
+    /// Removes the file `name` (one a killed run may have left torn).
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        let place = self.place(name)?;
+        // SAFETY: valid dirfd and NUL-terminated leaf.
+        cvt(unsafe { libc::unlinkat(place.fd(&self.dir), place.leaf.as_ptr(), 0) }).map(drop)
+    }
+
     /// `stat` of the regular file `name` (symlinks are not followed).
     fn stat_file(&self, name: &str) -> Option<libc::stat> {
         let c = cstr(name).ok()?;

@@ -36,6 +36,10 @@ pub trait Sink: Send + Sync + 'static {
     fn remembers(&self) -> bool {
         true
     }
+    /// Whether it writes anything to disk (what a checkpoint must flush).
+    fn writes(&self) -> bool {
+        true
+    }
     /// Starts the file `name` (a name already checked by [`crate::names::check`]).
     fn create(&self, name: &str) -> io::Result<Self::File<'_>>;
 }
@@ -58,6 +62,9 @@ impl Sink for NullSink {
         false
     }
     fn remembers(&self) -> bool {
+        false
+    }
+    fn writes(&self) -> bool {
         false
     }
     fn create(&self, _: &str) -> io::Result<NullFile> {

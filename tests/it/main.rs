@@ -4,6 +4,7 @@
 mod azure;
 mod common;
 mod cp;
+mod durable;
 mod gcs;
 mod get;
 mod ls;
