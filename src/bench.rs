@@ -31,6 +31,8 @@ pub struct BenchConfig {
     pub display: Display,
     /// Ceilings for the connections (the mirror's defaults unless changed).
     pub limits: crate::pipeline::Limits,
+    /// Whether the mirror syncs what it lands (as `mirror` does by default).
+    pub durability: crate::journal::Durability,
 }
 
 /// What a bench run measured.
@@ -213,6 +215,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(BenchReport, Outcome), RunError> {
     mc.sink = cfg.sink;
     mc.display = cfg.display;
     mc.limits = cfg.limits;
+    mc.durability = cfg.durability;
     let (u0, s0, _) = usage();
     let out = mirror::run(&mc, Arc::new(AtomicBool::new(false)))?;
     let (u1, s1, rss) = usage();

@@ -309,11 +309,16 @@ impl Keeper {
     ) -> Keeper {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        // BULKGET_CHECKPOINT_MS sets the period for A/B runs.
+        let every = std::env::var("BULKGET_CHECKPOINT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(1), Duration::from_millis);
         let thread = std::thread::spawn(move || {
             let mut last = std::time::Instant::now();
             while !s.load(Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(50));
-                if last.elapsed() >= std::time::Duration::from_secs(1) {
+                if last.elapsed() >= every {
                     last = std::time::Instant::now();
                     let mut st = tracker();
                     if let Ok(t) = flush.sync() {

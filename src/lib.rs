@@ -12,6 +12,7 @@ pub mod ctx;
 pub mod error;
 pub mod fetch;
 pub mod get;
+pub mod job;
 pub mod journal;
 pub mod listing;
 pub mod ls;

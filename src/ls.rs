@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use crate::error::RunError;
 use crate::fetch::net::{Net, NetConfig};
 use crate::fetch::{Endpoint, RetryPolicy};
-use crate::probe::{json_line, rfc3339};
+use crate::probe::json_line;
 use crate::store::StoreOpts;
+use crate::units::rfc3339;
 
 #[derive(Clone, Debug)]
 pub struct LsConfig {

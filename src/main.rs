@@ -84,6 +84,9 @@ struct BenchArgs {
     /// No live progress.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// sync (as mirror does by default) or none: to measure what syncing costs.
+    #[arg(long, value_name = "MODE", default_value = "sync", value_parser = ["sync", "none"])]
+    durability: String,
 }
 
 fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -105,6 +108,11 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 .max(1),
             depth: a.pipeline.max(1),
             ..Limits::default()
+        },
+        durability: if a.durability == "none" {
+            bulkget::journal::Durability::None
+        } else {
+            bulkget::journal::Durability::Sync
         },
     };
     let (report, out) = bulkget::bench::run(&cfg)?;

@@ -1,4 +1,5 @@
-//! Human units on the command line and in reports: `64k`, `1.5M`, `1G` bytes.
+//! Human units on the command line and in reports: `64k`, `1.5M`, `1G`
+//! bytes; and times as RFC 3339 and as AWS's `YYYYMMDDTHHMMSSZ`.
 
 /// Parses a byte count: a number with an optional `k`, `M`, `G`, `T` suffix
 /// (powers of 1024; an optional trailing `B` or `iB` is accepted).
@@ -68,6 +69,32 @@ pub fn group(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Seconds since the epoch as a civil UTC date and time: (year, month,
+/// day, hour, minute, second), by Howard Hinnant's algorithm.
+pub fn civil(unix: u64) -> (i64, i64, i64, u64, u64, u64) {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// A time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d, hh, mm, ss) = civil(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 mod feed;
 pub mod input;
 mod split;
+mod store_feed;
 
 pub use feed::Feeder;
 
@@ -485,7 +486,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         let signer = crate::store::Signer::new(cfg.store_opts.clone());
         let md5 = cfg.store_opts.checksum;
         let job = move || match store {
-            Some((store, loc)) => crate::store::feed(&sh, &store, &loc, start, md5, tx),
+            Some((store, loc)) => store_feed::feed(&sh, &store, &loc, start, md5, tx),
             None => feed::read_jobs(&sh, urls, checksum, list, signer, tx),
         };
         std::thread::Builder::new()
@@ -538,8 +539,10 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             .then(|| RunError::Other("the list could not be read to its end".into())),
     };
     let interrupted = error.is_none() && sh.ctx.stopping();
+    let mut stats = counters.stats(started.elapsed());
+    stats.syncs = flush.calls();
     Ok(Outcome {
-        stats: counters.stats(started.elapsed()),
+        stats,
         error,
         interrupted,
         journal_complete: !interrupted,

@@ -379,8 +379,10 @@ fn run_with<S: Sink>(
         (None, Ok(_)) => None,
     };
     let interrupted = error.is_none() && !state.complete;
+    let mut stats = counters.stats(started.elapsed());
+    stats.syncs = flush.calls();
     Ok(Outcome {
-        stats: counters.stats(started.elapsed()),
+        stats,
         error,
         interrupted,
         journal_complete: state.complete,

@@ -23,7 +23,7 @@ use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::task::JoinSet;
 
@@ -405,20 +405,7 @@ fn http_date_to_rfc3339(v: &str) -> Option<String> {
     Some(rfc3339(t))
 }
 
-/// A time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let d = crate::store::sigv4::amz_date(secs); // YYYYMMDDTHHMMSSZ
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &d[0..4],
-        &d[4..6],
-        &d[6..8],
-        &d[9..11],
-        &d[11..13],
-        &d[13..15]
-    )
-}
+pub use crate::units::rfc3339;
 
 pub fn run(cfg: &ProbeConfig, stop: Arc<AtomicBool>) -> Result<ProbeOutcome, RunError> {
     let started = Instant::now();

@@ -180,6 +180,8 @@ pub struct Stats {
     pub failed: u64,
     pub bytes: u64,
     pub retries: u64,
+    /// `syncfs` calls made so that what landed survives a power cut.
+    pub syncs: u64,
     pub seconds: f64,
     pub files_per_sec: f64,
     pub bytes_per_sec: f64,
@@ -199,6 +201,7 @@ impl Counters {
             failed: self.failed.load(Ordering::Relaxed),
             bytes,
             retries: self.retries.load(Ordering::Relaxed),
+            syncs: 0,
             seconds: secs,
             files_per_sec: files as f64 / secs,
             bytes_per_sec: bytes as f64 / secs,

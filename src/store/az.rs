@@ -229,7 +229,7 @@ pub fn account_sas(account: &str, key: &[u8], sp: &str, start: u64, expiry: u64)
 /// `YYYY-MM-DDTHH:MM:SSZ`.
 fn iso(unix: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
-    crate::probe::rfc3339(t)
+    crate::units::rfc3339(t)
 }
 
 /// Parses a List Blobs answer; an error document gives its code and
@@ -266,7 +266,7 @@ pub fn parse_page(xml: &[u8]) -> Result<Page, String> {
             (Some(b"Properties"), b"Last-Modified") => {
                 modified = httpdate::parse_http_date(text.trim())
                     .ok()
-                    .map(crate::probe::rfc3339)
+                    .map(crate::units::rfc3339)
             }
             (Some(b"Properties"), b"Content-MD5") => {
                 md5 = base64::engine::general_purpose::STANDARD
