@@ -179,9 +179,7 @@ fn side(p: &str) -> anyhow::Result<Side> {
         });
     }
     if let Some(scheme) = bulkget::fetch::url::scheme(p) {
-        bail!(
-            "{p}: {scheme}:// is not supported yet (local paths, s3://, az://, gs://, http(s):// are)"
-        );
+        bail!("{p}: {}", bulkget::fetch::url::unsupported(scheme));
     }
     Ok(Side::Local(p.into()))
 }

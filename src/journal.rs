@@ -14,7 +14,8 @@
 //! sync per file; the journal itself goes temporary file → `fsync` →
 //! `rename` → `fsync` of its directory. [`RunMark`] (`running` in the state
 //! directory) tells a rerun that the last run did not end cleanly, so files
-//! past the saved cursor may be empty or torn: they are fetched again.
+//! that landed after its last sync may be empty or torn: they are fetched
+//! again ([`trust_before`]).
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -22,7 +23,6 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -145,8 +145,8 @@ impl Flush {
     /// says from when: every inode changed before the time returned is on
     /// stable storage (`None` when nothing is synced: `Durability::None`).
     pub fn sync(&self) -> io::Result<Option<u64>> {
-        let before = epoch_ns(coarse_now());
         use std::os::fd::AsRawFd;
+        let before = epoch_ns(coarse_now());
         for f in &self.fds {
             self.calls.fetch_add(1, Ordering::Relaxed);
             // SAFETY: a valid open descriptor.
@@ -161,6 +161,53 @@ impl Flush {
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
+}
+
+/// After an unclean stop (`unclean`), the time before which a landed file
+/// is known whole: the last sync the previous run's journal recorded
+/// (`None` in it: no file is). `None` after a clean stop: presence counts.
+pub fn trust_before(unclean: bool, prev: Option<&JournalState>) -> Option<SystemTime> {
+    unclean.then(|| {
+        let ns = prev.and_then(|j| j.synced_before_ns).unwrap_or(0);
+        std::time::UNIX_EPOCH + Duration::from_nanos(ns)
+    })
+}
+
+/// The end of a run: one last `flush` (so what the summary reports is
+/// durable), then the journal `state` (if the run keeps one) with the time
+/// of that sync, then the run mark is removed. Errors are said on stderr
+/// (the last periodic save stands, and the mark stays, so a rerun trusts
+/// only what that save vouched for). True when the flush succeeded.
+pub fn finish(
+    flush: &Flush,
+    state_dir: &Path,
+    dest: &Path,
+    state: Option<&mut JournalState>,
+    mark: RunMark,
+) -> bool {
+    let t = match flush.sync() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "bulkget: cannot flush {} to stable storage: {e}",
+                dest.display()
+            );
+            return false;
+        }
+    };
+    if let Some(state) = state {
+        state.synced_before_ns = t;
+        if let Err(e) = save(state_dir, state) {
+            // e.g. the disk is full: the last periodic save stands, and a
+            // rerun re-lists from there, skipping what landed before it.
+            eprintln!(
+                "bulkget: cannot save the journal in {}: {e}",
+                state_dir.display()
+            );
+        }
+    }
+    mark.end();
+    true
 }
 
 /// `running` in the state directory while a run goes on: found at start,

@@ -107,7 +107,8 @@ pub fn run(cfg: &LsConfig, w: &mut dyn Write, stop: &AtomicBool) -> Result<u64, 
         list_api(cfg, &mut out, stop)
     } else if let Some(s) = crate::fetch::url::scheme(p) {
         Err(RunError::Other(format!(
-            "{p}: {s}:// is not supported (local paths, http(s)://, s3://, az:// and gs:// are)"
+            "{p}: {}",
+            crate::fetch::url::unsupported(s)
         )))
     } else {
         local(Path::new(p), p, cfg.recursive, &mut out)

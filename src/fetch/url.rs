@@ -85,6 +85,11 @@ pub fn scheme(p: &str) -> Option<&str> {
         .then_some(s)
 }
 
+/// Why a path of `scheme` is refused, in one line.
+pub fn unsupported(scheme: &str) -> String {
+    format!("{scheme}:// is not supported (local paths, http(s)://, s3://, az:// and gs:// are)")
+}
+
 /// `p` is an `http://` or `https://` URL, in any case.
 pub fn is_http(p: &str) -> bool {
     scheme(p).is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))

@@ -24,7 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
@@ -401,13 +401,16 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         None => None,
     };
     // An object-store listing resumes from the journal's cursor.
-    let mut synced_before = None;
+    let mut prev_journal = None;
     let tracker = match &cfg.store {
         Some(loc) => {
             let url = loc.to_string();
             let prev = journal::load(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
-            synced_before = prev.as_ref().and_then(|j| j.synced_before_ns);
-            let (start, done) = prev.and_then(|j| j.resume(&url)).unwrap_or((None, 0));
+            let (start, done) = prev
+                .as_ref()
+                .and_then(|j| j.resume(&url))
+                .unwrap_or((None, 0));
+            prev_journal = prev;
             Some((journal::Tracker::new(&url, start.clone(), done), start))
         }
         None => None,
@@ -465,8 +468,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             tar,
             null: cfg.null_sink,
             check_existing: nonempty && !whole_only,
-            trust_before: unclean
-                .then(|| std::time::UNIX_EPOCH + Duration::from_nanos(synced_before.unwrap_or(0))),
+            trust_before: journal::trust_before(unclean, prev_journal.as_ref()),
             parts_exist: !whole_only && parts_dir.exists(),
             parts_dir,
             split: if whole_only { 1 } else { cfg.split.max(1) },
@@ -510,27 +512,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         k.stop();
     }
     let mut state = sh.tracker.as_ref().map(|t| t.state());
-    // What the summary reports as landed is on stable storage first.
-    let flushed = flush.sync();
-    if let (Ok(t), Some(s)) = (&flushed, state.as_mut()) {
-        s.synced_before_ns = *t;
-    }
-    if let Err(e) = &flushed {
-        eprintln!(
-            "bulkget: cannot flush {} to stable storage: {e}",
-            cfg.dest.display()
-        );
-    } else if let Some(state) = state
-        && let Err(e) = journal::save(&state_dir, &state)
-    {
-        eprintln!(
-            "bulkget: cannot save the journal in {}: {e}",
-            state_dir.display()
-        );
-    }
-    if flushed.is_ok() {
-        mark.end();
-    }
+    journal::finish(&flush, &state_dir, &cfg.dest, state.as_mut(), mark);
     drop(reporter);
     let error = match (sh.ctx.take_fatal(), read) {
         (Some(why), _) => Some(RunError::DiskFull(why)),

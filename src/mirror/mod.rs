@@ -260,10 +260,7 @@ fn run_with<S: Sink>(
     let finished = prev
         .as_ref()
         .is_some_and(|j| j.url == cfg.url && j.complete);
-    let trust_before = (unclean && !finished).then(|| {
-        let ns = prev.as_ref().and_then(|j| j.synced_before_ns).unwrap_or(0);
-        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)
-    });
+    let trust_before = journal::trust_before(unclean && !finished, prev.as_ref());
     if trust_before.is_some() && skip_existing && !quiet {
         eprintln!(
             "bulkget: the last run into {} did not end cleanly; files that landed after its last sync are fetched again",
@@ -347,29 +344,10 @@ fn run_with<S: Sink>(
         .unwrap_or_else(|_| Err(RunError::Other("the lister panicked".into())));
     keeper.stop();
     let mut state = tracker_state(&sh);
-    // What the summary reports as landed is on stable storage first.
-    let flushed = flush.sync();
-    if let Ok(t) = flushed {
-        state.synced_before_ns = t;
-    }
-    if let Err(e) = &flushed {
-        eprintln!(
-            "bulkget: cannot flush {} to stable storage: {e}",
-            dest.display()
-        );
-    } else if let Err(e) = journal::save(&state_dir, &state) {
-        // e.g. the disk is full: the last periodic save stands, and a rerun
-        // re-lists from there, skipping what landed since.
-        eprintln!(
-            "bulkget: cannot save the journal in {}: {e}",
-            state_dir.display()
-        );
-    }
-    if flushed.is_ok() {
-        if let (true, Some(r)) = (state.complete, &retry_file) {
-            let _ = std::fs::remove_file(r);
-        }
-        mark.end();
+    if journal::finish(&flush, &state_dir, dest, Some(&mut state), mark)
+        && let (true, Some(r)) = (state.complete, &retry_file)
+    {
+        let _ = std::fs::remove_file(r);
     }
     drop(reporter);
     let fatal = sh.ctx.take_fatal();

@@ -83,9 +83,7 @@ impl Feed<'_> {
                 }
                 Err(why) => Some(why),
             },
-            PathKind::Unsupported(s) => Some(format!(
-                "{s}:// is not supported (local paths, http(s)://, s3://, az:// and gs:// are)"
-            )),
+            PathKind::Unsupported(s) => Some(crate::fetch::url::unsupported(s)),
             PathKind::Local => match std::fs::metadata(p) {
                 Ok(m) => {
                     let meta = Meta {
