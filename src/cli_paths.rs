@@ -200,6 +200,7 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
                 overwrite: a.overwrite,
                 workers: a.workers.unwrap_or(16) as usize,
                 display,
+                durability: a.fetch.durability(),
             };
             bulkget::cp::run(&cfg, stop)?
         }

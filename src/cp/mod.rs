@@ -15,7 +15,11 @@
 //! Semantics are `rclone copy`'s, not `cp -r`'s, so that a rerun does the
 //! same thing as the first run: the *contents* of SRC go into DST (created
 //! if need be). A file already at DST with the same size and modification
-//! time is skipped (`--overwrite` copies anyway). A symbolic link is copied
+//! time is skipped (`--overwrite` copies anyway). What the summary reports
+//! as copied is on stable storage: one `syncfs` of DST's file system when
+//! the copying ends (`--durability none` skips it); a power cut before that
+//! can leave a torn file only with a size or time unlike the source's, which
+//! the rerun copies again. A symbolic link is copied
 //! as a link, never followed. DST inside SRC is refused. A temp file left
 //! by a killed run is replaced when the rerun copies that file.
 
@@ -46,6 +50,9 @@ pub struct CpConfig {
     /// Copies in flight at once.
     pub workers: usize,
     pub display: Display,
+    /// `Sync`: one `syncfs` of DST's file system once the copying is done,
+    /// before the summary says what was copied.
+    pub durability: crate::journal::Durability,
 }
 
 /// How a copy ended.
@@ -407,6 +414,23 @@ impl Iterator for Walk {
     }
 }
 
+/// Makes what was copied durable: one `syncfs` of the file system DST is on
+/// (the files' data and the renames that named them). Returns the calls made.
+fn sync_dst(cfg: &CpConfig) -> Result<u64, RunError> {
+    let dir = if cfg.dst.is_dir() {
+        cfg.dst.as_path()
+    } else {
+        match cfg.dst.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    };
+    let flush = crate::journal::Flush::new(cfg.durability, &[dir])
+        .and_then(|f| f.sync().map(|_| f))
+        .map_err(|e| RunError::Other(format!("{}: cannot sync: {e}", dir.display())))?;
+    Ok(flush.calls())
+}
+
 pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError> {
     let started = Instant::now();
     let m = std::fs::symlink_metadata(&cfg.src)
@@ -520,8 +544,11 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
     });
     drop(reporter);
     failures.extend(std::mem::take(&mut walk.failures));
+    let syncs = sync_dst(cfg)?;
+    let mut stats = counters.stats(started.elapsed());
+    stats.syncs = syncs;
     Ok(CpOutcome {
-        stats: counters.stats(started.elapsed()),
+        stats,
         failures,
         interrupted: stop.load(Ordering::Relaxed),
         stopped: full,

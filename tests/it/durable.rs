@@ -113,3 +113,57 @@ fn a_power_cut_mid_mirror_loses_nothing() {
         assert_synthetic_tree(&dest, n, 100);
     }
 }
+
+/// `cp -r` reports what it copied only once it is on stable storage: the
+/// image copied the moment `cp` exits (a power cut then) holds every file
+/// whole, each byte right. (With `--durability none` every one of the
+/// 3 000 files was empty or missing in the copy.)
+#[test]
+fn what_cp_reports_copied_survives_a_power_cut() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let n = 3_000;
+    for i in 0..n {
+        let dir = src.join(format!("d{}", i % 30));
+        std::fs::create_dir_all(&dir).unwrap();
+        let body: Vec<u8> = (0..(500 + i % 3000)).map(|k| (k * 7 + i) as u8).collect();
+        std::fs::write(dir.join(format!("f{i}")), body).unwrap();
+    }
+    let image = t.path().join("disk.img");
+    sh(Command::new("truncate").args(["-s", "64M"]).arg(&image));
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "1024", "-N", "8000"])
+        .arg(&image));
+    let mnt = Mount::new(&image, &t.path().join("mnt"));
+    let dest = mnt.dir.join("out");
+    let o = bulkget(&[
+        "cp",
+        "-r",
+        src.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let copy = t.path().join("cut.img");
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&image)
+        .arg(&copy));
+    drop(mnt);
+    let _ = Command::new("fsck.ext4").arg("-fy").arg(&copy).output();
+    let m = Mount::new(&copy, &t.path().join("m"));
+    let mut torn = Vec::new();
+    for i in 0..n {
+        let rel = format!("d{}/f{i}", i % 30);
+        let want = std::fs::read(src.join(&rel)).unwrap();
+        if std::fs::read(m.dir.join("out").join(&rel)).ok() != Some(want) {
+            torn.push(rel);
+        }
+    }
+    assert!(
+        torn.is_empty(),
+        "{} of {n} files copied and reported are not whole after the cut, e.g. {:?}",
+        torn.len(),
+        &torn[..torn.len().min(5)]
+    );
+}
