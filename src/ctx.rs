@@ -1,5 +1,5 @@
 //! What every fetching task of a run shares, whatever the command: the retry
-//! policy and run-wide throttle, the failure ledger, the counters, the stop
+//! policy, the failure ledger, the counters, the stop
 //! flag. One retry rule, one failure record, one exit-code rule for `mirror`
 //! and `get`.
 
@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::FetchError;
+use crate::fetch::RetryPolicy;
 use crate::fetch::net::Net;
-use crate::fetch::{RetryPolicy, Throttle};
 use crate::journal::{Failure, Ledger};
 use crate::progress::{Counters, Local};
 
@@ -20,7 +20,6 @@ pub struct RunCtx {
     pub max_redirs: u32,
     pub ledger: Ledger,
     pub counters: Arc<Counters>,
-    pub throttle: Throttle,
     pub policy: RetryPolicy,
     pub stop: Arc<AtomicBool>,
     pub quiet: bool,
@@ -34,7 +33,6 @@ impl RunCtx {
         max_redirs: u32,
         ledger: Ledger,
         counters: Arc<Counters>,
-        window: u32,
         policy: RetryPolicy,
         stop: Arc<AtomicBool>,
         quiet: bool,
@@ -44,7 +42,6 @@ impl RunCtx {
             max_redirs,
             ledger,
             counters,
-            throttle: Throttle::new(window.max(1)),
             policy,
             stop,
             quiet,
@@ -71,23 +68,25 @@ impl RunCtx {
     }
 
     /// Attempt `attempts` failed with `err`: how long to wait before the
-    /// next one, or `None` to give up. Tells the throttle about 429/503.
+    /// next one, or `None` to give up. A `Retry-After` is this request's
+    /// (RFC 9110: the wait before a follow-up request): the request waits
+    /// at least that long, others carry on (the origin's judge decides
+    /// whether the whole origin waits). `noise`: the origin's faults were
+    /// judged noise, and the wait does not grow with the attempts.
     pub fn retry_after(
         &self,
         err: &FetchError,
         attempts: u32,
         salt: u64,
         local: &mut Local,
+        noise: bool,
     ) -> Option<Duration> {
-        if err.is_throttle() {
-            let wait = err
-                .retry_after()
-                .unwrap_or_else(|| self.policy.delay(attempts, None, salt));
-            self.throttle.throttled(wait);
-        }
         if err.is_retryable() && attempts <= self.policy.retries && !err.is_fatal() {
             local.retries += 1;
-            Some(self.policy.delay(attempts, err.retry_after(), salt))
+            // Backing off from noise (faults that sending less does not
+            // lower) only stretches the run: the first step's wait, always.
+            let step = if noise { 1 } else { attempts };
+            Some(self.policy.delay(step, err.retry_after(), salt))
         } else {
             None
         }

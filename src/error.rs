@@ -71,7 +71,63 @@ pub enum FetchError {
     SizeMismatch { listed: u64, got: u64 },
 }
 
+/// The kinds of fault an attempt can meet that say something about its
+/// server (counted per origin by [`crate::pipeline::judge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 or 503: the server asks to slow down.
+    Pushback,
+    /// Another 5xx, or 408.
+    Server,
+    /// The connection was reset or closed mid-answer.
+    Reset,
+    /// The body ended short.
+    Truncated,
+    /// No answer in time.
+    Timeout,
+    /// No connection.
+    Connect,
+}
+
+impl Fault {
+    pub const KINDS: usize = 6;
+    pub const ALL: [Fault; Fault::KINDS] = [
+        Fault::Pushback,
+        Fault::Server,
+        Fault::Reset,
+        Fault::Truncated,
+        Fault::Timeout,
+        Fault::Connect,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Pushback => "pushback",
+            Fault::Server => "server",
+            Fault::Reset => "reset",
+            Fault::Truncated => "truncated",
+            Fault::Timeout => "timeout",
+            Fault::Connect => "connect",
+        }
+    }
+}
+
 impl FetchError {
+    /// The server's part in this failure, if it had one worth counting.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            e if e.is_throttle() => Some(Fault::Pushback),
+            FetchError::Status { status, .. } if *status == 408 || *status >= 500 => {
+                Some(Fault::Server)
+            }
+            FetchError::Io(_) | FetchError::Closed | FetchError::Http2(_) => Some(Fault::Reset),
+            FetchError::Truncated { .. } => Some(Fault::Truncated),
+            FetchError::Timeout(_) => Some(Fault::Timeout),
+            FetchError::Connect(_) => Some(Fault::Connect),
+            _ => None,
+        }
+    }
+
     /// Worth another attempt: connection trouble, timeouts, 408, 429, 5xx
     /// (but 501 and 505), short bodies.
     pub fn is_retryable(&self) -> bool {

@@ -449,12 +449,24 @@ struct FaultArgs {
     /// Fraction of /get answered 429 Too Many Requests with Retry-After.
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     fail_429: f64,
+    /// Fraction of /get answered 500 Internal Server Error (no Retry-After).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    fail_500: f64,
     /// Fraction of /get whose connection is reset (TCP RST) halfway through the body.
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     reset: f64,
     /// Fraction of /get whose body stops halfway, short of Content-Length, and the connection closes.
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     truncate: f64,
+    /// Fraction of /get answered only after a second.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    slow: f64,
+    /// Serve /get at most R times a second; those above get 429 with Retry-After: 1.
+    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    limit_rps: f64,
+    /// At most K /get in progress at once; one more gets 503 at once.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    limit_inflight: u64,
     /// Seconds sent in Retry-After with injected 503/429.
     #[arg(long, default_value_t = 1, value_name = "SECONDS")]
     retry_after: u64,
@@ -477,22 +489,31 @@ impl FaultArgs {
         for (name, v) in [
             ("--fail-503", self.fail_503),
             ("--fail-429", self.fail_429),
+            ("--fail-500", self.fail_500),
             ("--reset", self.reset),
             ("--truncate", self.truncate),
+            ("--slow", self.slow),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 bail!("{name} takes a fraction from 0 to 1, not {v}");
             }
         }
-        if self.fail_503 + self.fail_429 + self.reset + self.truncate > 1.0 {
+        if self.fail_503 + self.fail_429 + self.fail_500 + self.reset + self.truncate + self.slow
+            > 1.0
+        {
             bail!("the fault fractions add up to more than 1");
         }
         Ok(Faults {
             fail_503: self.fail_503,
             fail_429: self.fail_429,
+            fail_500: self.fail_500,
             reset: self.reset,
             truncate: self.truncate,
+            slow: self.slow,
             retry_after: self.retry_after,
+            limit_rps: self.limit_rps,
+            limit_inflight: self.limit_inflight,
+            outage: Duration::ZERO,
             latency: Duration::from_millis(self.latency),
             rate_limit: self.rate_limit,
             no_ranges: self.no_ranges,

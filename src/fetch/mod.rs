@@ -18,8 +18,8 @@ pub mod url;
 
 pub use conn::Conn;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::error::{FetchError, RunError};
 use crate::synthetic::splitmix64;
@@ -177,74 +177,6 @@ impl RetryPolicy {
     }
 }
 
-/// Run-wide slow-down: a pause everyone honours, and a pipeline window that
-/// halves when the server throttles and creeps back as answers succeed.
-pub struct Throttle {
-    epoch: Instant,
-    pause_until_ms: AtomicU64,
-    window: AtomicU32,
-    max_window: u32,
-    last_cut_ms: AtomicU64,
-}
-
-impl Throttle {
-    pub fn new(max_window: u32) -> Throttle {
-        Throttle {
-            epoch: Instant::now(),
-            pause_until_ms: AtomicU64::new(0),
-            window: AtomicU32::new(max_window),
-            max_window,
-            last_cut_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// The server said slow down: pause everyone for `wait`, halve the window
-    /// (at most once per 500 ms, so one burst of 429s counts once).
-    pub fn throttled(&self, wait: Duration) {
-        let now = self.now_ms();
-        self.pause_until_ms
-            .fetch_max(now + wait.as_millis() as u64, Ordering::Relaxed);
-        let last = self.last_cut_ms.load(Ordering::Relaxed);
-        // last == 0: never cut yet
-        if (last == 0 || now >= last + 500)
-            && self
-                .last_cut_ms
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let _ = self
-                .window
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
-                    Some((w / 2).max(1))
-                });
-        }
-    }
-
-    /// `n` answers went well: widen the window by one (callers batch this).
-    pub fn succeeded(&self) {
-        let _ = self
-            .window
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
-                Some((w + 1).min(self.max_window))
-            });
-    }
-
-    pub fn window(&self) -> u32 {
-        self.window.load(Ordering::Relaxed)
-    }
-
-    /// How long to wait before sending, if the run is paused.
-    pub fn pause_left(&self) -> Option<Duration> {
-        let until = self.pause_until_ms.load(Ordering::Relaxed);
-        let now = self.now_ms();
-        (until > now).then(|| Duration::from_millis(until - now))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,19 +207,5 @@ mod tests {
             p.delay(1, Some(Duration::from_secs(3)), 3),
             Duration::from_secs(3)
         );
-    }
-
-    #[test]
-    fn throttle_halves_then_recovers() {
-        let t = Throttle::new(64);
-        t.throttled(Duration::from_millis(50));
-        assert_eq!(t.window(), 32);
-        t.throttled(Duration::from_millis(50));
-        assert_eq!(t.window(), 32, "a burst counts once");
-        assert!(t.pause_left().is_some());
-        for _ in 0..100 {
-            t.succeeded();
-        }
-        assert_eq!(t.window(), 64);
     }
 }

@@ -71,6 +71,9 @@ pub struct Net {
     /// Origins that closed connections with pipelined requests unanswered:
     /// one request at a time to them.
     unpipelined: Mutex<std::collections::HashSet<OwnedKey>>,
+    /// Per origin, connections that ended with requests unanswered right
+    /// after their first answer, and after more.
+    ends: Mutex<HashMap<OwnedKey, (u32, u32)>>,
 }
 
 impl Net {
@@ -89,6 +92,7 @@ impl Net {
             dns: Mutex::new(HashMap::new()),
             broken: Mutex::new(HashMap::new()),
             unpipelined: Mutex::new(Default::default()),
+            ends: Mutex::new(HashMap::new()),
         };
         if net.cfg.tls.insecure {
             eprintln!(
@@ -114,13 +118,28 @@ impl Net {
         set.contains(&key.to_owned()).then_some(1)
     }
 
-    /// `key` closed a connection with requests it had not answered: from now
-    /// on one at a time. True the first time (to say so once).
-    pub fn stop_pipelining(&self, key: OriginKey<'_>) -> bool {
-        self.unpipelined
+    /// `key` ended a connection with requests it had not answered, after
+    /// `served` answers on it. A server that does not pipeline does that
+    /// right after the first answer, every time; one that fails at random
+    /// (resets, cut bodies) after any number. So pipelining stops once at
+    /// least three connections ended after one answer, more than twice as
+    /// many as after more. True the time it stops (to say so once).
+    pub fn ended_unanswered(&self, key: OriginKey<'_>, served: u32) -> bool {
+        let key = key.to_owned();
+        let mut ends = self.ends.lock().expect("ends lock");
+        let e = ends.entry(key.clone()).or_default();
+        if served <= 1 {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+        let stop = e.0 >= 3 && e.0 > 2 * e.1;
+        drop(ends);
+        stop && self
+            .unpipelined
             .lock()
             .expect("pipelining lock")
-            .insert(key.to_owned())
+            .insert(key)
     }
 
     /// A ready connection to `key`'s origin.

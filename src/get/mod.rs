@@ -458,7 +458,6 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             cfg.max_redirs,
             Ledger::new(&state_dir),
             counters.clone(),
-            cfg.limits.depth,
             cfg.policy.clone(),
             stop,
             quiet,

@@ -418,10 +418,13 @@ async fn chunk_task(st: Arc<State>, sh: Arc<Shared<GetPlan>>, at: Arc<str>, salt
                     if !e.keeps_connection() {
                         conn = None;
                     }
-                    match sh
-                        .ctx
-                        .retry_after(&e, attempts, salt.wrapping_mul(7919) ^ i, &mut local)
-                    {
+                    match sh.ctx.retry_after(
+                        &e,
+                        attempts,
+                        salt.wrapping_mul(7919) ^ i,
+                        &mut local,
+                        false,
+                    ) {
                         Some(wait) if !sh.ctx.stopping() => tokio::time::sleep(wait).await,
                         Some(_) => {
                             st.queue.lock().expect("lock").push_front(i);

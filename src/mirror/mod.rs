@@ -293,7 +293,6 @@ fn run_with<S: Sink>(
             cfg.max_redirs,
             Ledger::new(&state_dir),
             counters.clone(),
-            cfg.limits.depth,
             cfg.policy.clone(),
             stop.clone(),
             quiet,

@@ -69,6 +69,10 @@ pub struct Origin<E> {
     waiting_slot: bool,
     waiting_gate: bool,
     pub files: u64,
+    /// Its connections waiting on an answer far slower than the rest
+    /// ([`super::ctl::Ctl::stall_after`]): over HTTP/1.1 the requests
+    /// behind it wait too, so as many more connections may open.
+    pub stalled: u32,
     /// Its entries set aside on disk, oldest first.
     pub(super) aside: Option<Box<super::aside::Aside>>,
 }
@@ -104,7 +108,6 @@ pub struct State<E> {
     gated: Vec<u32>,
     pub input_closed: bool,
     pub local: Local,
-    pub(super) successes: u32,
     /// Entries set aside on disk, not counted in `held` (`super::aside`).
     pub(super) shelf: super::aside::Shelf,
 }
@@ -145,7 +148,6 @@ impl<P: Plan> Core<P> {
                 gated: Vec::new(),
                 input_closed: false,
                 local: Local::default(),
-                successes: 0,
                 shelf: Default::default(),
             }),
             gates,
@@ -328,6 +330,7 @@ impl<P: Plan> Core<P> {
             waiting_slot: false,
             waiting_gate: false,
             files: 0,
+            stalled: 0,
             aside: None,
         };
         let id = slab_put(&mut st.origins, &mut st.free_origins, o);
@@ -386,9 +389,9 @@ impl<P: Plan> Core<P> {
         }
         loop {
             let o = st.origins[oid as usize].as_mut().expect("live origin");
-            let busy = o.conns as usize * o.ctl.depth as usize;
+            let busy = (o.conns - o.stalled.min(o.conns)) as usize * o.ctl.depth as usize;
             if o.queue.is_empty()
-                || o.conns >= o.ctl.conns
+                || o.conns >= o.ctl.conns + o.stalled
                 || (o.conns > 0 && o.queue.len() <= busy)
             {
                 return;
@@ -479,6 +482,27 @@ impl<P: Plan> Core<P> {
     }
 
     /// Publishes an origin's figures for the live line and the stats.
+    /// Carries out what the origin's judge ruled beyond the gate: a line
+    /// on stderr (once per kind), the verdict on the board.
+    pub fn rule(&self, o: &Origin<P::Entry>, r: super::judge::Ruling) {
+        if let Some(said) = r.say
+            && !self.sh.ctx.quiet
+        {
+            eprintln!("bulkget: {}", said.line(&o.show()));
+        }
+        if r.show {
+            let (v, faults) = self.gates.verdict(&o.gate);
+            let judged = crate::progress::Judged {
+                verdict: v.describe(),
+                faults,
+                quiet: matches!(v, super::judge::Verdict::Clear),
+            };
+            if let Ok(mut b) = self.sh.ctx.counters.origins.lock() {
+                b.judged(&o.show(), judged);
+            }
+        }
+    }
+
     pub fn board(&self, o: &Origin<P::Entry>, busy: bool) {
         let seat = Seat {
             conns: o.ctl.conns,

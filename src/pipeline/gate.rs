@@ -14,6 +14,13 @@
 //!
 //! A connection opens or closes rarely next to the files it carries, so the
 //! lock here is taken per connection, never per file.
+//!
+//! The gate also holds the origin's [`Judge`] (push-back: noise or a limit)
+//! and carries out its rulings: a pace (a shared next-send time, one atomic
+//! per request and only while the origin is limited), a pause of the whole
+//! origin, and the cut of its connections when a limit is found. The judge's
+//! lock is taken per fault and once per window, never per answer that went
+//! well (those reach it through `answers`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -22,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::judge::{Judge, Ruling, Verdict};
+use crate::error::Fault;
 use crate::fetch::url::OwnedKey;
 
 /// Push-back halves the ceiling at most this often.
@@ -52,7 +61,30 @@ pub struct Gate {
     /// ([`super::ctl::Ctl::answered`]): a core judges a change of its
     /// connections by what the origin does in all, not by its own share.
     pub answers: AtomicU64,
+    judge: Mutex<Judge>,
+    /// When the judge's window may next be ripe (ms since the run began).
+    due_ms: AtomicU64,
+    /// While limited: ns between sends (0: no pace), and the next send's time.
+    pace_iv_ns: AtomicU64,
+    pace_next_ns: AtomicU64,
+    /// The whole origin waits until then (ms since the run began).
+    pause_until_ms: AtomicU64,
+    /// Its faults are noise (under half of attempts): retries do not back
+    /// off further at each attempt.
+    noise: std::sync::atomic::AtomicBool,
 }
+
+impl Gate {
+    /// The origin's faults were judged noise.
+    pub fn noise(&self) -> bool {
+        self.noise.load(Relaxed)
+    }
+}
+
+/// Up to this much of unused pace may be sent at once.
+const PACE_BURST: Duration = Duration::from_millis(5);
+/// How often a core looks whether the judge's window is ripe.
+const LOOK_EVERY_MS: u64 = 50;
 
 /// The gates of a run, and a wake-up per core.
 pub struct Gates {
@@ -114,6 +146,12 @@ impl Gates {
                     cut_ms: AtomicU64::new(0),
                     waiting: Mutex::new(Vec::new()),
                     answers: AtomicU64::new(0),
+                    judge: Mutex::new(Judge::new(self.now_ms(), 0)),
+                    due_ms: AtomicU64::new(0),
+                    pace_iv_ns: AtomicU64::new(0),
+                    pace_next_ns: AtomicU64::new(0),
+                    pause_until_ms: AtomicU64::new(0),
+                    noise: Default::default(),
                 })
             })
             .clone()
@@ -124,7 +162,10 @@ impl Gates {
     pub fn put(&self, key: &OwnedKey, g: Arc<Gate>) {
         let mut m = self.map.lock().expect("gates");
         // Cores clone only under this lock, so the count cannot rise here.
-        if Arc::strong_count(&g) == 2 && self.cap(&g) == NONE {
+        // A judged origin is kept: what it learned is the server's.
+        let judged =
+            g.pace_iv_ns.load(Relaxed) != 0 || !matches!(self.verdict(&g).0, Verdict::Clear);
+        if Arc::strong_count(&g) == 2 && self.cap(&g) == NONE && !judged {
             m.remove(key);
         }
     }
@@ -206,8 +247,113 @@ impl Gates {
         false
     }
 
-    /// The server pushed back: halve the origin's connections on all cores,
-    /// at most once per [`CUT_EVERY`].
+    /// An attempt to the origin failed with fault `f`: counted, and ruled on
+    /// if that closes the judge's window.
+    pub fn fault(&self, g: &Gate, f: Fault, retry_after: Option<Duration>) -> Ruling {
+        let now = self.now_ms();
+        let mut j = g.judge.lock().expect("judge");
+        let mut r = j.fault(f, retry_after, now);
+        if let Some(w) = j.close(now, g.answers.load(Relaxed)) {
+            r = Ruling {
+                pause: r.pause.max(w.pause),
+                say: r.say.or(w.say),
+                ..w
+            };
+        }
+        let v = j.verdict();
+        drop(j);
+        self.carry_out(g, &r, now, v);
+        r
+    }
+
+    /// An answer came from the origin (at `now`): every [`LOOK_EVERY_MS`]
+    /// the judge's window is looked at, and ruled on once ripe.
+    pub fn tick(&self, g: &Gate, now: Instant) -> Option<Ruling> {
+        let ms = now.saturating_duration_since(self.t0).as_millis() as u64;
+        let due = g.due_ms.load(Relaxed);
+        if ms < due
+            || g.due_ms
+                .compare_exchange(due, ms + LOOK_EVERY_MS, Relaxed, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        let mut j = g.judge.lock().expect("judge");
+        let r = j.close(ms, g.answers.load(Relaxed))?;
+        let v = j.verdict();
+        drop(j);
+        self.carry_out(g, &r, ms, v);
+        Some(r)
+    }
+
+    fn carry_out(&self, g: &Gate, r: &Ruling, now_ms: u64, v: Verdict) {
+        g.noise
+            .store(matches!(v, Verdict::Noise(s) if s < 0.5), Relaxed);
+        // `BULKGET_TRACE_JUDGE=1`: every ruling on stderr (for tuning).
+        static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *TRACE.get_or_init(|| std::env::var_os("BULKGET_TRACE_JUDGE").is_some()) {
+            eprintln!(
+                "judge {:.3}s: {r:?} -> {v:?} answers {}",
+                now_ms as f64 / 1000.0,
+                g.answers.load(Relaxed)
+            );
+        }
+        if let Some(pace) = r.pace {
+            let iv = pace.map_or(0, |rps| (1e9 / rps.max(0.1)) as u64);
+            g.pace_iv_ns.store(iv, Relaxed);
+        }
+        if let Some(p) = r.pause {
+            g.pause_until_ms
+                .fetch_max(now_ms + p.as_millis() as u64, Relaxed);
+        }
+        if r.cut {
+            self.cut(g);
+        }
+    }
+
+    /// How long a request to the origin must wait for its turn, if it is
+    /// paced; `None`: send it now (and the turn is taken).
+    pub fn pace(&self, g: &Gate) -> Option<Duration> {
+        let iv = g.pace_iv_ns.load(Relaxed);
+        if iv == 0 {
+            return None;
+        }
+        let now = self.t0.elapsed().as_nanos() as u64;
+        let floor = now.saturating_sub((PACE_BURST.as_nanos() as u64).max(iv));
+        let mut next = g.pace_next_ns.load(Relaxed);
+        loop {
+            let at = next.max(floor);
+            if at > now {
+                return Some(Duration::from_nanos(at - now));
+            }
+            match g
+                .pace_next_ns
+                .compare_exchange_weak(next, at + iv, Relaxed, Relaxed)
+            {
+                Ok(_) => return None,
+                Err(n) => next = n,
+            }
+        }
+    }
+
+    /// How long the whole origin still waits, if it is paused.
+    pub fn pause_left(&self, g: &Gate) -> Option<Duration> {
+        let until = g.pause_until_ms.load(Relaxed);
+        if until == 0 {
+            return None;
+        }
+        let now = self.now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// What the judge concluded, and the faults by kind so far.
+    pub fn verdict(&self, g: &Gate) -> (Verdict, [u64; Fault::KINDS]) {
+        let j = g.judge.lock().expect("judge");
+        (j.verdict(), j.totals)
+    }
+
+    /// Halve the origin's connections on all cores, at most once per
+    /// [`CUT_EVERY`].
     pub fn cut(&self, g: &Gate) {
         self.cut_at(g, self.now_ms())
     }

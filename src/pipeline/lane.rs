@@ -44,10 +44,10 @@ enum Next {
 
 pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
     let sh = core.sh.clone();
-    let (key, notify) = {
+    let (key, notify, gate) = {
         let st = core.st.borrow();
         let o = st.origins[oid as usize].as_ref().expect("live origin");
-        (o.key.clone(), o.notify.clone())
+        (o.key.clone(), o.notify.clone(), o.gate.clone())
     };
     let mut conn: Option<Conn> = None;
     let mut inflight: Flight<(Held<P::Entry>, Instant)> = Flight::new();
@@ -66,7 +66,7 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
             if stopping {
                 break;
             }
-            if let Some(wait) = sh.ctx.throttle.pause_left() {
+            if let Some(wait) = core.gates.pause_left(&gate) {
                 tokio::time::sleep(wait).await;
             }
             // One handed-on file at a time per connection: wait for it first.
@@ -111,7 +111,7 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
             let mut st = core.st.borrow_mut();
             let o = origin(&mut st, oid);
             if !leaving {
-                if o.conns - o.leaving > o.ctl.conns {
+                if o.conns - o.leaving > o.ctl.conns + o.stalled {
                     leaving = true;
                 } else if core.gates.over(&o.gate) {
                     (leaving, left_gate) = (true, true);
@@ -120,8 +120,10 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                     o.leaving += 1;
                 }
             }
-            (o.ctl.depth.min(sh.ctx.throttle.window()) as usize).max(1)
+            (o.ctl.depth as usize).max(1)
         };
+        // Set when the origin's pace holds the next request back this long.
+        let mut paced = None;
         if !stopping && !leaving && inflight.len() <= window / 2 {
             if conn.is_none() {
                 // Nothing left for this core while it connects: leave.
@@ -153,6 +155,13 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                 let st = &mut *core.st.borrow_mut();
                 let mut sent = 0;
                 while inflight.len() < window {
+                    if origin(st, oid).queue.is_empty() {
+                        break;
+                    }
+                    if let Some(wait) = core.gates.pace(&gate) {
+                        paced = Some(wait);
+                        break;
+                    }
                     let Some(h) = origin(st, oid).queue.pop_front() else {
                         break;
                     };
@@ -187,12 +196,35 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
             }
         }
         if inflight.is_empty() {
+            if let Some(wait) = paced {
+                tokio::time::sleep(wait).await;
+            }
             continue;
         }
         let c = conn
             .as_mut()
             .expect("connected while requests are in flight");
-        let answered = answer(&core, c, &inflight[0].0, &mut handed).await;
+        // Waiting long for an answer's head, this connection counts as
+        // stalled, and another may open to carry the rest of the queue.
+        let stall_after = origin(&mut core.st.borrow_mut(), oid).ctl.stall_after();
+        let head = {
+            let read = c.read_head();
+            tokio::pin!(read);
+            tokio::select! {
+                h = &mut read => h,
+                _ = tokio::time::sleep(stall_after) => {
+                    {
+                        let st = &mut *core.st.borrow_mut();
+                        origin(st, oid).stalled += 1;
+                        core.ensure_conns(st, oid);
+                    }
+                    let h = read.await;
+                    origin(&mut core.st.borrow_mut(), oid).stalled -= 1;
+                    h
+                }
+            }
+        };
+        let answered = answer(&core, c, head, &inflight[0].0, &mut handed).await;
         let h2_alive = c.survives_stream_error();
         let is_h2 = c.is_h2();
         let (h, sent_at) = inflight.pop_front().expect("in flight");
@@ -205,6 +237,10 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
             {
                 core.board(o, true);
                 core.ensure_conns(st, oid);
+            }
+            let o = origin(st, oid);
+            if let Some(r) = core.gates.tick(&o.gate, now.into_std()) {
+                core.rule(o, r);
             }
         };
         let keep = match answered {
@@ -226,18 +262,18 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                 // The server answered and then closed with this request
                 // unanswered: not the file's fault. A server that does not
                 // pipeline gets one request at a time from now on.
+                let now_stops = sh.ctx.net.ended_unanswered(key.borrow(), served);
                 let o = origin(st, oid);
-                if o.ctl.depth > 1 {
+                if o.ctl.depth > 1 && (now_stops || sh.ctx.net.depth(key.borrow()).is_some()) {
                     o.ctl.cap_depth(1);
                     core.board(o, true);
-                    if sh.ctx.net.stop_pipelining(key.borrow()) && !sh.ctx.quiet {
-                        let scheme = if key.tls { "https" } else { "http" };
-                        eprintln!(
-                            "bulkget: {scheme}://{} closed a connection with {} requests unanswered; sending it one request at a time",
-                            key.authority,
-                            inflight.len() + 1
-                        );
-                    }
+                }
+                if now_stops && !sh.ctx.quiet {
+                    let scheme = if key.tls { "https" } else { "http" };
+                    eprintln!(
+                        "bulkget: {scheme}://{} closed connections right after their first answer, with more requests unanswered; sending it one request at a time",
+                        key.authority
+                    );
                 }
                 core.push_to(st, oid, h, true);
                 false
@@ -247,7 +283,8 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                 h2_alive
             }
             Answered::Failed(e, keep) => {
-                if !e.is_pushback() {
+                // A fault counts with the origin's judge, not as an answer.
+                if e.fault().is_none() {
                     judge(st);
                 }
                 core.failed(st, oid, h, &e);
@@ -322,10 +359,11 @@ fn request<P: Plan>(
 async fn answer<P: Plan>(
     core: &Rc<Core<P>>,
     c: &mut Conn,
+    head: Result<crate::fetch::http1::Head, FetchError>,
     h: &Held<P::Entry>,
     handed: &mut JoinSet<()>,
 ) -> Answered {
-    let head = match c.read_head().await {
+    let head = match head {
         Ok(h) => h,
         Err(e) => return Answered::Lost(e),
     };

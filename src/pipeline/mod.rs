@@ -37,6 +37,7 @@ mod aside;
 pub mod core;
 pub mod ctl;
 pub mod gate;
+pub mod judge;
 mod lane;
 mod outcome;
 mod redirects;

@@ -87,11 +87,6 @@ impl<P: Plan> Core<P> {
         if let Some(o) = st.origins[oid as usize].as_mut() {
             o.files += 1;
         }
-        st.successes += 1;
-        if st.successes >= 64 {
-            st.successes = 0;
-            self.sh.ctx.throttle.succeeded();
-        }
         self.finish(st, h);
     }
 
@@ -119,12 +114,14 @@ impl<P: Plan> Core<P> {
             self.sh.ctx.fatal(format!("writing {name:?}: {err}"));
             return;
         }
-        if err.is_pushback() {
-            let o = st.origins[oid as usize].as_mut().expect("live origin");
-            self.gates.cut(&o.gate);
-            if o.ctl.congested(std::time::Instant::now()) {
-                self.board(o, true);
-            }
+        let noise = {
+            let o = st.origins[oid as usize].as_ref().expect("live origin");
+            o.gate.noise()
+        };
+        if let Some(f) = err.fault() {
+            let o = st.origins[oid as usize].as_ref().expect("live origin");
+            let r = self.gates.fault(&o.gate, f, err.retry_after());
+            self.rule(o, r);
         }
         h.attempts += 1;
         st.seq += 1;
@@ -134,7 +131,7 @@ impl<P: Plan> Core<P> {
         match self
             .sh
             .ctx
-            .retry_after(err, h.attempts, salt, &mut st.local)
+            .retry_after(err, h.attempts, salt, &mut st.local, noise)
         {
             Some(wait) => {
                 st.origins[oid as usize]

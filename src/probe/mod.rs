@@ -430,7 +430,6 @@ pub fn run(cfg: &ProbeConfig, stop: Arc<AtomicBool>) -> Result<ProbeOutcome, Run
             cfg.max_redirs,
             Ledger::at(cfg.failures.clone()),
             counters.clone(),
-            cfg.limits.depth,
             cfg.policy.clone(),
             stop,
             quiet,

@@ -54,6 +54,19 @@ pub struct Seat {
 #[derive(Default)]
 pub struct Board {
     seats: HashMap<String, Vec<Seat>>,
+    judged: HashMap<String, Judged>,
+}
+
+/// What an origin's judge concluded about its faults (written once a
+/// window, not per file).
+#[derive(Clone, Debug, Default)]
+pub struct Judged {
+    /// `noise 24 % faults`, `limited at ~800 req/s`, …
+    pub verdict: String,
+    /// Faults by kind (in [`crate::error::Fault::ALL`]'s order).
+    pub faults: [u64; crate::error::Fault::KINDS],
+    /// Nothing worth a word on the live line.
+    pub quiet: bool,
 }
 
 /// What `--stats-json` shows of one origin.
@@ -65,9 +78,21 @@ pub struct OriginStats {
     /// Requests in flight per connection it settled on.
     pub depth: u32,
     pub files: u64,
+    /// What its judge concluded about faults (`clear`: none worth a trial).
+    pub verdict: String,
+    /// Faults by kind, the kinds it met.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub faults: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Board {
+    /// The origin's judge has ruled.
+    pub fn judged(&mut self, origin: &str, j: Judged) {
+        if self.judged.len() < BOARD_MAX || self.judged.contains_key(origin) {
+            self.judged.insert(origin.to_string(), j);
+        }
+    }
+
     /// Core `core`'s figures for `origin`.
     pub fn set(&mut self, origin: &str, core: usize, seat: Seat) {
         let len = self.seats.len();
@@ -95,11 +120,20 @@ impl Board {
             .iter()
             .map(|(k, v)| {
                 let (connections, depth, files, _) = Self::sum(v);
+                let j = self.judged.get(k);
+                let faults = j.map_or_else(Default::default, |j| {
+                    (crate::error::Fault::ALL.iter().zip(j.faults))
+                        .filter(|&(_, n)| n > 0)
+                        .map(|(f, n)| (f.name(), n))
+                        .collect()
+                });
                 OriginStats {
                     origin: k.clone(),
                     connections,
                     depth,
                     files,
+                    verdict: j.map_or_else(|| "clear".into(), |j| j.verdict.clone()),
+                    faults,
                 }
             })
             .collect();
@@ -126,7 +160,15 @@ impl Board {
             }
         }
         let (k, c, d, _) = top?;
-        Some(if busy == 1 {
+        let judged = self.judged.get(k).filter(|j| !j.quiet);
+        Some(if let Some(j) = judged {
+            let more = if busy > 1 {
+                format!(" ({busy} hosts busy, {conns} conns)")
+            } else {
+                String::new()
+            };
+            format!("{k}: {}, {c} conns{more}", j.verdict)
+        } else if busy == 1 {
             format!("{k}: {c} conns × {d} deep")
         } else {
             format!("{busy} hosts busy, {conns} conns; most: {k} {c} × {d}")

@@ -1,7 +1,11 @@
 //! Fault injection for testing clients: seeded, so a run with the same
 //! request order sees the same faults. Request `k` (counted over the whole
 //! server) draws one number from `splitmix64(seed, k)` and falls in at most one
-//! of the fault bands, in this order: 503, 429, reset, truncate.
+//! of the fault bands, in this order: 503, 429, 500, reset, truncate, slow.
+//!
+//! Besides those random faults, two limits that depend on load, as real
+//! servers have them: a rate limiter (`429` above R requests a second) and a
+//! concurrency limit (`503` to a request that finds K already in progress).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,12 +19,27 @@ pub struct Faults {
     pub fail_503: f64,
     /// Fraction of `/get` answered `429 Too Many Requests` with `Retry-After`.
     pub fail_429: f64,
+    /// Fraction of `/get` answered `500 Internal Server Error` (no `Retry-After`).
+    pub fail_500: f64,
     /// Fraction of `/get` whose connection is reset (RST) halfway through the body.
     pub reset: f64,
     /// Fraction of `/get` whose body stops halfway, short of `Content-Length`, then the connection closes.
     pub truncate: f64,
+    /// Fraction of `/get` answered only after a second.
+    pub slow: f64,
     /// Seconds sent in `Retry-After`.
     pub retry_after: u64,
+    /// Requests a second `/get` serves (a token bucket holding a twentieth
+    /// of a second's worth); those above are answered `429` with
+    /// `Retry-After: 1`. 0: no limit.
+    pub limit_rps: f64,
+    /// `/get` requests in progress at once (counted from their arrival, so
+    /// `latency` makes them overlap); one more is answered `503` at once.
+    /// 0: no limit.
+    pub limit_inflight: u64,
+    /// Every `/get` answered `503` with `Retry-After` for this long after
+    /// the server starts (an outage).
+    pub outage: Duration,
     /// Added before answering every request.
     pub latency: Duration,
     /// Bytes per second per connection (0 = unlimited).
@@ -36,8 +55,10 @@ pub enum Fate {
     Normal,
     Status503,
     Status429,
+    Status500,
     Reset,
     Truncate,
+    Slow,
 }
 
 /// Draws fates for successive requests.
@@ -61,7 +82,7 @@ impl Dice {
     /// Whether any per-request fault is configured at all.
     pub fn any(&self) -> bool {
         let f = &self.faults;
-        f.fail_503 + f.fail_429 + f.reset + f.truncate > 0.0
+        f.fail_503 + f.fail_429 + f.fail_500 + f.reset + f.truncate + f.slow > 0.0
     }
 
     pub fn roll(&self) -> Fate {
@@ -75,8 +96,10 @@ impl Dice {
         let bands = [
             (f.fail_503, Fate::Status503),
             (f.fail_429, Fate::Status429),
+            (f.fail_500, Fate::Status500),
             (f.reset, Fate::Reset),
             (f.truncate, Fate::Truncate),
+            (f.slow, Fate::Slow),
         ];
         let mut edge = 0.0;
         for (p, fate) in bands {

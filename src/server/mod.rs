@@ -64,6 +64,10 @@ struct App {
     page_size: usize,
     dice: Dice,
     counts: Arc<Counts>,
+    bucket: Option<Bucket>,
+    t0: std::time::Instant,
+    /// While faults are injected: when each refused name may come back.
+    due: Option<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 /// What a server has answered so far (for tests and benchmarks).
@@ -75,6 +79,55 @@ pub struct Counts {
     pub lists: AtomicU64,
     /// Body bytes of `/get` answers promised (Content-Length of 200/206 answers).
     pub bytes: AtomicU64,
+    /// `/get` answered 429, 500 or 503 (injected, or by a limit).
+    pub refused: AtomicU64,
+    /// `/get` requests in progress now (from arrival to answer head).
+    pub inflight: AtomicU64,
+    /// The sum, over `/get` arrivals, of the requests in progress then
+    /// (itself included): divided by `gets`, the load a client offered.
+    pub inflight_seen: AtomicU64,
+    /// `/get` of a name that came back before the `Retry-After` its last
+    /// refusal gave had passed (counted only while faults are injected).
+    pub early_retries: AtomicU64,
+}
+
+/// One `/get` in progress, counted in [`Counts::inflight`] until dropped.
+struct InFlight<'a>(&'a Counts);
+
+impl<'a> InFlight<'a> {
+    fn enter(c: &'a Counts) -> (InFlight<'a>, u64) {
+        let n = c.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        c.inflight_seen.fetch_add(n, Ordering::Relaxed);
+        (InFlight(c), n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `--limit-rps`: a token bucket of a twentieth of a second's worth.
+struct Bucket {
+    rps: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl Bucket {
+    fn take(&self) -> bool {
+        let cap = (self.rps / 20.0).max(1.0);
+        let mut g = self.state.lock().expect("bucket");
+        let now = std::time::Instant::now();
+        g.0 = (g.0 + now.duration_since(g.1).as_secs_f64() * self.rps).min(cap);
+        g.1 = now;
+        if g.0 >= 1.0 {
+            g.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Per-connection facts the handlers need.
@@ -108,7 +161,49 @@ impl App {
         conn: Arc<Conn>,
         req: Request<hyper::body::Incoming>,
     ) -> Response<RespBody> {
-        let lat = self.dice.faults().latency;
+        let faults = self.dice.faults();
+        let get = req.method() == Method::GET && req.uri().path().starts_with("/get/");
+        let _in = if get {
+            let (g, n) = InFlight::enter(&self.counts);
+            let name = req.uri().path();
+            if let Some(due) = &self.due {
+                let now = std::time::Instant::now();
+                let mut d = due.lock().expect("due");
+                // 50 ms of slack for clocks and the way there
+                if d.remove(name)
+                    .is_some_and(|t| now + std::time::Duration::from_millis(50) < t)
+                {
+                    self.counts.early_retries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let over = faults.limit_inflight > 0 && n > faults.limit_inflight;
+            let out = self.t0.elapsed() < faults.outage;
+            if over || out || self.bucket.as_ref().is_some_and(|b| !b.take()) {
+                self.counts.gets.fetch_add(1, Ordering::Relaxed);
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                if over {
+                    return json_error(StatusCode::SERVICE_UNAVAILABLE, "too many at once");
+                }
+                let (status, wait) = if out {
+                    (StatusCode::SERVICE_UNAVAILABLE, faults.retry_after)
+                } else {
+                    (StatusCode::TOO_MANY_REQUESTS, 1)
+                };
+                self.refused(name, wait);
+                let mut r = json_error(status, "rate limited");
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                return r;
+            }
+            Some(g)
+        } else {
+            None
+        };
+        let fate = if get { self.dice.roll() } else { Fate::Normal };
+        let mut lat = faults.latency;
+        if fate == Fate::Slow {
+            lat += std::time::Duration::from_secs(1);
+        }
         if !lat.is_zero() {
             tokio::time::sleep(lat).await;
         }
@@ -145,12 +240,22 @@ impl App {
             let Ok(name) = percent_decode_str(raw).decode_utf8() else {
                 return json_error(StatusCode::NOT_FOUND, "no such file");
             };
-            return self.get(&conn, &name, req.headers(), head);
+            return self.get(&conn, &name, req.headers(), head, fate);
         }
         json_error(
             StatusCode::NOT_FOUND,
             "not found: the API is GET /list and GET /get/{name}",
         )
+    }
+
+    /// `path` was refused with `Retry-After: wait`: note when it may come back.
+    fn refused(&self, path: &str, wait: u64) {
+        if let Some(due) = &self.due
+            && wait > 0
+        {
+            let at = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            due.lock().expect("due").insert(path.to_string(), at);
+        }
     }
 
     async fn list(&self, query: Option<&str>) -> Response<RespBody> {
@@ -205,6 +310,7 @@ impl App {
         name: &str,
         headers: &hyper::HeaderMap,
         head: bool,
+        fate: Fate,
     ) -> Response<RespBody> {
         if !head {
             self.counts.gets.fetch_add(1, Ordering::Relaxed);
@@ -213,16 +319,19 @@ impl App {
             return json_error(StatusCode::NOT_FOUND, "no such file");
         };
         let faults = self.dice.faults();
-        let fate = if head { Fate::Normal } else { self.dice.roll() };
-        if matches!(fate, Fate::Status503 | Fate::Status429) {
-            let (s, m) = if fate == Fate::Status503 {
-                (StatusCode::SERVICE_UNAVAILABLE, "injected 503")
-            } else {
-                (StatusCode::TOO_MANY_REQUESTS, "injected 429")
+        if matches!(fate, Fate::Status503 | Fate::Status429 | Fate::Status500) {
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            let (s, m) = match fate {
+                Fate::Status503 => (StatusCode::SERVICE_UNAVAILABLE, "injected 503"),
+                Fate::Status429 => (StatusCode::TOO_MANY_REQUESTS, "injected 429"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "injected 500"),
             };
             let mut r = json_error(s, m);
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(faults.retry_after));
+            if fate != Fate::Status500 {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(faults.retry_after));
+                self.refused(&format!("/get/{name}"), faults.retry_after);
+            }
             return r;
         }
         let size = obj.size;
@@ -489,6 +598,15 @@ pub async fn run(
         store,
         page_size: cfg.page_size.max(1),
         dice: Dice::new(cfg.faults.clone()),
+        t0: std::time::Instant::now(),
+        due: (Dice::new(cfg.faults.clone()).any()
+            || cfg.faults.limit_rps > 0.0
+            || !cfg.faults.outage.is_zero())
+        .then(Default::default),
+        bucket: (cfg.faults.limit_rps > 0.0).then(|| Bucket {
+            rps: cfg.faults.limit_rps,
+            state: std::sync::Mutex::new((0.0, std::time::Instant::now())),
+        }),
     });
     // Every connection task holds a sender; recv() yields None once all are gone.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);

@@ -12,6 +12,7 @@ mod mirror;
 mod net;
 mod peers;
 mod probe;
+mod pushback;
 mod resume;
 mod roles;
 mod s3rver;

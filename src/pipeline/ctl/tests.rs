@@ -184,26 +184,3 @@ fn a_far_host_on_a_crowded_path_gets_depth_not_only_connections() {
     let (rate, _, _) = path(c.conns, c.depth);
     assert!(rate >= 1500.0, "{rate:.0}/s: {c:?}");
 }
-
-#[test]
-fn pushback_halves() {
-    let now = Instant::now();
-    let mut c = Ctl::new(64, 64, now);
-    c.conns = 32;
-    c.depth = 32;
-    assert!(c.congested(now));
-    assert_eq!((c.conns, c.depth), (16, 16));
-    assert!(
-        !c.congested(now + Duration::from_millis(1)),
-        "a burst counts once"
-    );
-    assert!(c.congested(now + Duration::from_secs(2)));
-    assert_eq!((c.conns, c.depth), (8, 8));
-    assert!(c.congested(now + Duration::from_secs(4)));
-    assert!(c.congested(now + Duration::from_secs(6)));
-    assert!(
-        !c.congested(now + Duration::from_secs(8)),
-        "at the start already"
-    );
-    assert_eq!((c.conns, c.depth), (START_CONNS, START_DEPTH));
-}

@@ -1,0 +1,406 @@
+//! Push-back for one origin across every core: telling a server's limit
+//! from noise by what cutting does.
+//!
+//! Every fault of an attempt (429/503, other 5xx, a reset, a short body, a
+//! timeout, a refused connection) is counted here by kind; the answers that
+//! went well are the origin's count on all cores ([`super::gate::Gate`]'s
+//! `answers`). Faults are retried either way (each request no earlier than
+//! its own `Retry-After`); what this module decides is whether sending
+//! *less* would help, judged in windows of attempts:
+//!
+//! ```text
+//!  Open ── share of faults well above the noise learned so far ──▶ Trial:
+//!     send at half the rate (and below what got through), one window
+//!  Trial ── share fell by half or more, past chance ──▶ Limited { rps }
+//!        └─ it did not ─────────────────────────────────▶ Open, noise = share
+//!  Limited ── share above noise: rps = what got through × 0.95
+//!          └─ none, while the pace binds: rps × 1.05 a window
+//! ```
+//!
+//! Faults at a steady rate that does not fall when the rate falls are
+//! noise: counted and retried, never a reason to send less (before this, a
+//! server failing one request in six at random held a run at one connection
+//! and 7 files/s). A limit — a rate limiter's 429s, a server whose errors
+//! rise with load — shows by falling when the trial halves the rate, and
+//! its level is what the server let through, found in one window rather
+//! than one connection per second back up. The pace is a shared next-send
+//! time per origin ([`super::gate::Gates::pace`]): one atomic per request,
+//! only while an origin is limited.
+//!
+//! The whole origin pauses only when the answers say the origin as a whole
+//! is limiting: a `Retry-After` of [`LONG_WAIT`] or more, or most answers of
+//! a window 429/503 (a burst across connections); each is said once.
+
+use std::time::Duration;
+
+use crate::error::Fault;
+
+/// A `Retry-After` this long pauses the whole origin, not only its request.
+pub const LONG_WAIT: Duration = Duration::from_secs(5);
+/// Below this share of faults an origin never goes on trial.
+const FLOOR: f64 = 0.05;
+/// Margin over the learned noise (besides three standard errors).
+const MARGIN: f64 = 0.05;
+/// Faults in a window before a trial can start.
+const MIN_FAULTS: u32 = 5;
+/// Answers that went well in a window before a trial can start (what got
+/// through is the level a trial starts from).
+const MIN_OK: u64 = 10;
+
+/// What the judge has concluded about an origin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    /// No faults worth a trial (yet).
+    Clear,
+    /// Faults at about this share of attempts, which sending less did not
+    /// lower: retried, not cut.
+    Noise(f64),
+    /// Sending at half the rate for a window, to see.
+    Trial,
+    /// The origin takes about this many requests a second.
+    Limited(f64),
+}
+
+impl Verdict {
+    /// For the live line and `--stats-json`.
+    pub fn describe(&self) -> String {
+        match *self {
+            Verdict::Clear => "clear".into(),
+            Verdict::Noise(s) => format!("noise {:.0} % faults", s * 100.0),
+            Verdict::Trial => "on trial (sending less)".into(),
+            Verdict::Limited(r) => format!("limited at ~{r:.0} req/s"),
+        }
+    }
+}
+
+/// What a closed window asks of the gate.
+#[derive(Debug, Default, PartialEq)]
+pub struct Ruling {
+    /// Send at most this many requests a second (`Some(None)`: no pace).
+    pub pace: Option<Option<f64>>,
+    /// Pause the whole origin this long.
+    pub pause: Option<Duration>,
+    /// Found a limit: halve the origin's connections too (once).
+    pub cut: bool,
+    /// Something to tell the user (each kind said once per origin).
+    pub say: Option<Said>,
+    /// The verdict changed or a window closed: show it.
+    pub show: bool,
+}
+
+/// What the judge tells the user, once each per origin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Said {
+    /// A `Retry-After` of this many seconds paused the origin.
+    Wait(u64),
+    /// `refused` of `of` attempts were 429/503: paused for `secs`.
+    Burst { refused: u32, of: u64, secs: u64 },
+    /// Faults fell from `before` to `after` at half the rate.
+    Limit { before: f64, after: f64, rps: f64 },
+}
+
+impl Said {
+    /// The line for stderr.
+    pub fn line(&self, origin: &str) -> String {
+        match *self {
+            Said::Wait(s) => format!("{origin} asks to wait {s} s (Retry-After): pausing it"),
+            Said::Burst { refused, of, secs } => format!(
+                "{origin} refused {refused} of {of} requests (429/503): pausing it {secs} s"
+            ),
+            Said::Limit { before, after, rps } => format!(
+                "{origin} limits requests: faults fell from {:.0} % to {:.0} % at half the rate; sending about {rps:.0} a second",
+                before * 100.0,
+                after * 100.0
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Open,
+    /// Before the trial: the share of faults and what got through a second.
+    Trial {
+        share: f64,
+        ok_rate: f64,
+    },
+    Limited {
+        rps: f64,
+    },
+}
+
+#[derive(Debug)]
+pub struct Judge {
+    start_ms: u64,
+    answers0: u64,
+    faults: [u32; Fault::KINDS],
+    /// 429/503 this window, and the longest `Retry-After` among them.
+    pushback: u32,
+    longest: Duration,
+    /// Faults by kind over the run.
+    pub totals: [u64; Fault::KINDS],
+    state: State,
+    /// The noise learned: faults that sending less did not lower.
+    base: Option<f64>,
+    said_limit: bool,
+    said_burst: bool,
+    said_wait: bool,
+    /// Until then (a pause, and the answers of what was in flight before
+    /// a change), nothing counts in the window: it would judge the old
+    /// setting as the new one's.
+    settle_until_ms: u64,
+}
+
+impl Judge {
+    pub fn new(now_ms: u64, answers: u64) -> Judge {
+        Judge {
+            start_ms: now_ms,
+            answers0: answers,
+            faults: [0; Fault::KINDS],
+            pushback: 0,
+            longest: Duration::ZERO,
+            totals: [0; Fault::KINDS],
+            state: State::Open,
+            base: None,
+            said_limit: false,
+            said_burst: false,
+            said_wait: false,
+            settle_until_ms: 0,
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        match (&self.state, self.base) {
+            (State::Trial { .. }, _) => Verdict::Trial,
+            (State::Limited { rps }, _) => Verdict::Limited(*rps),
+            (State::Open, Some(b)) => Verdict::Noise(b),
+            (State::Open, None) => Verdict::Clear,
+        }
+    }
+
+    /// One attempt failed with `f`; `retry_after` as the answer said.
+    /// A `Retry-After` of [`LONG_WAIT`] or more pauses the origin at once.
+    pub fn fault(&mut self, f: Fault, retry_after: Option<Duration>, now_ms: u64) -> Ruling {
+        if now_ms >= self.settle_until_ms {
+            self.faults[f as usize] += 1;
+        }
+        self.totals[f as usize] += 1;
+        let mut r = Ruling::default();
+        if f == Fault::Pushback {
+            self.pushback += 1;
+            let ra = retry_after.unwrap_or(Duration::ZERO);
+            self.longest = self.longest.max(ra);
+            if ra >= LONG_WAIT {
+                r.pause = Some(ra);
+                if !std::mem::replace(&mut self.said_wait, true) {
+                    r.say = Some(Said::Wait(ra.as_secs()));
+                }
+            }
+        }
+        r
+    }
+
+    /// Whether the window is long enough to judge, at `ms` long with `n`
+    /// attempts: short while looking for a limit (so a limiter refuses
+    /// little before it is found), longer once noise is known.
+    fn ripe(&self, ms: u64, n: u64, f: u64) -> bool {
+        let (min_ms, min_n) = match self.state {
+            State::Open if self.base.is_some() => (500, 200),
+            State::Limited { .. } => (250, 50),
+            _ => (100, 50),
+        };
+        // Most attempts failing: at once (on loopback a tenth of a second
+        // is thousands of requests a limiter would refuse).
+        let failing = ms >= 10 && f >= 50 && 2 * f > n;
+        (ms >= min_ms && n >= min_n) || (ms >= 2000 && n >= 10) || failing
+    }
+
+    /// Closes the window if it is ripe, given the origin's answers that
+    /// went well so far (on all cores), and rules on it.
+    pub fn close(&mut self, now_ms: u64, answers: u64) -> Option<Ruling> {
+        if now_ms < self.settle_until_ms {
+            self.restart(now_ms, answers);
+            return None;
+        }
+        let ms = now_ms.saturating_sub(self.start_ms);
+        let ok = answers.saturating_sub(self.answers0);
+        let f: u64 = self.faults.iter().map(|&x| u64::from(x)).sum();
+        let n = ok + f;
+        if !self.ripe(ms, n, f) {
+            if ms >= 10_000 {
+                self.restart(now_ms, answers); // next to nothing sent
+            }
+            return None;
+        }
+        let secs = ms as f64 / 1000.0;
+        let share = f as f64 / n as f64;
+        // A window closed early (most attempts failing) is too short for
+        // a level: a limiter's bucket lets a burst through at first, which
+        // over a few ms reads as a high rate. Levels are per 100 ms at least.
+        let (rate, ok_rate) = (n as f64 / secs, ok as f64 / secs.max(0.1));
+        let pushback = self.pushback;
+        let longest = self.longest;
+        self.restart(now_ms, answers);
+        let mut r = Ruling {
+            show: true,
+            ..Ruling::default()
+        };
+        // A burst: most answers of the window refused, across connections.
+        if pushback >= 20 && pushback as f64 > 0.5 * n as f64 {
+            let wait = longest.max(Duration::from_secs(1));
+            r.pause = Some(wait);
+            if !std::mem::replace(&mut self.said_burst, true) {
+                r.say = Some(Said::Burst {
+                    refused: pushback,
+                    of: n,
+                    secs: wait.as_secs(),
+                });
+            }
+        }
+        let sigma = |p: f64| (p * (1.0 - p) / n as f64).sqrt();
+        let noise = self.base.unwrap_or(0.0);
+        let above = |p: f64| p > noise + MARGIN.max(3.0 * sigma(noise)) && p > FLOOR;
+        match self.state {
+            State::Open => {
+                // Nothing got through (an outage, not a limit): no level to
+                // find; a burst pauses the origin instead.
+                if above(share) && f >= u64::from(MIN_FAULTS) && ok >= MIN_OK {
+                    self.state = State::Trial { share, ok_rate };
+                    r.pace = Some(Some((0.5 * rate).min(0.9 * ok_rate).max(1.0)));
+                } else if let Some(b) = self.base {
+                    // Noise drifts: follow it.
+                    self.base = Some(0.8 * b + 0.2 * share);
+                }
+            }
+            State::Trial {
+                share: before,
+                ok_rate: got,
+            } => {
+                if share < 0.5 * before && before - share > 3.0 * sigma(before) {
+                    let rps = (got * 0.95).max(1.0);
+                    self.state = State::Limited { rps };
+                    r.pace = Some(Some(rps));
+                    if !std::mem::replace(&mut self.said_limit, true) {
+                        r.cut = true;
+                        r.say = Some(Said::Limit {
+                            before,
+                            after: share,
+                            rps,
+                        });
+                    }
+                } else if share >= 0.5 {
+                    // Most still fail at the lower rate: lower again.
+                    let rps = (got * 0.5).max(1.0);
+                    self.state = State::Limited { rps };
+                    r.pace = Some(Some(rps));
+                } else {
+                    // Sending less did not help: noise.
+                    self.base = Some(match self.base {
+                        Some(b) => 0.5 * b + 0.25 * (before + share),
+                        None => (before + share) / 2.0,
+                    });
+                    self.state = State::Open;
+                    r.pace = Some(None);
+                }
+            }
+            State::Limited { rps } => {
+                let next = if above(share) {
+                    (ok_rate * 0.95).clamp(1.0, rps)
+                } else if rate >= 0.8 * rps {
+                    // No fault at all: further from the limit, faster up.
+                    rps * if f == 0 { 1.1 } else { 1.05 }
+                } else {
+                    rps
+                };
+                self.state = State::Limited { rps: next };
+                r.pace = Some(Some(next));
+            }
+        }
+        if r.pace.is_some() || r.pause.is_some() {
+            let pause = r.pause.unwrap_or_default().as_millis() as u64;
+            self.settle_until_ms = now_ms + pause + 100;
+        }
+        Some(r)
+    }
+
+    fn restart(&mut self, now_ms: u64, answers: u64) {
+        self.start_ms = now_ms;
+        self.answers0 = answers;
+        self.faults = [0; Fault::KINDS];
+        self.pushback = 0;
+        self.longest = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `n` attempts over `ms`, a share `p` of them faults of kind `f`
+    /// (spread evenly), and closes the window.
+    fn window(j: &mut Judge, t: &mut u64, ok: &mut u64, n: u64, p: f64, f: Fault) -> Ruling {
+        let faults = (n as f64 * p).round() as u64;
+        // past any settling of the ruling before
+        *t += 1200;
+        j.restart(*t, *ok);
+        for _ in 0..faults {
+            let _ = j.fault(f, Some(Duration::from_secs(1)), *t);
+        }
+        *ok += n - faults;
+        *t += 600;
+        j.close(*t, *ok).expect("ripe")
+    }
+
+    #[test]
+    fn random_faults_are_noise_and_cost_one_trial() {
+        let (mut j, mut t, mut ok) = (Judge::new(0, 0), 0, 0);
+        let r = window(&mut j, &mut t, &mut ok, 1000, 0.25, Fault::Reset);
+        assert!(matches!(r.pace, Some(Some(_))), "a trial: {r:?}");
+        assert_eq!(j.verdict(), Verdict::Trial);
+        let r = window(&mut j, &mut t, &mut ok, 500, 0.26, Fault::Reset);
+        assert_eq!(r.pace, Some(None), "no pace once it is noise");
+        assert!(matches!(j.verdict(), Verdict::Noise(s) if (0.24..0.27).contains(&s)));
+        // The same share again and again: no more trials.
+        for _ in 0..50 {
+            let r = window(&mut j, &mut t, &mut ok, 1000, 0.27, Fault::Reset);
+            assert_eq!(r.pace, None, "{:?}", j.verdict());
+        }
+        assert_eq!(j.totals[Fault::Reset as usize], 250 + 130 + 50 * 270);
+    }
+
+    #[test]
+    fn faults_that_fall_with_the_rate_are_a_limit_found_in_one_window() {
+        let (mut j, mut t, mut ok) = (Judge::new(0, 0), 0, 0);
+        // 2000 attempts in 0.6 s, 1000 refused: 1667 ok/s got through.
+        let r = window(&mut j, &mut t, &mut ok, 2000, 0.5, Fault::Pushback);
+        assert!(r.pause.is_some() || r.pace.is_some());
+        let r = window(&mut j, &mut t, &mut ok, 900, 0.01, Fault::Pushback);
+        let Verdict::Limited(rps) = j.verdict() else {
+            panic!("{:?}", j.verdict())
+        };
+        assert!((1500.0..1667.0).contains(&rps), "{rps}");
+        assert!(matches!(r.say, Some(Said::Limit { .. })) && r.cut);
+        // Without faults while the pace binds it creeps up; over the limit
+        // it goes back to what got through.
+        let r = window(&mut j, &mut t, &mut ok, 1000, 0.0, Fault::Pushback);
+        assert!(matches!(r.pace, Some(Some(x)) if x > rps));
+        let _ = window(&mut j, &mut t, &mut ok, 1100, 0.2, Fault::Pushback);
+        let Verdict::Limited(after) = j.verdict() else {
+            panic!()
+        };
+        assert!(after < rps, "{after} < {rps}");
+    }
+
+    #[test]
+    fn a_long_retry_after_pauses_the_origin_and_is_said_once() {
+        let mut j = Judge::new(0, 0);
+        let r = j.fault(Fault::Pushback, Some(Duration::from_secs(30)), 0);
+        assert_eq!(r.pause, Some(Duration::from_secs(30)));
+        assert!(r.say.is_some());
+        let r = j.fault(Fault::Pushback, Some(Duration::from_secs(30)), 0);
+        assert_eq!(r.pause, Some(Duration::from_secs(30)));
+        assert!(r.say.is_none(), "said once");
+        let r = j.fault(Fault::Pushback, Some(Duration::from_secs(1)), 0);
+        assert_eq!(r.pause, None, "a short wait is the request's own");
+    }
+}
