@@ -182,14 +182,6 @@ impl FetchError {
 
     /// The peer ended the connection (closed or reset it), as opposed to
     /// sending something wrong or nothing at all.
-    /// The server, or the way to it, pushed back: fewer requests at once
-    /// would help (429/503, a timeout, a refused or reset connection).
-    pub fn is_pushback(&self) -> bool {
-        self.is_throttle()
-            || matches!(self, FetchError::Timeout(_) | FetchError::Connect(_))
-            || matches!(self, FetchError::Io(e) if e.kind() == io::ErrorKind::ConnectionReset)
-    }
-
     pub fn is_connection_end(&self) -> bool {
         match self {
             FetchError::Closed => true,

@@ -481,7 +481,6 @@ impl<P: Plan> Core<P> {
         self.gates.put(&o.key, o.gate);
     }
 
-    /// Publishes an origin's figures for the live line and the stats.
     /// Carries out what the origin's judge ruled beyond the gate: a line
     /// on stderr (once per kind), the verdict on the board.
     pub fn rule(&self, o: &Origin<P::Entry>, r: super::judge::Ruling) {
@@ -503,6 +502,7 @@ impl<P: Plan> Core<P> {
         }
     }
 
+    /// Publishes an origin's figures for the live line and the stats.
     pub fn board(&self, o: &Origin<P::Entry>, busy: bool) {
         let seat = Seat {
             conns: o.ctl.conns,

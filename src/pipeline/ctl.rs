@@ -495,8 +495,6 @@ impl Ctl {
         }
     }
 
-    /// Never more than `d` in flight per connection (a server that does
-    /// not pipeline).
     /// An answer not begun after this long stalls its connection (and all
     /// requests behind it): [`OUTLIER`] latency floors, at least 50 ms.
     pub fn stall_after(&self) -> Duration {
@@ -513,6 +511,8 @@ impl Ctl {
         }
     }
 
+    /// Never more than `d` in flight per connection (a server that does
+    /// not pipeline).
     pub fn cap_depth(&mut self, d: u32) {
         self.max_depth = d.max(1);
         self.depth = self.depth.min(self.max_depth);

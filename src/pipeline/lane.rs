@@ -9,6 +9,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -205,12 +206,16 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
             .as_mut()
             .expect("connected while requests are in flight");
         // Waiting long for an answer's head, this connection counts as
-        // stalled, and another may open to carry the rest of the queue.
-        let stall_after = origin(&mut core.st.borrow_mut(), oid).ctl.stall_after();
+        // stalled, and another may open to carry the rest of the queue. A
+        // head already read (pipelined answers usually are) arms no timer.
         let head = {
             let read = c.read_head();
             tokio::pin!(read);
-            tokio::select! {
+            if let Some(h) = read.as_mut().now_or_never() {
+                h
+            } else {
+                let stall_after = origin(&mut core.st.borrow_mut(), oid).ctl.stall_after();
+                tokio::select! {
                 h = &mut read => h,
                 _ = tokio::time::sleep(stall_after) => {
                     {
@@ -221,6 +226,7 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                     let h = read.await;
                     origin(&mut core.st.borrow_mut(), oid).stalled -= 1;
                     h
+                }
                 }
             }
         };

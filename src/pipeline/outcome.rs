@@ -116,13 +116,12 @@ impl<P: Plan> Core<P> {
         }
         let noise = {
             let o = st.origins[oid as usize].as_ref().expect("live origin");
+            if let Some(f) = err.fault() {
+                let r = self.gates.fault(&o.gate, f, err.retry_after());
+                self.rule(o, r);
+            }
             o.gate.noise()
         };
-        if let Some(f) = err.fault() {
-            let o = st.origins[oid as usize].as_ref().expect("live origin");
-            let r = self.gates.fault(&o.gate, f, err.retry_after());
-            self.rule(o, r);
-        }
         h.attempts += 1;
         st.seq += 1;
         let salt = (self.id as u64)

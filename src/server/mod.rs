@@ -81,10 +81,13 @@ pub struct Counts {
     pub bytes: AtomicU64,
     /// `/get` answered 429, 500 or 503 (injected, or by a limit).
     pub refused: AtomicU64,
-    /// `/get` requests in progress now (from arrival to answer head).
+    /// `/get` requests in progress now (from arrival to answer head),
+    /// counted only under `limit_inflight` (no shared write per request
+    /// otherwise).
     pub inflight: AtomicU64,
     /// The sum, over `/get` arrivals, of the requests in progress then
     /// (itself included): divided by `gets`, the load a client offered.
+    /// Likewise only under `limit_inflight`.
     pub inflight_seen: AtomicU64,
     /// `/get` of a name that came back before the `Retry-After` its last
     /// refusal gave had passed (counted only while faults are injected).
@@ -163,42 +166,11 @@ impl App {
     ) -> Response<RespBody> {
         let faults = self.dice.faults();
         let get = req.method() == Method::GET && req.uri().path().starts_with("/get/");
-        let _in = if get {
-            let (g, n) = InFlight::enter(&self.counts);
-            let name = req.uri().path();
-            if let Some(due) = &self.due {
-                let now = std::time::Instant::now();
-                let mut d = due.lock().expect("due");
-                // 50 ms of slack for clocks and the way there
-                if d.remove(name)
-                    .is_some_and(|t| now + std::time::Duration::from_millis(50) < t)
-                {
-                    self.counts.early_retries.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            let over = faults.limit_inflight > 0 && n > faults.limit_inflight;
-            let out = self.t0.elapsed() < faults.outage;
-            if over || out || self.bucket.as_ref().is_some_and(|b| !b.take()) {
-                self.counts.gets.fetch_add(1, Ordering::Relaxed);
-                self.counts.refused.fetch_add(1, Ordering::Relaxed);
-                if over {
-                    return json_error(StatusCode::SERVICE_UNAVAILABLE, "too many at once");
-                }
-                let (status, wait) = if out {
-                    (StatusCode::SERVICE_UNAVAILABLE, faults.retry_after)
-                } else {
-                    (StatusCode::TOO_MANY_REQUESTS, 1)
-                };
-                self.refused(name, wait);
-                let mut r = json_error(status, "rate limited");
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-                return r;
-            }
-            Some(g)
-        } else {
-            None
-        };
+        // Held until the answer head: the count of requests in progress.
+        let _in = (get && faults.limit_inflight > 0).then(|| InFlight::enter(&self.counts));
+        if get && let Some(r) = self.limited(req.uri().path(), _in.as_ref().map(|i| i.1)) {
+            return r;
+        }
         let fate = if get { self.dice.roll() } else { Fate::Normal };
         let mut lat = faults.latency;
         if fate == Fate::Slow {
@@ -246,6 +218,46 @@ impl App {
             StatusCode::NOT_FOUND,
             "not found: the API is GET /list and GET /get/{name}",
         )
+    }
+
+    /// The load-dependent faults, for a `/get` of `path` arriving with `n`
+    /// requests in progress (counted only under `limit_inflight`): an
+    /// outage, a concurrency limit, a rate limit. Notes early retries.
+    fn limited(&self, path: &str, n: Option<u64>) -> Option<Response<RespBody>> {
+        let faults = self.dice.faults();
+        if let Some(due) = &self.due {
+            let now = std::time::Instant::now();
+            let mut d = due.lock().expect("due");
+            // 50 ms of slack for clocks and the way there
+            if d.remove(path)
+                .is_some_and(|t| now + std::time::Duration::from_millis(50) < t)
+            {
+                self.counts.early_retries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let over = n.is_some_and(|n| n > faults.limit_inflight);
+        let out = !faults.outage.is_zero() && self.t0.elapsed() < faults.outage;
+        if !(over || out || self.bucket.as_ref().is_some_and(|b| !b.take())) {
+            return None;
+        }
+        self.counts.gets.fetch_add(1, Ordering::Relaxed);
+        self.counts.refused.fetch_add(1, Ordering::Relaxed);
+        if over {
+            return Some(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many at once",
+            ));
+        }
+        let (status, wait) = if out {
+            (StatusCode::SERVICE_UNAVAILABLE, faults.retry_after)
+        } else {
+            (StatusCode::TOO_MANY_REQUESTS, 1)
+        };
+        self.refused(path, wait);
+        let mut r = json_error(status, "rate limited");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        Some(r)
     }
 
     /// `path` was refused with `Retry-After: wait`: note when it may come back.
@@ -592,17 +604,16 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
     counts: Arc<Counts>,
 ) {
+    let dice = Dice::new(cfg.faults.clone());
     let app = Arc::new(App {
         counts: counts.clone(),
         tokens: Tokens::new(&store.identity()),
         store,
         page_size: cfg.page_size.max(1),
-        dice: Dice::new(cfg.faults.clone()),
         t0: std::time::Instant::now(),
-        due: (Dice::new(cfg.faults.clone()).any()
-            || cfg.faults.limit_rps > 0.0
-            || !cfg.faults.outage.is_zero())
-        .then(Default::default),
+        due: (dice.any() || cfg.faults.limit_rps > 0.0 || !cfg.faults.outage.is_zero())
+            .then(Default::default),
+        dice,
         bucket: (cfg.faults.limit_rps > 0.0).then(|| Bucket {
             rps: cfg.faults.limit_rps,
             state: std::sync::Mutex::new((0.0, std::time::Instant::now())),

@@ -15,6 +15,20 @@ fn stats(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("stats json")).expect("json")
 }
 
+/// The faults that leave the connection up: refusals (10 % 503 and
+/// 5 % 429 with `Retry-After: 1`, 2 % 500) and 3 % answers a second late.
+fn refusals(seed: u64) -> Faults {
+    Faults {
+        fail_503: 0.10,
+        fail_429: 0.05,
+        fail_500: 0.02,
+        slow: 0.03,
+        retry_after: 1,
+        seed,
+        ..Faults::default()
+    }
+}
+
 /// The mix: about a quarter of attempts fail at random, none
 /// depending on load. The run finishes, every file exact, each `Retry-After`
 /// honoured by the request that got it, and the faults are called noise.
@@ -26,15 +40,9 @@ fn random_faults_are_retried_as_noise_and_the_run_finishes() {
         100,
         1000,
         Faults {
-            fail_503: 0.10,
-            fail_429: 0.05,
-            fail_500: 0.02,
             reset: 0.05,
             truncate: 0.05,
-            slow: 0.03,
-            retry_after: 1,
-            seed: 21,
-            ..Faults::default()
+            ..refusals(21)
         },
     );
     let t = tempfile::tempdir().unwrap();
@@ -71,20 +79,7 @@ fn random_faults_are_retried_as_noise_and_the_run_finishes() {
 #[test]
 fn each_retry_after_is_honoured_by_its_request() {
     let n = 3_000;
-    let s = synthetic(
-        n,
-        100,
-        1000,
-        Faults {
-            fail_503: 0.10,
-            fail_429: 0.05,
-            fail_500: 0.02,
-            slow: 0.03,
-            retry_after: 1,
-            seed: 7,
-            ..Faults::default()
-        },
-    );
+    let s = synthetic(n, 100, 1000, refusals(7));
     let t = tempfile::tempdir().unwrap();
     let dest = t.path().join("out");
     let o = bulkget(&["mirror", &s.url(), dest.to_str().unwrap(), "-q"]);
