@@ -106,7 +106,7 @@ pub struct Ctl {
     n: u32,
     lat_sum: Duration,
     lat_min: Duration,
-    /// Answers this period slower than [`OUTLIER`] floors.
+    /// Answers this period that stalled ([`Ctl::stall_after`]).
     stalls: u32,
     /// Periods for which depth stays at [`STALL_DEPTH`] at most: some
     /// answers stall, and over HTTP/1.1 every request behind one waits.
@@ -142,6 +142,9 @@ pub struct Ctl {
     mux: bool,
     /// Files/s in the last judged period (for display).
     pub rate: f64,
+    /// Periods ended so far (others look at the origin once a period, not
+    /// once an answer).
+    pub periods: u64,
 }
 
 /// `BULKGET_TRACE_CTL=1` prints every decision on stderr (for tuning),
@@ -188,6 +191,7 @@ impl Ctl {
             settle: false,
             mux: false,
             rate: 0.0,
+            periods: 0,
         }
     }
 
@@ -208,7 +212,7 @@ impl Ctl {
             .floor
             .map_or(Duration::MAX, |f| (f * OUTLIER).max(SLACK * 4));
         self.lat_sum += lat.min(clip);
-        if lat > clip {
+        if lat > self.stall_after() {
             self.stalls += 1;
         }
         self.lat_min = self.lat_min.min(lat);
@@ -222,6 +226,7 @@ impl Ctl {
     }
 
     fn judge(&mut self, now: Instant, el: Duration, all: &AtomicU64) -> bool {
+        self.periods += 1;
         let secs = el.as_secs_f64().max(1e-9);
         let rate = self.n as f64 / secs;
         // What the origin did on all cores meanwhile: a core that takes
@@ -501,6 +506,12 @@ impl Ctl {
         self.floor
             .map_or(Duration::from_millis(50), |f| f * OUTLIER)
             .max(Duration::from_millis(50))
+    }
+
+    /// Some answers stall while most do not (a heavy tail, not a queue):
+    /// a connection waiting on one is worth routing around.
+    pub fn stalling(&self) -> bool {
+        self.shallow_for > 0
     }
 
     fn depth_cap(&self) -> u32 {

@@ -266,8 +266,9 @@ impl Gates {
         r
     }
 
-    /// An answer came from the origin (at `now`): every [`LOOK_EVERY_MS`]
-    /// the judge's window is looked at, and ruled on once ripe.
+    /// A core's period for the origin ended (at `now`): every
+    /// [`LOOK_EVERY_MS`] the judge's window is looked at, and ruled on once
+    /// ripe.
     pub fn tick(&self, g: &Gate, now: Instant) -> Option<Ruling> {
         let ms = now.saturating_duration_since(self.t0).as_millis() as u64;
         let due = g.due_ms.load(Relaxed);

@@ -205,16 +205,22 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         let c = conn
             .as_mut()
             .expect("connected while requests are in flight");
-        // Waiting long for an answer's head, this connection counts as
-        // stalled, and another may open to carry the rest of the queue. A
-        // head already read (pipelined answers usually are) arms no timer.
+        // While some answers of the origin stall and most do not, a
+        // connection waiting long for an answer's head counts as stalled,
+        // and another may open to carry the rest of the queue. (When all
+        // answers are late they queue: more connections would not help.)
+        // A head already read (pipelined answers usually are) arms no timer.
         let head = {
             let read = c.read_head();
             tokio::pin!(read);
+            let stall_after = || {
+                let st = core.st.borrow();
+                let ctl = &st.origins[oid as usize].as_ref().expect("live origin").ctl;
+                ctl.stalling().then(|| ctl.stall_after())
+            };
             if let Some(h) = read.as_mut().now_or_never() {
                 h
-            } else {
-                let stall_after = origin(&mut core.st.borrow_mut(), oid).ctl.stall_after();
+            } else if let Some(stall_after) = stall_after() {
                 tokio::select! {
                 h = &mut read => h,
                 _ = tokio::time::sleep(stall_after) => {
@@ -228,6 +234,8 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                     h
                 }
                 }
+            } else {
+                read.await
             }
         };
         let answered = answer(&core, c, head, &inflight[0].0, &mut handed).await;
@@ -238,14 +246,18 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         let st = &mut *core.st.borrow_mut();
         let judge = |st: &mut State<P::Entry>| {
             let o = origin(st, oid);
+            let periods = o.ctl.periods;
             if o.ctl
                 .answered(now.into_std(), now - sent_at, &o.gate.answers)
             {
                 core.board(o, true);
                 core.ensure_conns(st, oid);
             }
+            // The judge's window, looked at once a period (5 ms to 1 s).
             let o = origin(st, oid);
-            if let Some(r) = core.gates.tick(&o.gate, now.into_std()) {
+            if o.ctl.periods != periods
+                && let Some(r) = core.gates.tick(&o.gate, now.into_std())
+            {
                 core.rule(o, r);
             }
         };
