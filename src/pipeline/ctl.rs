@@ -142,9 +142,6 @@ pub struct Ctl {
     mux: bool,
     /// Files/s in the last judged period (for display).
     pub rate: f64,
-    /// Periods ended so far (others look at the origin once a period, not
-    /// once an answer).
-    pub periods: u64,
 }
 
 /// `BULKGET_TRACE_CTL=1` prints every decision on stderr (for tuning),
@@ -191,7 +188,6 @@ impl Ctl {
             settle: false,
             mux: false,
             rate: 0.0,
-            periods: 0,
         }
     }
 
@@ -226,7 +222,6 @@ impl Ctl {
     }
 
     fn judge(&mut self, now: Instant, el: Duration, all: &AtomicU64) -> bool {
-        self.periods += 1;
         let secs = el.as_secs_f64().max(1e-9);
         let rate = self.n as f64 / secs;
         // What the origin did on all cores meanwhile: a core that takes

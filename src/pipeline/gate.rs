@@ -72,6 +72,9 @@ pub struct Gate {
     /// Its faults are noise (under half of attempts): retries do not back
     /// off further at each attempt.
     noise: std::sync::atomic::AtomicBool,
+    /// A fault has been seen: the judge watches the origin's answers (until
+    /// then an answer costs one load here, no clock).
+    watched: std::sync::atomic::AtomicBool,
 }
 
 impl Gate {
@@ -152,6 +155,7 @@ impl Gates {
                     pace_next_ns: AtomicU64::new(0),
                     pause_until_ms: AtomicU64::new(0),
                     noise: Default::default(),
+                    watched: Default::default(),
                 })
             })
             .clone()
@@ -162,10 +166,10 @@ impl Gates {
     pub fn put(&self, key: &OwnedKey, g: Arc<Gate>) {
         let mut m = self.map.lock().expect("gates");
         // Cores clone only under this lock, so the count cannot rise here.
-        // A judged origin is kept: what it learned is the server's.
-        let judged =
-            g.pace_iv_ns.load(Relaxed) != 0 || !matches!(self.verdict(&g).0, Verdict::Clear);
-        if Arc::strong_count(&g) == 2 && self.cap(&g) == NONE && !judged {
+        // An origin that has had faults is kept: what its judge learned,
+        // its pace and its pause are the server's (an origin idle through a
+        // pause would otherwise come back with none of them).
+        if Arc::strong_count(&g) == 2 && self.cap(&g) == NONE && !g.watched.load(Relaxed) {
             m.remove(key);
         }
     }
@@ -251,6 +255,7 @@ impl Gates {
     /// if that closes the judge's window.
     pub fn fault(&self, g: &Gate, f: Fault, retry_after: Option<Duration>) -> Ruling {
         let now = self.now_ms();
+        g.watched.store(true, Relaxed);
         let mut j = g.judge.lock().expect("judge");
         let mut r = j.fault(f, retry_after, now);
         if let Some(w) = j.close(now, g.answers.load(Relaxed)) {
@@ -266,10 +271,13 @@ impl Gates {
         r
     }
 
-    /// A core's period for the origin ended (at `now`): every
-    /// [`LOOK_EVERY_MS`] the judge's window is looked at, and ruled on once
-    /// ripe.
+    /// An answer came from the origin (at `now`): once the origin has had
+    /// faults, every [`LOOK_EVERY_MS`] the judge's window is looked at, and
+    /// ruled on once ripe.
     pub fn tick(&self, g: &Gate, now: Instant) -> Option<Ruling> {
+        if !g.watched.load(Relaxed) {
+            return None;
+        }
         let ms = now.saturating_duration_since(self.t0).as_millis() as u64;
         let due = g.due_ms.load(Relaxed);
         if ms < due

@@ -14,7 +14,8 @@
 //!  Trial ── share fell by half or more, past chance ──▶ Limited { rps }
 //!        └─ it did not ─────────────────────────────────▶ Open, noise = share
 //!  Limited ── share above noise: rps = what got through × 0.95
-//!          └─ none, while the pace binds: rps × 1.05 a window
+//!          └─ none, while the pace binds: rps × 1.25 a window, × 1.05
+//!             once a pace has been refused
 //! ```
 //!
 //! Faults at a steady rate that does not fall when the rate falls are
@@ -44,8 +45,8 @@ const MARGIN: f64 = 0.05;
 /// Faults in a window before a trial can start.
 const MIN_FAULTS: u32 = 5;
 /// Answers that went well in a window before a trial can start (what got
-/// through is the level a trial starts from).
-const MIN_OK: u64 = 10;
+/// through is the level a trial starts from; none at all is an outage).
+const MIN_OK: u64 = 3;
 
 /// What the judge has concluded about an origin.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -126,6 +127,10 @@ enum State {
     },
     Limited {
         rps: f64,
+        /// A pace of this origin has been refused since it was found: the
+        /// limit is near, so the pace creeps up (5 % a window), where
+        /// before it climbed a quarter a window (slow start).
+        near: bool,
     },
 }
 
@@ -172,7 +177,7 @@ impl Judge {
     pub fn verdict(&self) -> Verdict {
         match (&self.state, self.base) {
             (State::Trial { .. }, _) => Verdict::Trial,
-            (State::Limited { rps }, _) => Verdict::Limited(*rps),
+            (State::Limited { rps, .. }, _) => Verdict::Limited(*rps),
             (State::Open, Some(b)) => Verdict::Noise(b),
             (State::Open, None) => Verdict::Clear,
         }
@@ -278,7 +283,7 @@ impl Judge {
             } => {
                 if share < 0.5 * before && before - share > 3.0 * sigma(before) {
                     let rps = (got * 0.95).max(1.0);
-                    self.state = State::Limited { rps };
+                    self.state = State::Limited { rps, near: false };
                     r.pace = Some(Some(rps));
                     if !std::mem::replace(&mut self.said_limit, true) {
                         r.cut = true;
@@ -291,7 +296,7 @@ impl Judge {
                 } else if share >= 0.5 {
                     // Most still fail at the lower rate: lower again.
                     let rps = (got * 0.5).max(1.0);
-                    self.state = State::Limited { rps };
+                    self.state = State::Limited { rps, near: false };
                     r.pace = Some(Some(rps));
                 } else {
                     // Sending less did not help: noise.
@@ -303,16 +308,22 @@ impl Judge {
                     r.pace = Some(None);
                 }
             }
-            State::Limited { rps } => {
-                let next = if above(share) {
+            State::Limited { rps, near } => {
+                let over = above(share);
+                let next = if over {
                     (ok_rate * 0.95).clamp(1.0, rps)
                 } else if rate >= 0.8 * rps {
-                    // No fault at all: further from the limit, faster up.
-                    rps * if f == 0 { 1.1 } else { 1.05 }
+                    // Not refused while the pace binds: up. Until a pace is
+                    // refused the level may be far below the limit (found
+                    // from a short window): a quarter a window.
+                    rps * if near { 1.05 } else { 1.25 }
                 } else {
                     rps
                 };
-                self.state = State::Limited { rps: next };
+                self.state = State::Limited {
+                    rps: next,
+                    near: near || over,
+                };
                 r.pace = Some(Some(next));
             }
         }

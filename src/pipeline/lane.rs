@@ -246,18 +246,14 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         let st = &mut *core.st.borrow_mut();
         let judge = |st: &mut State<P::Entry>| {
             let o = origin(st, oid);
-            let periods = o.ctl.periods;
             if o.ctl
                 .answered(now.into_std(), now - sent_at, &o.gate.answers)
             {
                 core.board(o, true);
                 core.ensure_conns(st, oid);
             }
-            // The judge's window, looked at once a period (5 ms to 1 s).
             let o = origin(st, oid);
-            if o.ctl.periods != periods
-                && let Some(r) = core.gates.tick(&o.gate, now.into_std())
-            {
+            if let Some(r) = core.gates.tick(&o.gate, now.into_std()) {
                 core.rule(o, r);
             }
         };
