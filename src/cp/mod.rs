@@ -8,8 +8,9 @@
 //!     ▼
 //!  par::Par::stream (bounded in flight) ── spawn_blocking ─▶ outcomes (input + error kept)
 //!  progress::CopyBars: `listing` and `copying` bars (plain lines off a terminal)
-//!     bunches of 32 files per blocking task; each: copy_file_range (reflinks / in-kernel
-//!     copy) into DST/.NAME.bulkget-part, mode and mtime set, rename onto DST/NAME
+//!     bunches of 32 files per blocking task; each (file.rs): copy_file_range (reflinks /
+//!     in-kernel copy) into an unnamed file in DST/ (O_TMPFILE), mode and mtime set,
+//!     linkat onto DST/NAME; or, where DST/NAME is there, DST/.NAME.bulkget-part + rename
 //! ```
 //!
 //! Semantics are `rclone copy`'s, not `cp -r`'s, so that a rerun does the
@@ -32,6 +33,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 
 pub mod between;
+mod file;
 pub mod send;
 pub mod up;
 pub mod web;
@@ -200,138 +202,6 @@ fn check_not_inside(src: &Path, dst: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Copies `it` (a file or a link), atomically: a temp file beside the
-/// target, then a rename.
-fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
-    let name = it.to.file_name().expect("a file name").to_string_lossy();
-    let tmp = it.to.with_file_name(format!(".{name}.bulkget-part"));
-    if it.link {
-        let target = std::fs::read_link(&it.from).map_err(|e| err(&it.from, "cannot read", e))?;
-        if !overwrite && std::fs::read_link(&it.to).is_ok_and(|t| t == target) {
-            return Ok(Done::Skipped);
-        }
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| err(&tmp, "cannot write", e))?;
-        std::fs::rename(&tmp, &it.to).map_err(|e| err(&it.to, "cannot write", e))?;
-        return Ok(Done::Copied(0));
-    }
-    let stat;
-    let m = match &it.meta {
-        Some(m) => m,
-        None => {
-            stat = std::fs::metadata(&it.from).map_err(|e| err(&it.from, "cannot read", e))?;
-            &stat
-        }
-    };
-    if !overwrite
-        && !it.fresh
-        && let Ok(d) = std::fs::symlink_metadata(&it.to)
-        && d.is_file()
-        && d.len() == m.len()
-        && d.modified().ok() == m.modified().ok()
-    {
-        return Ok(Done::Skipped);
-    }
-    let n = copy_into(&it.from, &tmp, m).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    std::fs::rename(&tmp, &it.to).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(&it.to, "cannot write", e)
-    })?;
-    Ok(Done::Copied(n))
-}
-
-/// The process's umask (read once: reading it means setting it).
-fn umask() -> u32 {
-    static MASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *MASK.get_or_init(|| {
-        // SAFETY: umask(2) cannot fail; the old mask is put back at once.
-        let old = unsafe { libc::umask(0o022) };
-        unsafe { libc::umask(old) };
-        old as u32
-    })
-}
-
-/// Copies `len` bytes between the open files with `copy_file_range` (an
-/// in-kernel copy, a reflink where the file system has them), called by
-/// hand: `io::copy` would first `fstat` both files and then ask once more
-/// at the end, three calls a file that a tree of small files pays for.
-/// Falls back to `io::copy` where the kernel cannot (another file system
-/// type, old kernels). A source that shrank gives fewer bytes (the size
-/// then differs, so a rerun copies it again).
-fn copy_range(src: &mut std::fs::File, dst: &mut std::fs::File, len: u64) -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    let mut done = 0u64;
-    while done < len {
-        let want = (len - done).min(1 << 30) as usize;
-        // SAFETY: both descriptors are open files owned by the caller; null
-        // offsets mean each file's own position is used and advanced.
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                std::ptr::null_mut(),
-                dst.as_raw_fd(),
-                std::ptr::null_mut(),
-                want,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
-                    Ok(done + io::copy(src, dst)?)
-                }
-                Some(libc::EINTR) => continue,
-                _ => Err(e),
-            };
-        }
-        if n == 0 {
-            break;
-        }
-        done += n as u64;
-    }
-    Ok(done)
-}
-
-/// Copies the bytes, the mode and the modification time, on one open file
-/// each side: the temp file is made with the source's mode (a `fchmod`
-/// only where the umask took bits away), and its time set before the
-/// rename.
-fn copy_into(from: &Path, tmp: &Path, m: &std::fs::Metadata) -> Result<u64, Failed> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut src = std::fs::File::open(from).map_err(|e| err(from, "cannot read", e))?;
-    let mode = m.permissions().mode() & 0o7777;
-    // A new file, so that it takes this mode: one left by a killed run
-    // goes first.
-    let open = || {
-        std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(tmp)
-    };
-    let mut dst = match open() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let _ = std::fs::remove_file(tmp);
-            open()
-        }
-        r => r,
-    }
-    .map_err(|e| err(tmp, "cannot write", e))?;
-    let n = copy_range(&mut src, &mut dst, m.len()).map_err(|e| err(from, "cannot copy", e))?;
-    if mode & !umask() != mode || mode & 0o7000 != 0 {
-        dst.set_permissions(m.permissions())
-            .map_err(|e| err(tmp, "cannot set the mode of", e))?;
-    }
-    if let Ok(t) = m.modified() {
-        dst.set_modified(t)
-            .map_err(|e| err(tmp, "cannot set the time of", e))?;
-    }
-    Ok(n)
-}
-
 /// Walks SRC depth first in name order, making each directory at DST as it
 /// goes, and yields the files and links to copy. Directories it cannot read
 /// or make are failures, kept.
@@ -496,7 +366,7 @@ pub fn run(cfg: &CpConfig, stop: Arc<AtomicBool>) -> Result<CpOutcome, RunError>
         let mut s = par.stream(bunches, |b: Arc<Vec<Item>>| async move {
             tokio::task::spawn_blocking(move || {
                 b.iter()
-                    .map(|it| copy_one(it, overwrite))
+                    .map(|it| file::copy_one(it, overwrite))
                     .collect::<Vec<_>>()
             })
             .await
