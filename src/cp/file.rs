@@ -23,9 +23,8 @@ static NO_UNNAMED: AtomicBool = AtomicBool::new(false);
 
 /// Copies `it` (a file or a link), atomically.
 pub(super) fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
-    let name = it.to.file_name().expect("a file name").to_string_lossy();
-    let tmp = it.to.with_file_name(format!(".{name}.bulkget-part"));
     if it.link {
+        let tmp = tmp_of(&it.to);
         let target = std::fs::read_link(&it.from).map_err(|e| err(&it.from, "cannot read", e))?;
         if !overwrite && std::fs::read_link(&it.to).is_ok_and(|t| t == target) {
             return Ok(Done::Skipped);
@@ -59,15 +58,23 @@ pub(super) fn copy_one(it: &Item, overwrite: bool) -> Result<Done, Failed> {
     }
     if absent
         && !NO_UNNAMED.load(Ordering::Relaxed)
-        && let Some(n) = copy_unnamed(it, &tmp, m)?
+        && let Some(n) = copy_unnamed(it, m)?
     {
         return Ok(Done::Copied(n));
     }
+    let tmp = tmp_of(&it.to);
     let n = copy_named(&it.from, &tmp, m).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })?;
     rename(&tmp, &it.to)?;
     Ok(Done::Copied(n))
+}
+
+/// The temp name beside `to`: `.NAME.bulkget-part` (made only where one
+/// is used: an unnamed file needs none).
+fn tmp_of(to: &Path) -> std::path::PathBuf {
+    let name = to.file_name().expect("a file name").to_string_lossy();
+    to.with_file_name(format!(".{name}.bulkget-part"))
 }
 
 fn rename(tmp: &Path, to: &Path) -> Result<(), Failed> {
@@ -85,7 +92,7 @@ fn mode_of(m: &std::fs::Metadata) -> u32 {
 /// Copies into an unnamed file in the target's directory, then names it.
 /// `None`: this file system cannot (nothing written; the caller uses a temp
 /// name).
-fn copy_unnamed(it: &Item, tmp: &Path, m: &std::fs::Metadata) -> Result<Option<u64>, Failed> {
+fn copy_unnamed(it: &Item, m: &std::fs::Metadata) -> Result<Option<u64>, Failed> {
     let dir = match it.to.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -117,9 +124,10 @@ fn copy_unnamed(it: &Item, tmp: &Path, m: &std::fs::Metadata) -> Result<Option<u
         // Something came to the target since the stat: replace it as
         // rename would.
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            let _ = std::fs::remove_file(tmp);
-            link(&fd, tmp).map_err(|e| err(tmp, "cannot write", e))?;
-            rename(tmp, &it.to)?;
+            let tmp = tmp_of(&it.to);
+            let _ = std::fs::remove_file(&tmp);
+            link(&fd, &tmp).map_err(|e| err(&tmp, "cannot write", e))?;
+            rename(&tmp, &it.to)?;
             Ok(Some(n))
         }
         Err(_) if !Path::new("/proc/self/fd").is_dir() => {
