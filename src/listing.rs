@@ -255,7 +255,29 @@ pub async fn backoff(
 /// and reads the whole body, at most [`MAX_PAGE`] bytes: for listing pages.
 /// 429 and 503 come back as errors that carry Retry-After; a redirect is an
 /// error that says where to.
+///
+/// A connection kept from an earlier page may have been closed by the
+/// server since (its keep-alive ran out while a retry waited, or while the
+/// pipeline was full): when it ends before any answer, the request goes
+/// again at once on a new connection, not as an attempt of its own (else
+/// the closed connection, not the server's answer, is what gets reported).
 pub async fn get_small(
+    net: &Net,
+    conn: &mut Option<Conn>,
+    key: crate::fetch::url::OriginKey<'_>,
+    path: &str,
+) -> Result<(u16, Vec<u8>), FetchError> {
+    let reused = conn.is_some();
+    match get_once(net, conn, key, path).await {
+        Err(e) if reused && e.is_connection_end() => {
+            *conn = None;
+            get_once(net, conn, key, path).await
+        }
+        r => r,
+    }
+}
+
+async fn get_once(
     net: &Net,
     conn: &mut Option<Conn>,
     key: crate::fetch::url::OriginKey<'_>,

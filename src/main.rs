@@ -479,6 +479,9 @@ struct FaultArgs {
     /// Turn Range support off: ignore Range headers and do not send Accept-Ranges.
     #[arg(long)]
     no_ranges: bool,
+    /// A name meets at most N of the faults above that fail an attempt; later attempts succeed (0 = no bound).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    max_faults: u32,
     /// Seed of the fault dice: the same seed and request order give the same faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -517,6 +520,7 @@ impl FaultArgs {
             latency: Duration::from_millis(self.latency),
             rate_limit: self.rate_limit,
             no_ranges: self.no_ranges,
+            max_faults: self.max_faults,
             seed: self.seed,
         })
     }

@@ -14,8 +14,9 @@
 //!  Trial ── share fell by half or more, past chance ──▶ Limited { rps }
 //!        └─ it did not ─────────────────────────────────▶ Open, noise = share
 //!  Limited ── share above noise: rps = what got through × 0.95
-//!          └─ none, while the pace binds: rps × 1.25 a window, × 1.05
-//!             once a pace has been refused
+//!          ├─ none, while the pace binds: rps × 1.25 a window, × 1.05
+//!          │  once a pace has been refused
+//!          └─ above noise 3 windows in a row, cut each time ──▶ Open, noise
 //! ```
 //!
 //! Faults at a steady rate that does not fall when the rate falls are
@@ -47,6 +48,14 @@ const MIN_FAULTS: u32 = 5;
 /// Answers that went well in a window before a trial can start (what got
 /// through is the level a trial starts from; none at all is an outage).
 const MIN_OK: u64 = 3;
+/// Windows in a row that stay above the noise while limited, each paced
+/// at what the one before let through, before the limit is called noise
+/// after all. Under a limit, sending what got through is refused no more;
+/// random faults go on at any rate. (A trial can read noise as a limit by
+/// chance, or when stalls thin out one short window's answers: this is
+/// the way back, where before a wrong verdict ratcheted the pace down for
+/// the rest of the run.)
+const NOT_A_LIMIT: u32 = 3;
 
 /// What the judge has concluded about an origin.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -124,6 +133,8 @@ enum State {
     Trial {
         share: f64,
         ok_rate: f64,
+        /// Attempts in the window that started it.
+        n: u64,
     },
     Limited {
         rps: f64,
@@ -131,6 +142,9 @@ enum State {
         /// limit is near, so the pace creeps up (5 % a window), where
         /// before it climbed a quarter a window (slow start).
         near: bool,
+        /// Windows in a row with faults above the noise although each
+        /// cut the pace to what got through (see [`NOT_A_LIMIT`]).
+        over: u32,
     },
 }
 
@@ -270,7 +284,7 @@ impl Judge {
                 // Nothing got through (an outage, not a limit): no level to
                 // find; a burst pauses the origin instead.
                 if above(share) && f >= u64::from(MIN_FAULTS) && ok >= MIN_OK {
-                    self.state = State::Trial { share, ok_rate };
+                    self.state = State::Trial { share, ok_rate, n };
                     r.pace = Some(Some((0.5 * rate).min(0.9 * ok_rate).max(1.0)));
                 } else if let Some(b) = self.base {
                     // Noise drifts: follow it.
@@ -280,10 +294,19 @@ impl Judge {
             State::Trial {
                 share: before,
                 ok_rate: got,
+                n: n_before,
             } => {
-                if share < 0.5 * before && before - share > 3.0 * sigma(before) {
+                // Both shares are estimates: the fall must pass both errors.
+                let err = (before * (1.0 - before) / n_before.max(1) as f64
+                    + share * (1.0 - share) / n as f64)
+                    .sqrt();
+                if share < 0.5 * before && before - share > 3.0 * err {
                     let rps = (got * 0.95).max(1.0);
-                    self.state = State::Limited { rps, near: false };
+                    self.state = State::Limited {
+                        rps,
+                        near: false,
+                        over: 0,
+                    };
                     r.pace = Some(Some(rps));
                     if !std::mem::replace(&mut self.said_limit, true) {
                         r.cut = true;
@@ -296,7 +319,11 @@ impl Judge {
                 } else if share >= 0.5 {
                     // Most still fail at the lower rate: lower again.
                     let rps = (got * 0.5).max(1.0);
-                    self.state = State::Limited { rps, near: false };
+                    self.state = State::Limited {
+                        rps,
+                        near: false,
+                        over: 0,
+                    };
                     r.pace = Some(Some(rps));
                 } else {
                     // Sending less did not help: noise.
@@ -308,9 +335,10 @@ impl Judge {
                     r.pace = Some(None);
                 }
             }
-            State::Limited { rps, near } => {
-                let over = above(share);
-                let next = if over {
+            State::Limited { rps, near, over } => {
+                let over_now = above(share);
+                let over = if over_now { over + 1 } else { 0 };
+                let next = if over_now {
                     (ok_rate * 0.95).clamp(1.0, rps)
                 } else if rate >= 0.8 * rps {
                     // Not refused while the pace binds: up. Until a pace is
@@ -320,11 +348,19 @@ impl Judge {
                 } else {
                     rps
                 };
-                self.state = State::Limited {
-                    rps: next,
-                    near: near || over,
-                };
-                r.pace = Some(Some(next));
+                if over >= NOT_A_LIMIT {
+                    // Cut after cut did not lower the faults: noise.
+                    self.base = Some(share);
+                    self.state = State::Open;
+                    r.pace = Some(None);
+                } else {
+                    self.state = State::Limited {
+                        rps: next,
+                        near: near || over_now,
+                        over,
+                    };
+                    r.pace = Some(Some(next));
+                }
             }
         }
         if r.pace.is_some() || r.pause.is_some() {
@@ -400,6 +436,30 @@ mod tests {
             panic!()
         };
         assert!(after < rps, "{after} < {rps}");
+    }
+
+    #[test]
+    fn noise_taken_for_a_limit_by_chance_is_found_out() {
+        let (mut j, mut t, mut ok) = (Judge::new(0, 0), 0, 0);
+        let _ = window(&mut j, &mut t, &mut ok, 1000, 0.25, Fault::Reset);
+        // A trial window that by chance saw few faults.
+        let _ = window(&mut j, &mut t, &mut ok, 500, 0.02, Fault::Reset);
+        assert!(matches!(j.verdict(), Verdict::Limited(_)));
+        // The faults go on whatever the pace: called noise, pace lifted.
+        let mut last = None;
+        for _ in 0..NOT_A_LIMIT {
+            last = Some(window(&mut j, &mut t, &mut ok, 400, 0.25, Fault::Reset));
+        }
+        assert_eq!(last.unwrap().pace, Some(None));
+        assert!(matches!(j.verdict(), Verdict::Noise(s) if (0.2..0.3).contains(&s)));
+        // ...and a real limiter's refusals, which stop once paced, stay a limit.
+        let (mut j, mut t, mut ok) = (Judge::new(0, 0), 0, 0);
+        let _ = window(&mut j, &mut t, &mut ok, 2000, 0.5, Fault::Pushback);
+        let _ = window(&mut j, &mut t, &mut ok, 900, 0.01, Fault::Pushback);
+        for p in [0.2, 0.0, 0.0, 0.2, 0.0, 0.2, 0.01] {
+            let _ = window(&mut j, &mut t, &mut ok, 900, p, Fault::Pushback);
+            assert!(matches!(j.verdict(), Verdict::Limited(_)), "{p}");
+        }
     }
 
     #[test]

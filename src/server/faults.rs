@@ -6,7 +6,11 @@
 //! Besides those random faults, two limits that depend on load, as real
 //! servers have them: a rate limiter (`429` above R requests a second) and a
 //! concurrency limit (`503` to a request that finds K already in progress).
+//! `max_faults` bounds the faults one name meets, as the flaky
+//! proxy did ("every file gets through within three attempts").
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -46,6 +50,12 @@ pub struct Faults {
     pub rate_limit: u64,
     /// Ignore `Range` and do not advertise `Accept-Ranges`.
     pub no_ranges: bool,
+    /// A name meets at most this many of the random faults that fail an
+    /// attempt; its next attempts are answered normally (0: no bound). A
+    /// flaky server whose every file gets through within N + 1 attempts,
+    /// so a test of retries does not fail on the rare file whose every
+    /// attempt drew a fault.
+    pub max_faults: u32,
     pub seed: u64,
 }
 
@@ -65,6 +75,8 @@ pub enum Fate {
 pub struct Dice {
     faults: Faults,
     counter: AtomicU64,
+    /// Faults met so far by each name (by hash), under `max_faults`.
+    met: Mutex<HashMap<u64, u32>>,
 }
 
 impl Dice {
@@ -72,6 +84,7 @@ impl Dice {
         Dice {
             faults,
             counter: AtomicU64::new(0),
+            met: Mutex::new(HashMap::new()),
         }
     }
 
@@ -85,7 +98,25 @@ impl Dice {
         f.fail_503 + f.fail_429 + f.fail_500 + f.reset + f.truncate + f.slow > 0.0
     }
 
-    pub fn roll(&self) -> Fate {
+    /// The fate of a request for `name`.
+    pub fn roll(&self, name: &str) -> Fate {
+        let fate = self.draw();
+        if self.faults.max_faults == 0 || matches!(fate, Fate::Normal | Fate::Slow) {
+            return fate;
+        }
+        let key = name
+            .bytes()
+            .fold(0x9e37_79b9_7f4a_7c15, |h, b| splitmix64(h ^ u64::from(b)));
+        let mut met = self.met.lock().unwrap_or_else(|e| e.into_inner());
+        let n = met.entry(key).or_insert(0);
+        if *n >= self.faults.max_faults {
+            return Fate::Normal;
+        }
+        *n += 1;
+        fate
+    }
+
+    fn draw(&self) -> Fate {
         if !self.any() {
             return Fate::Normal;
         }
@@ -124,7 +155,7 @@ mod tests {
             seed: 7,
             ..Faults::default()
         };
-        let roll = |d: &Dice| (0..10_000).map(|_| d.roll()).collect::<Vec<_>>();
+        let roll = |d: &Dice| (0..10_000).map(|_| d.roll("/get/a")).collect::<Vec<_>>();
         let a = roll(&Dice::new(f.clone()));
         assert_eq!(a, roll(&Dice::new(f)));
         let n503 = a.iter().filter(|x| **x == Fate::Status503).count();
@@ -132,5 +163,20 @@ mod tests {
         assert!((800..1200).contains(&n503), "{n503}");
         assert!((1700..2300).contains(&nreset), "{nreset}");
         assert!(!a.contains(&Fate::Status429));
+    }
+
+    #[test]
+    fn a_name_meets_at_most_max_faults() {
+        let d = Dice::new(Faults {
+            fail_500: 0.9,
+            max_faults: 2,
+            seed: 3,
+            ..Faults::default()
+        });
+        for name in ["/get/a", "/get/b"] {
+            let fates: Vec<_> = (0..10).map(|_| d.roll(name)).collect();
+            let failed = fates.iter().filter(|f| **f == Fate::Status500).count();
+            assert_eq!(failed, 2, "{name}: {fates:?}");
+        }
     }
 }

@@ -171,7 +171,11 @@ impl App {
         if get && let Some(r) = self.limited(req.uri().path(), _in.as_ref().map(|i| i.1)) {
             return r;
         }
-        let fate = if get { self.dice.roll() } else { Fate::Normal };
+        let fate = if get {
+            self.dice.roll(req.uri().path())
+        } else {
+            Fate::Normal
+        };
         let mut lat = faults.latency;
         if fate == Fate::Slow {
             lat += std::time::Duration::from_secs(1);

@@ -262,6 +262,31 @@ fn an_unreachable_server_is_a_clear_error() {
     );
 }
 
+/// A listing page answered with an error the server sent whole is reported
+/// as that error, even when the server closed the kept connection while
+/// the retry waited (s3rver's keep-alive runs out in 5 s; bulkget said
+/// "connection closed before the answer" and never showed the 500).
+#[test]
+fn a_listing_error_is_reported_as_sent_though_the_idle_connection_closed() {
+    let s = Scripted::raw(|_, _| {
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\nX-Then-Close: 1\r\n\r\noops!"
+            .to_vec()
+    });
+    let t = tempfile::tempdir().unwrap();
+    let o = bulkget(&[
+        "mirror",
+        &s.url(),
+        t.path().to_str().unwrap(),
+        "-q",
+        "--retries",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(!err.contains("closed"), "{err}");
+}
+
 #[test]
 fn null_sink_fetches_and_keeps_nothing() {
     let s = synthetic(1000, 100, 100, Faults::default());
