@@ -467,6 +467,12 @@ struct FaultArgs {
     /// At most K /get in progress at once; one more gets 503 at once.
     #[arg(long, default_value_t = 0, value_name = "K")]
     limit_inflight: u64,
+    /// Serve at most N /get at once, each busy for --latency; the rest queue (a server with N workers).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    workers: u64,
+    /// Answer every /get 503 with Retry-After for this many seconds after the start (an outage).
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    outage: u64,
     /// Seconds sent in Retry-After with injected 503/429.
     #[arg(long, default_value_t = 1, value_name = "SECONDS")]
     retry_after: u64,
@@ -516,7 +522,8 @@ impl FaultArgs {
             retry_after: self.retry_after,
             limit_rps: self.limit_rps,
             limit_inflight: self.limit_inflight,
-            outage: Duration::ZERO,
+            workers: self.workers,
+            outage: Duration::from_secs(self.outage),
             latency: Duration::from_millis(self.latency),
             rate_limit: self.rate_limit,
             no_ranges: self.no_ranges,
@@ -550,6 +557,19 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // A panic is a bug. Caught by its task, it would leave the rest of the
+    // run waiting for that task's work forever (seen: a core's controller
+    // panicked and the run hung at 0 files/s). So say so and stop at once,
+    // as a kill would: the journal keeps what landed, the same command
+    // resumes.
+    let said = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        said(info);
+        eprintln!(
+            "bulkget: internal error (a bug, the line above says where): stopping; what landed is kept, and the same command resumes"
+        );
+        std::process::abort();
+    }));
     bulkget::pipeline::raise_fd_limit();
     let cli = Cli::parse();
     let r = match cli.cmd {

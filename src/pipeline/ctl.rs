@@ -59,6 +59,8 @@ const PROBE_EVERY: u32 = 8;
 const KEEP_DEPTH: u32 = 4 * PROBE_EVERY;
 /// Periods a latency floor is kept before it is measured afresh.
 const FLOOR_PERIODS: u32 = 32;
+/// ... or this long while latency is inflated.
+const FLOOR_TIME: Duration = Duration::from_secs(2);
 /// A core adds its answers to its origin's count on all cores at least
 /// this often in a period (one shared write per few answers, not per
 /// answer, yet fine enough that another core's period reads it right).
@@ -113,6 +115,15 @@ pub struct Ctl {
     shallow_for: u32,
     floor: Option<Duration>,
     floor_age: u32,
+    /// When the floor was last set afresh.
+    floor_at: Instant,
+    /// The floor aged out while even the least latency stayed well above
+    /// it: the origin should drain to measure it afresh (the lane asks the
+    /// gate, [`super::gate::Gates::floor_probe`], and hands the result to
+    /// [`Ctl::measured_floor`]).
+    pub floor_due: bool,
+    /// The last drain of the origin this controller has had.
+    pub drains_seen: u64,
     /// Files/s at the current setting (a moving average); none right after
     /// a cut.
     reference: Option<f64>,
@@ -174,6 +185,9 @@ impl Ctl {
             shallow_for: 0,
             floor: None,
             floor_age: 0,
+            floor_at: now,
+            floor_due: false,
+            drains_seen: 0,
             reference: None,
             ref_lat: None,
             ref_all: None,
@@ -236,10 +250,29 @@ impl Ctl {
         self.all_start = Some(total);
         let mean = self.lat_sum / self.n.max(1);
         self.floor_age += 1;
+        // Ages out after so many periods, or sooner in time while latency
+        // is inflated (a standing queue makes periods long).
+        let aged = self.floor_age >= FLOOR_PERIODS
+            || (now.saturating_duration_since(self.floor_at) >= FLOOR_TIME
+                && self.floor.is_some_and(|f| mean > f.saturating_mul(2)));
         self.floor = Some(match self.floor {
-            Some(f) if self.floor_age < FLOOR_PERIODS => f.min(self.lat_min),
+            Some(f) if !aged => f.min(self.lat_min),
+            // Aged out while the least latency stays well above it: the
+            // queue may be standing (it would become the floor and look
+            // normal). The old floor stands until a drain measures it, or
+            // for as long again at most.
+            Some(f)
+                if self.lat_min > f * 3 / 2
+                    && self.floor_age < 2 * FLOOR_PERIODS
+                    && now.saturating_duration_since(self.floor_at) < 4 * FLOOR_TIME =>
+            {
+                self.floor_due = true;
+                f
+            }
             _ => {
                 self.floor_age = 0;
+                self.floor_at = now;
+                self.floor_due = false;
                 self.lat_min
             }
         });
@@ -268,6 +301,11 @@ impl Ctl {
         self.rate = rate;
         let (conns, depth) = (self.conns, self.depth);
         let inflated = mean > floor * 2 + SLACK;
+        // Far above the floor while depth is already least: a queue at the
+        // server, which more connections only lengthen (a server that
+        // answers each connection's requests in turn shows about depth
+        // floors, not this many).
+        let crowded = mean > floor * 4 + SLACK * 2 && self.depth <= MIN_DEPTH;
         self.keep_depth = self.keep_depth.saturating_sub(1);
         self.keep_conns = self.keep_conns.saturating_sub(1);
         // Latency queues: fewer per connection is worth a trial, unless
@@ -303,7 +341,10 @@ impl Ctl {
                             .ref_lat
                             .is_none_or(|l| now_per_conn >= per_conn(d0, l) * 0.9)
                 }
-                Step::Fewer => gain >= -0.05,
+                // While crowded, files/s hardly moves with connections
+                // (the server is the bottleneck) and a short period's
+                // figure is noisy: only a clear loss undoes the cut.
+                Step::Fewer => gain >= if crowded { -0.15 } else { -0.05 },
             };
             if paid {
                 self.reference = Some(rate);
@@ -314,6 +355,8 @@ impl Ctl {
                 }
                 if cut {
                     self.try_step(Step::Shallower);
+                } else if crowded {
+                    self.try_fewer();
                 } else if inflated {
                     // As shallow as it goes: only more connections may
                     // still pay (and are undone if they do not); over
@@ -348,6 +391,7 @@ impl Ctl {
                     Step::Conns => self.ss_conns = false,
                     Step::Depth => self.ss_depth = false,
                     Step::Shallower => self.keep_depth = KEEP_DEPTH,
+                    Step::Fewer if crowded => self.keep_conns = PROBE_EVERY,
                     Step::Fewer => self.keep_conns = KEEP_DEPTH,
                 }
                 self.holds = 0;
@@ -364,6 +408,8 @@ impl Ctl {
             self.holds += 1;
             if cut {
                 self.try_step(Step::Shallower);
+            } else if crowded {
+                self.try_fewer();
             } else if inflated {
                 // Latency inflated, and depth will not come off: only
                 // connections (over HTTP/2, streams first: a trial of
@@ -444,6 +490,29 @@ impl Ctl {
             Step::Depth => self.ss_depth,
             Step::Shallower | Step::Fewer => false,
         }
+    }
+
+    /// A standing queue at the server: fewer connections on trial (kept
+    /// unless files/s fell), and no more slow start for connections.
+    fn try_fewer(&mut self) {
+        self.ss_conns = false;
+        if self.keep_conns == 0 && self.conns > START_CONNS {
+            self.try_step(Step::Fewer);
+        }
+    }
+
+    /// The origin drained and its answers then took `floor` at least.
+    pub fn measured_floor(&mut self, floor: Duration, now: Instant) {
+        self.floor = Some(floor);
+        self.floor_age = 0;
+        self.floor_at = now;
+        self.floor_due = false;
+    }
+
+    /// How long a drain should last: the queue empties in about one mean
+    /// latency, then the probes need a few round trips.
+    pub fn drain_for(&self) -> Duration {
+        Duration::from_secs_f64((self.ref_lat.unwrap_or(0.1) * 1.5 + 0.01).min(2.0))
     }
 
     /// Puts more connections on trial, unless they are at their ceiling.

@@ -75,6 +75,17 @@ pub struct Gate {
     /// A fault has been seen: the judge watches the origin's answers (until
     /// then an answer costs one load here, no clock).
     watched: std::sync::atomic::AtomicBool,
+    /// A drain of the origin's queue, to measure its latency floor
+    /// ([`Gates::floor_probe`]): until then (ms since the run began) lanes
+    /// send nothing but probes.
+    drain_until_ms: AtomicU64,
+    /// No drain starts before then.
+    drain_next_ms: AtomicU64,
+    /// Drains started so far; the least latency of the last one's probes.
+    drain_seq: AtomicU64,
+    drain_min_ns: AtomicU64,
+    /// Probes in flight (one per lane, at most one per core).
+    probes: AtomicU32,
 }
 
 impl Gate {
@@ -84,6 +95,19 @@ impl Gate {
     }
 }
 
+/// What a lane may do while its origin drains ([`Gates::drain`]).
+#[derive(Debug, PartialEq)]
+pub enum Drain {
+    /// Send as usual.
+    Open,
+    /// Send one request, a probe of the latency floor.
+    Probe,
+    /// Send nothing; look again after this long.
+    Wait(Duration),
+}
+
+/// An origin drains to measure its latency floor at most this often.
+pub const DRAIN_EVERY: Duration = Duration::from_secs(5);
 /// Up to this much of unused pace may be sent at once.
 const PACE_BURST: Duration = Duration::from_millis(5);
 /// How often a core looks whether the judge's window is ripe.
@@ -156,6 +180,11 @@ impl Gates {
                     pause_until_ms: AtomicU64::new(0),
                     noise: Default::default(),
                     watched: Default::default(),
+                    drain_until_ms: AtomicU64::new(0),
+                    drain_next_ms: AtomicU64::new(0),
+                    drain_seq: AtomicU64::new(0),
+                    drain_min_ns: AtomicU64::new(u64::MAX),
+                    probes: AtomicU32::new(0),
                 })
             })
             .clone()
@@ -342,6 +371,76 @@ impl Gates {
                 Ok(_) => return None,
                 Err(n) => next = n,
             }
+        }
+    }
+
+    /// The origin's latency floor, measured in a drain. A controller's floor
+    /// is the least latency it saw lately; when requests always queue at
+    /// the server (more in flight than it serves at once), even the least
+    /// includes the queue, and once the old floor ages out the queue would
+    /// become the floor and look normal (measured: s3rver, ~1 ms a request,
+    /// held at ~400 requests in flight with a "floor" of 200 ms). So, as
+    /// BBR's ProbeRTT does, the origin drains: for `dur` no lane sends,
+    /// save one probe request at a time per core on a lane with nothing in
+    /// flight, and the probes' least latency is the floor. Drains are
+    /// shared by the origin's cores (each core's controller adopts the
+    /// last one's result, `seen` remembering which it has had) and at most
+    /// one per [`DRAIN_EVERY`]. Some(floor) once a drain this core has not
+    /// yet seen is over; None while one runs or was just started.
+    pub fn floor_probe(&self, g: &Gate, seen: &mut u64, dur: Duration) -> Option<Duration> {
+        let now = self.now_ms();
+        let seq = g.drain_seq.load(Relaxed);
+        if seq != *seen && now >= g.drain_until_ms.load(Relaxed) {
+            *seen = seq;
+            let m = g.drain_min_ns.load(Relaxed);
+            if m != u64::MAX {
+                return Some(Duration::from_nanos(m));
+            }
+        }
+        let next = g.drain_next_ms.load(Relaxed);
+        if now >= next
+            && g.drain_next_ms
+                .compare_exchange(next, now + DRAIN_EVERY.as_millis() as u64, Relaxed, Relaxed)
+                .is_ok()
+        {
+            g.drain_min_ns.store(u64::MAX, Relaxed);
+            g.drain_until_ms
+                .store(now + dur.as_millis() as u64, Relaxed);
+            g.drain_seq.fetch_add(1, Relaxed);
+        }
+        None
+    }
+
+    /// Whether a lane may send now (one load per request while the origin
+    /// does not drain). While it drains, a lane with nothing in flight
+    /// (`idle`) may send one probe if a slot is free (one per core); it
+    /// holds the slot until [`Gates::probe_answered`].
+    pub fn drain(&self, g: &Gate, idle: bool) -> Drain {
+        let until = g.drain_until_ms.load(Relaxed);
+        if until == 0 {
+            return Drain::Open;
+        }
+        let now = self.now_ms();
+        if now >= until {
+            return Drain::Open;
+        }
+        let slots = self.wakes.len() as u32;
+        if idle
+            && g.probes
+                .fetch_update(Relaxed, Relaxed, |p| (p < slots).then_some(p + 1))
+                .is_ok()
+        {
+            return Drain::Probe;
+        }
+        Drain::Wait(Duration::from_millis((until - now).min(5)))
+    }
+
+    /// A probe's answer came after `lat` (or none came: `None`); its slot
+    /// is free.
+    pub fn probe_answered(&self, g: &Gate, lat: Option<Duration>) {
+        g.probes.fetch_sub(1, Relaxed);
+        if let Some(lat) = lat {
+            g.drain_min_ns.fetch_min(lat.as_nanos() as u64, Relaxed);
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::core::{Core, Held, State};
+use super::gate::Drain;
 use super::{Landed, Plan};
 use crate::error::FetchError;
 use crate::fetch::Conn;
@@ -61,7 +62,15 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
     // Set when it leaves because its origin has more connections on all
     // cores than the origin's gate now allows.
     let mut left_gate = false;
+    // This lane's one request in flight is a probe of the origin's latency
+    // floor while it drains ([`super::gate::Gates::floor_probe`]).
+    let mut probe = false;
     loop {
+        if probe && inflight.is_empty() {
+            // Its answer never came (the connection went): the slot is free.
+            probe = false;
+            core.gates.probe_answered(&gate, None);
+        }
         let stopping = sh.ctx.stopping();
         if inflight.is_empty() {
             if stopping {
@@ -159,6 +168,14 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                     if origin(st, oid).queue.is_empty() {
                         break;
                     }
+                    match core.gates.drain(&gate, inflight.is_empty() && !probe) {
+                        Drain::Open => {}
+                        Drain::Probe => probe = true,
+                        Drain::Wait(wait) => {
+                            paced = Some(wait);
+                            break;
+                        }
+                    }
                     if let Some(wait) = core.gates.pace(&gate) {
                         paced = Some(wait);
                         break;
@@ -243,6 +260,10 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         let is_h2 = c.is_h2();
         let (h, sent_at) = inflight.pop_front().expect("in flight");
         let now = Instant::now();
+        if std::mem::take(&mut probe) {
+            let ok = matches!(answered, Answered::Done(..));
+            core.gates.probe_answered(&gate, ok.then(|| now - sent_at));
+        }
         let st = &mut *core.st.borrow_mut();
         let judge = |st: &mut State<P::Entry>| {
             let o = origin(st, oid);
@@ -251,6 +272,13 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
             {
                 core.board(o, true);
                 core.ensure_conns(st, oid);
+            }
+            let o = origin(st, oid);
+            if o.ctl.floor_due {
+                let dur = o.ctl.drain_for();
+                if let Some(f) = core.gates.floor_probe(&o.gate, &mut o.ctl.drains_seen, dur) {
+                    o.ctl.measured_floor(f, now.into_std());
+                }
             }
             let o = origin(st, oid);
             if let Some(r) = core.gates.tick(&o.gate, now.into_std()) {
@@ -321,6 +349,9 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
         }
     }
     drop(conn);
+    if probe {
+        core.gates.probe_answered(&gate, None);
+    }
     while handed.join_next().await.is_some() {}
     let st = &mut *core.st.borrow_mut();
     requeue(&core, st, oid, &mut inflight);

@@ -41,6 +41,11 @@ pub struct Faults {
     /// `latency` makes them overlap); one more is answered `503` at once.
     /// 0: no limit.
     pub limit_inflight: u64,
+    /// `/get` requests served at once, each busy for `latency` (0: any
+    /// number): the rest wait their turn, as at a server with so many
+    /// workers. It serves `workers / latency` a second, and what a client
+    /// sends beyond that only queues.
+    pub workers: u64,
     /// Every `/get` answered `503` with `Retry-After` for this long after
     /// the server starts (an outage).
     pub outage: Duration,

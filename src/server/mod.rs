@@ -68,6 +68,8 @@ struct App {
     t0: std::time::Instant,
     /// While faults are injected: when each refused name may come back.
     due: Option<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// Under `workers`: a permit per request being served; the rest wait.
+    workers: Option<tokio::sync::Semaphore>,
 }
 
 /// What a server has answered so far (for tests and benchmarks).
@@ -82,12 +84,12 @@ pub struct Counts {
     /// `/get` answered 429, 500 or 503 (injected, or by a limit).
     pub refused: AtomicU64,
     /// `/get` requests in progress now (from arrival to answer head),
-    /// counted only under `limit_inflight` (no shared write per request
-    /// otherwise).
+    /// counted only under `limit_inflight` or `workers` (no shared write
+    /// per request otherwise).
     pub inflight: AtomicU64,
     /// The sum, over `/get` arrivals, of the requests in progress then
     /// (itself included): divided by `gets`, the load a client offered.
-    /// Likewise only under `limit_inflight`.
+    /// Likewise only under `limit_inflight` or `workers`.
     pub inflight_seen: AtomicU64,
     /// `/get` of a name that came back before the `Retry-After` its last
     /// refusal gave had passed (counted only while faults are injected).
@@ -167,7 +169,8 @@ impl App {
         let faults = self.dice.faults();
         let get = req.method() == Method::GET && req.uri().path().starts_with("/get/");
         // Held until the answer head: the count of requests in progress.
-        let _in = (get && faults.limit_inflight > 0).then(|| InFlight::enter(&self.counts));
+        let counted = faults.limit_inflight > 0 || faults.workers > 0;
+        let _in = (get && counted).then(|| InFlight::enter(&self.counts));
         if get && let Some(r) = self.limited(req.uri().path(), _in.as_ref().map(|i| i.1)) {
             return r;
         }
@@ -175,6 +178,12 @@ impl App {
             self.dice.roll(req.uri().path())
         } else {
             Fate::Normal
+        };
+        // A server with so many workers: a request waits for one, which
+        // is busy with it until its answer head (the latency) is out.
+        let _worker = match &self.workers {
+            Some(w) if get => Some(w.acquire().await.expect("never closed")),
+            _ => None,
         };
         let mut lat = faults.latency;
         if fate == Fate::Slow {
@@ -239,7 +248,7 @@ impl App {
                 self.counts.early_retries.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let over = n.is_some_and(|n| n > faults.limit_inflight);
+        let over = faults.limit_inflight > 0 && n.is_some_and(|n| n > faults.limit_inflight);
         let out = !faults.outage.is_zero() && self.t0.elapsed() < faults.outage;
         if !(over || out || self.bucket.as_ref().is_some_and(|b| !b.take())) {
             return None;
@@ -618,6 +627,8 @@ pub async fn run(
         due: (dice.any() || cfg.faults.limit_rps > 0.0 || !cfg.faults.outage.is_zero())
             .then(Default::default),
         dice,
+        workers: (cfg.faults.workers > 0)
+            .then(|| tokio::sync::Semaphore::new(cfg.faults.workers as usize)),
         bucket: (cfg.faults.limit_rps > 0.0).then(|| Bucket {
             rps: cfg.faults.limit_rps,
             state: std::sync::Mutex::new((0.0, std::time::Instant::now())),
