@@ -305,7 +305,12 @@ impl Ctl {
         // server, which more connections only lengthen (a server that
         // answers each connection's requests in turn shows about depth
         // floors, not this many).
-        let crowded = mean > floor * 4 + SLACK * 2 && self.depth <= MIN_DEPTH;
+        // Not while connections are in slow start: there more connections
+        // pay (their trials say so), and a queue left by a cut of depth
+        // (on a server that answers each connection in turn) reads as
+        // crowded for a period; that ended slow start and held such a
+        // server at a third of its rate.
+        let crowded = mean > floor * 4 + SLACK * 2 && self.depth <= MIN_DEPTH && !self.ss_conns;
         self.keep_depth = self.keep_depth.saturating_sub(1);
         self.keep_conns = self.keep_conns.saturating_sub(1);
         // Latency queues: fewer per connection is worth a trial, unless
@@ -493,9 +498,8 @@ impl Ctl {
     }
 
     /// A standing queue at the server: fewer connections on trial (kept
-    /// unless files/s fell), and no more slow start for connections.
+    /// unless files/s fell).
     fn try_fewer(&mut self) {
-        self.ss_conns = false;
         if self.keep_conns == 0 && self.conns > START_CONNS {
             self.try_step(Step::Fewer);
         }
