@@ -32,7 +32,7 @@ pub struct PageJson {
 }
 
 /// Largest list page accepted.
-const MAX_PAGE: u64 = 256 << 20;
+const MAX_PAGE: usize = 256 << 20;
 
 pub struct Lister<'a> {
     pub ep: &'a Endpoint,
@@ -252,67 +252,26 @@ pub async fn backoff(
 }
 
 /// GETs `path` (with query) from `key` on `conn` (connecting if need be)
-/// and reads the whole body, at most [`MAX_PAGE`] bytes: for listing pages.
-/// 429 and 503 come back as errors that carry Retry-After; a redirect is an
-/// error that says where to.
-///
-/// A connection kept from an earlier page may have been closed by the
-/// server since (its keep-alive ran out while a retry waited, or while the
-/// pipeline was full): when it ends before any answer, the request goes
-/// again at once on a new connection, not as an attempt of its own (else
-/// the closed connection, not the server's answer, is what gets reported).
+/// and reads the whole body, at most [`MAX_PAGE`] bytes: for listing pages
+/// ([`crate::fetch::conn::exchange`], which also sends again at once on a
+/// new connection when a kept one was closed meanwhile). 429 and 503 come
+/// back as errors that carry Retry-After; a redirect is an error that says
+/// where to.
 pub async fn get_small(
     net: &Net,
     conn: &mut Option<Conn>,
     key: crate::fetch::url::OriginKey<'_>,
     path: &str,
 ) -> Result<(u16, Vec<u8>), FetchError> {
-    let reused = conn.is_some();
-    match get_once(net, conn, key, path).await {
-        Err(e) if reused && e.is_connection_end() => {
-            *conn = None;
-            get_once(net, conn, key, path).await
-        }
-        r => r,
-    }
-}
-
-async fn get_once(
-    net: &Net,
-    conn: &mut Option<Conn>,
-    key: crate::fetch::url::OriginKey<'_>,
-    path: &str,
-) -> Result<(u16, Vec<u8>), FetchError> {
-    if conn.is_none() {
-        *conn = Some(net.connect(key).await?);
-    }
-    let c = conn.as_mut().expect("connected");
-    c.get(
-        key.authority,
-        |o| o.extend_from_slice(path.as_bytes()),
-        None,
-    )?;
-    c.flush().await?;
-    let head = c.read_head().await?;
-    if head.content_length.is_some_and(|n| n > MAX_PAGE) {
-        return Err(FetchError::Protocol(format!(
-            "list page larger than {MAX_PAGE} bytes"
-        )));
-    }
-    let mut body = Vec::with_capacity(head.content_length.unwrap_or(0) as usize);
-    c.read_body(&head, |b| {
-        if body.len() as u64 + b.len() as u64 > MAX_PAGE {
-            return Err(FetchError::Protocol(format!(
-                "list page larger than {MAX_PAGE} bytes"
-            )));
-        }
-        body.extend_from_slice(b);
-        Ok(())
-    })
-    .await?;
-    if !crate::fetch::land::reusable(&head) {
-        *conn = None;
-    }
+    let url = crate::fetch::url::Url {
+        tls: key.tls,
+        authority: key.authority,
+        path,
+    };
+    let get = crate::fetch::http1::Method::Get;
+    let (head, body) =
+        crate::fetch::conn::exchange(net, conn, get, &url, &[], bytes::Bytes::new(), MAX_PAGE)
+            .await?;
     if (300..400).contains(&head.status) {
         let to = head.location.as_deref().unwrap_or("nowhere");
         return Err(FetchError::Redirect(format!(

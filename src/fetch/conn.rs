@@ -170,9 +170,34 @@ impl Conn {
 /// One request and its whole answer on `conn` (connecting to the URL's
 /// origin if it is `None`; left `None` when the answer does not let the
 /// connection be used again): for the few small exchanges around a run
-/// (store calls, credentials), not the hot loop. An answer longer than
-/// `max` bytes is an error.
+/// (listing pages, store calls, credentials), not the hot loop. An answer
+/// longer than `max` bytes is an error.
+///
+/// A connection kept from an earlier exchange may have been closed by the
+/// server since (its keep-alive ran out while idle or while a retry
+/// waited): when it ends before any answer, the request goes again at once
+/// on a new connection, and that is not an attempt of its own (else the
+/// closed connection, not the server's answer, is what gets reported).
 pub async fn exchange(
+    net: &super::net::Net,
+    conn: &mut Option<Conn>,
+    method: Method,
+    url: &super::url::Url<'_>,
+    headers: &[(&str, &str)],
+    body: bytes::Bytes,
+    max: usize,
+) -> Result<(Head, Vec<u8>), FetchError> {
+    let reused = conn.is_some();
+    match exchange_once(net, conn, method, url, headers, body.clone(), max).await {
+        Err(e) if reused && e.is_connection_end() => {
+            *conn = None;
+            exchange_once(net, conn, method, url, headers, body, max).await
+        }
+        r => r,
+    }
+}
+
+async fn exchange_once(
     net: &super::net::Net,
     conn: &mut Option<Conn>,
     method: Method,
@@ -185,14 +210,20 @@ pub async fn exchange(
         *conn = Some(net.connect(url.origin_key()).await?);
     }
     let c = conn.as_mut().expect("connected");
+    let too_large = || FetchError::Protocol(format!("answer larger than {max} bytes"));
     let r = async {
         c.send(method, url.authority, url.path, headers, body)?;
         c.flush().await?;
         let head = c.read_head().await?;
-        let mut out = Vec::new();
+        // (A HEAD's Content-Length is the object's, with no body.)
+        let said = head.content_length.filter(|_| method != Method::Head);
+        if said.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut out = Vec::with_capacity(said.unwrap_or(0) as usize);
         c.read_body(&head, |b| {
             if out.len() + b.len() > max {
-                return Err(FetchError::Protocol("answer too large".into()));
+                return Err(too_large());
             }
             out.extend_from_slice(b);
             Ok(())

@@ -304,12 +304,10 @@ impl Ctl {
         // Far above the floor while depth is already least: a queue at the
         // server, which more connections only lengthen (a server that
         // answers each connection's requests in turn shows about depth
-        // floors, not this many).
-        // Not while connections are in slow start: there more connections
-        // pay (their trials say so), and a queue left by a cut of depth
-        // (on a server that answers each connection in turn) reads as
-        // crowded for a period; that ended slow start and held such a
-        // server at a third of its rate.
+        // floors, not this many). Not while connections are in slow start:
+        // there their trials say whether more pay, and the queue a cut of
+        // depth leaves for a period would read as crowded (which held such
+        // a server at a third of its rate).
         let crowded = mean > floor * 4 + SLACK * 2 && self.depth <= MIN_DEPTH && !self.ss_conns;
         self.keep_depth = self.keep_depth.saturating_sub(1);
         self.keep_conns = self.keep_conns.saturating_sub(1);

@@ -412,7 +412,7 @@ impl Gates {
     }
 
     /// Whether a lane may send now (one load per request while the origin
-    /// does not drain). While it drains, a lane with nothing in flight
+    /// does not drain; 0 in `drain_until_ms` once a drain is over). While it drains, a lane with nothing in flight
     /// (`idle`) may send one probe if a slot is free (one per core); it
     /// holds the slot until [`Gates::probe_answered`].
     pub fn drain(&self, g: &Gate, idle: bool) -> Drain {
@@ -422,6 +422,10 @@ impl Gates {
         }
         let now = self.now_ms();
         if now >= until {
+            // Over: back to one load per request, no clock.
+            let _ = g
+                .drain_until_ms
+                .compare_exchange(until, 0, Relaxed, Relaxed);
             return Drain::Open;
         }
         let slots = self.wakes.len() as u32;

@@ -198,11 +198,8 @@ impl<'a> Caller<'a> {
         self
     }
 
-    /// One exchange on one connection: the answer's head and body. A
-    /// connection that served an earlier call may have been closed by the
-    /// server since (its keep-alive ran out while idle or while a retry
-    /// waited): when it ends before any answer, the request goes again at
-    /// once on a new connection, and that is not an attempt of its own.
+    /// One exchange on one connection (an idle one if there is one): the
+    /// answer's head and body.
     async fn once(
         &self,
         conn: &mut Option<Conn>,
@@ -214,15 +211,7 @@ impl<'a> Caller<'a> {
         if conn.is_none() {
             *conn = self.idle.lock().expect("idle connections").pop();
         }
-        let reused = conn.is_some();
-        let ex = crate::fetch::conn::exchange;
-        match ex(self.net, conn, method, url, headers, body.clone(), self.max).await {
-            Err(e) if reused && e.is_connection_end() => {
-                *conn = None;
-                ex(self.net, conn, method, url, headers, body, self.max).await
-            }
-            r => r,
-        }
+        crate::fetch::conn::exchange(self.net, conn, method, url, headers, body, self.max).await
     }
 
     /// `method` of the presigned `url`, retried as the run's policy says;
