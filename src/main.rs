@@ -158,7 +158,7 @@ pub(crate) struct FetchArgs {
     /// At most this many connections in all; how many are used is found as the run goes [default: 2048, or a quarter of the open-file limit].
     #[arg(long, short = 'c')]
     connections: Option<u32>,
-    /// At most this many connections to one host (scheme, host, port).
+    /// At most this many connections to one host (scheme, host, port), on all threads together (a listing keeps one more of its own).
     #[arg(long, default_value_t = bulkget::pipeline::DEFAULT_PER_HOST, value_parser = clap::value_parser!(u32).range(1..))]
     max_per_host: u32,
     /// At most this many requests in flight per connection (HTTP/1.1 pipelining or HTTP/2 streams; 1 turns pipelining off).

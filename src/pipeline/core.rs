@@ -126,8 +126,13 @@ pub struct Core<P: Plan> {
 
 impl<P: Plan> Core<P> {
     pub fn new(sh: Arc<Shared<P>>, gates: Arc<Gates>, id: usize, cores: usize) -> Core<P> {
-        let per = |n: u32| n.div_ceil(cores as u32).max(1);
-        let (max_conns, per_host) = (per(sh.limits.conns), per(sh.limits.per_host));
+        // `--connections` split exactly (there are never more cores than
+        // it allows); `--max-per-host` rounded up, so that every core can
+        // reach every host, and held to in all by the origin's gate.
+        let n = cores as u32;
+        let c = sh.limits.conns.max(n);
+        let max_conns = c / n + u32::from((id as u32) < c % n);
+        let per_host = sh.limits.per_host.div_ceil(n).max(1);
         Core {
             sh,
             id,

@@ -121,7 +121,8 @@ pub struct Gates {
     /// [`Gates::may_take`].
     held: Vec<AtomicUsize>,
     t0: Instant,
-    /// `--max-per-host`: a ceiling past it is lifted.
+    /// `--max-per-host`: connections to one origin on all cores (each
+    /// core's share is rounded up); a ceiling past it is lifted.
     per_host: u32,
 }
 
@@ -234,7 +235,7 @@ impl Gates {
     /// Opens a connection for core `id` if the ceiling allows; if not, the
     /// core is woken when one closes.
     pub fn try_open(&self, g: &Gate, id: usize) -> bool {
-        let cap = self.cap(g);
+        let cap = self.cap(g).min(self.per_host);
         let mut n = g.open.load(Relaxed);
         while n < cap {
             match g.open.compare_exchange_weak(n, n + 1, Relaxed, Relaxed) {

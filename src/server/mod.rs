@@ -94,6 +94,26 @@ pub struct Counts {
     /// `/get` of a name that came back before the `Retry-After` its last
     /// refusal gave had passed (counted only while faults are injected).
     pub early_retries: AtomicU64,
+    /// Connections open now, and the most open at once so far.
+    pub conns: AtomicU64,
+    pub conns_peak: AtomicU64,
+}
+
+/// One open connection, counted in [`Counts::conns`] until dropped.
+struct Open(Arc<Counts>);
+
+impl Open {
+    fn enter(c: Arc<Counts>) -> Open {
+        let n = c.conns.fetch_add(1, Ordering::Relaxed) + 1;
+        c.conns_peak.fetch_max(n, Ordering::Relaxed);
+        Open(c)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.conns.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One `/get` in progress, counted in [`Counts::inflight`] until dropped.
@@ -653,8 +673,9 @@ pub async fn run(
         let stop = stop.clone();
         let alive = alive_tx.clone();
         let tls = cfg.tls.clone();
+        let open = Open::enter(counts.clone());
         tokio::spawn(async move {
-            let _alive = alive;
+            let (_alive, _open) = (alive, open);
             let svc = hyper::service::service_fn(move |req| {
                 let app = app.clone();
                 let conn = conn.clone();

@@ -240,3 +240,44 @@ fn a_dead_host_holding_the_frontier_is_set_aside_and_the_rest_flows() {
     );
     assert!((0..2_000).all(|i| out.join(format!("live-{i}")).exists()));
 }
+
+/// `--max-per-host` and `--connections` hold for the whole run, however
+/// many cores share the connections: a limit of three to the host over
+/// eight threads, of six in all over four, and the server never sees more
+/// fetching connections at once.
+/// (Each core's share used to be rounded up: 2 connections per host on a
+/// 16-core machine were 16.)
+#[test]
+fn connection_limits_hold_across_every_core() {
+    let slow = Faults {
+        latency: Duration::from_millis(2),
+        ..Faults::default()
+    };
+    for (flag, limit, threads) in [("--max-per-host", 3, "8"), ("--connections", 6, "4")] {
+        let s = synthetic(2_000, 100, 500, slow.clone());
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("out");
+        let l = limit.to_string();
+        let o = bulkget(&[
+            "mirror",
+            &s.url(),
+            dest.to_str().unwrap(),
+            "-q",
+            "--threads",
+            threads,
+            flag,
+            &l,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_synthetic_tree(&dest, 2_000, 100);
+        let peak = s
+            .counts
+            .conns_peak
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // The listing keeps one connection of its own besides.
+        assert!(
+            (1..=limit + 1).contains(&peak),
+            "{flag} {limit}: {peak} connections open at once"
+        );
+    }
+}
