@@ -330,7 +330,8 @@ impl Gates {
             .store(matches!(v, Verdict::Noise(s) if s < 0.5), Relaxed);
         // `BULKGET_TRACE_JUDGE=1`: every ruling on stderr (for tuning).
         static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *TRACE.get_or_init(|| std::env::var_os("BULKGET_TRACE_JUDGE").is_some()) {
+        let acts = r.pace.is_some() || r.pause.is_some() || r.cut || r.say.is_some();
+        if acts && *TRACE.get_or_init(|| std::env::var_os("BULKGET_TRACE_JUDGE").is_some()) {
             eprintln!(
                 "judge {:.3}s: {r:?} -> {v:?} answers {}",
                 now_ms as f64 / 1000.0,
@@ -449,14 +450,22 @@ impl Gates {
         }
     }
 
-    /// How long the whole origin still waits, if it is paused.
+    /// How long the whole origin still waits, if it is paused (one load
+    /// per request while it is not: 0 in `pause_until_ms` once a pause is
+    /// over).
     pub fn pause_left(&self, g: &Gate) -> Option<Duration> {
         let until = g.pause_until_ms.load(Relaxed);
         if until == 0 {
             return None;
         }
         let now = self.now_ms();
-        (until > now).then(|| Duration::from_millis(until - now))
+        if now >= until {
+            let _ = g
+                .pause_until_ms
+                .compare_exchange(until, 0, Relaxed, Relaxed);
+            return None;
+        }
+        Some(Duration::from_millis(until - now))
     }
 
     /// What the judge concluded, and the faults by kind so far.

@@ -13,8 +13,9 @@
 //!     send at half the rate (and below what got through), one window
 //!  Trial ── share fell by half or more, past chance ──▶ Limited { rps }
 //!        └─ it did not ─────────────────────────────────▶ Open, noise = share
-//!  Limited ── share above noise: rps = what got through × 0.95
-//!          ├─ none, while the pace binds: rps × 1.25 a window, × 1.05
+//!  Limited ── share above noise: rps = what got through × 0.95 (at most
+//!          │  halved a window)
+//!          ├─ none, while the pace binds: rps × 2 a window, × 1.05
 //!          │  once a pace has been refused
 //!          └─ above noise 3 windows in a row, cut each time ──▶ Open, noise
 //! ```
@@ -31,7 +32,10 @@
 //!
 //! The whole origin pauses only when the answers say the origin as a whole
 //! is limiting: a `Retry-After` of [`LONG_WAIT`] or more, or most answers of
-//! a window 429/503 (a burst across connections); each is said once.
+//! a window 429/503 (a burst across connections); each is said once. Its
+//! first 429/503 holds it for [`HOLD`], so that what is in flight answers
+//! before more goes out (on loopback, a window's shortest 10 ms is
+//! hundreds of requests a limiter would refuse).
 
 use std::time::Duration;
 
@@ -39,6 +43,8 @@ use crate::error::Fault;
 
 /// A `Retry-After` this long pauses the whole origin, not only its request.
 pub const LONG_WAIT: Duration = Duration::from_secs(5);
+/// The whole origin holds this long at its first 429/503.
+pub const HOLD: Duration = Duration::from_millis(50);
 /// Below this share of faults an origin never goes on trial.
 const FLOOR: f64 = 0.05;
 /// Margin over the learned noise (besides three standard errors).
@@ -140,7 +146,7 @@ enum State {
         rps: f64,
         /// A pace of this origin has been refused since it was found: the
         /// limit is near, so the pace creeps up (5 % a window), where
-        /// before it climbed a quarter a window (slow start).
+        /// before it doubled each window (slow start).
         near: bool,
         /// Windows in a row with faults above the noise although each
         /// cut the pace to what got through (see [`NOT_A_LIMIT`]).
@@ -164,6 +170,8 @@ pub struct Judge {
     said_limit: bool,
     said_burst: bool,
     said_wait: bool,
+    /// The origin has been held at its first 429/503 ([`HOLD`]).
+    held: bool,
     /// Until then (a pause, and the answers of what was in flight before
     /// a change), nothing counts in the window: it would judge the old
     /// setting as the new one's.
@@ -184,6 +192,7 @@ impl Judge {
             said_limit: false,
             said_burst: false,
             said_wait: false,
+            held: false,
             settle_until_ms: 0,
         }
     }
@@ -214,6 +223,15 @@ impl Judge {
                 if !std::mem::replace(&mut self.said_wait, true) {
                     r.say = Some(Said::Wait(ra.as_secs()));
                 }
+            } else if matches!(self.state, State::Open)
+                && self.base.is_none()
+                && !std::mem::replace(&mut self.held, true)
+            {
+                // The first push-back of an origin: what is in flight
+                // answers before more is sent, so that a limiter found at
+                // full speed refuses what was in flight, not all that a
+                // loopback run sends until the window closes.
+                r.pause = Some(HOLD);
             }
         }
         r
@@ -339,12 +357,16 @@ impl Judge {
                 let over_now = above(share);
                 let over = if over_now { over + 1 } else { 0 };
                 let next = if over_now {
-                    (ok_rate * 0.95).clamp(1.0, rps)
+                    // What got through, but at most half off a window: a
+                    // window closed early on a burst of refusals may hold
+                    // few of the answers that went well (cores add theirs
+                    // a few at a time), and read as next to nothing.
+                    (ok_rate * 0.95).clamp((0.5 * rps).max(1.0), rps.max(1.0))
                 } else if rate >= 0.8 * rps {
                     // Not refused while the pace binds: up. Until a pace is
                     // refused the level may be far below the limit (found
-                    // from a short window): a quarter a window.
-                    rps * if near { 1.05 } else { 1.25 }
+                    // from a short window): twice as fast each window.
+                    rps * if near { 1.05 } else { 2.0 }
                 } else {
                     rps
                 };
@@ -435,7 +457,13 @@ mod tests {
         let Verdict::Limited(after) = j.verdict() else {
             panic!()
         };
-        assert!(after < rps, "{after} < {rps}");
+        assert!(after <= rps, "{after} <= {rps}");
+        // At most halved a window: again over, and down to what got through.
+        let _ = window(&mut j, &mut t, &mut ok, 1100, 0.2, Fault::Pushback);
+        let Verdict::Limited(last) = j.verdict() else {
+            panic!()
+        };
+        assert!((1300.0..1400.0).contains(&last), "{last}");
     }
 
     #[test]
@@ -465,6 +493,7 @@ mod tests {
     #[test]
     fn a_long_retry_after_pauses_the_origin_and_is_said_once() {
         let mut j = Judge::new(0, 0);
+        j.held = true; // past the first push-back's hold
         let r = j.fault(Fault::Pushback, Some(Duration::from_secs(30)), 0);
         assert_eq!(r.pause, Some(Duration::from_secs(30)));
         assert!(r.say.is_some());
@@ -473,5 +502,16 @@ mod tests {
         assert!(r.say.is_none(), "said once");
         let r = j.fault(Fault::Pushback, Some(Duration::from_secs(1)), 0);
         assert_eq!(r.pause, None, "a short wait is the request's own");
+    }
+
+    #[test]
+    fn the_first_push_back_holds_the_origin_once() {
+        let mut j = Judge::new(0, 0);
+        let r = j.fault(Fault::Reset, None, 0);
+        assert_eq!(r.pause, None, "not push-back");
+        let r = j.fault(Fault::Pushback, Some(Duration::from_secs(1)), 0);
+        assert_eq!(r.pause, Some(HOLD));
+        let r = j.fault(Fault::Pushback, Some(Duration::from_secs(1)), 1);
+        assert_eq!(r.pause, None, "once");
     }
 }

@@ -168,6 +168,11 @@ pub async fn run<P: Plan>(core: Rc<Core<P>>, oid: u32) {
                     if origin(st, oid).queue.is_empty() {
                         break;
                     }
+                    // A pause holds pipelined lanes too, not only idle ones.
+                    if let Some(wait) = core.gates.pause_left(&gate) {
+                        paced = Some(wait);
+                        break;
+                    }
                     match core.gates.drain(&gate, inflight.is_empty() && !probe) {
                         Drain::Open => {}
                         Drain::Probe => probe = true,

@@ -101,7 +101,7 @@ impl Nginx {
         let conf = format!(
             "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
              error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  log_format proto '$server_port $server_protocol $request_uri $status $http_range tls$ssl_session_reused c$connection';\n  access_log {d}/access.log proto;\n\
+             http {{\n  log_format proto '$server_port $server_protocol $request_uri $status $http_range tls$ssl_session_reused c$connection $msec';\n  access_log {d}/access.log proto;\n\
              client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
              uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n  default_type application/octet-stream;\n\
              keepalive_requests 100000;\n{servers}\n}}\n"
@@ -139,8 +139,9 @@ impl Nginx {
         }
     }
 
-    /// `PORT PROTOCOL URI STATUS RANGE tlsREUSED cCONNECTION` lines of
-    /// requests served so far (`tlsr`: the TLS session was resumed).
+    /// `PORT PROTOCOL URI STATUS RANGE tlsREUSED cCONNECTION SECONDS` lines
+    /// of requests served so far (`tlsr`: the TLS session was resumed;
+    /// SECONDS since the epoch, to the ms).
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
