@@ -54,3 +54,14 @@ if [ ! -x target/s3rver/node_modules/.bin/s3rver ]; then
 fi
 
 cargo test --release "$@"
+
+# The Python package (issue 23), built by maturin into a venv of the
+# machine's Python and tested as installed (pytest runs from tests/python,
+# so `import bulkget` is the wheel's, not the source tree's).
+pyvenv=target/py-venv
+if ! "$pyvenv/bin/python" -c 'import maturin, pytest' 2>/dev/null; then
+    python3 -m venv "$pyvenv"
+    "$pyvenv/bin/pip" install -q 'maturin>=1.5,<2' pytest
+fi
+PATH="$PWD/$pyvenv/bin:$PATH" "$pyvenv/bin/pip" install -q --force-reinstall --no-deps --no-build-isolation .
+(cd tests/python && "../../$pyvenv/bin/python" -m pytest -q)

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod beneath;
+pub mod cli;
 pub mod cp;
 pub mod ctx;
 pub mod error;

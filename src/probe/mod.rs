@@ -60,6 +60,9 @@ pub struct ProbeConfig {
     pub json: bool,
     /// Also record each path that could not be checked here (JSON lines).
     pub failures: Option<PathBuf>,
+    /// Write the answers here instead of standard output (a file, or a
+    /// pipe as `/dev/fd/N`: the Python package reads them so).
+    pub output: Option<PathBuf>,
     pub limits: Limits,
     pub net: NetConfig,
     pub max_redirs: u32,
@@ -77,6 +80,7 @@ impl ProbeConfig {
             mode,
             paths: Vec::new(),
             list: None,
+            output: None,
             json: false,
             failures: None,
             limits: Limits::default(),
@@ -415,9 +419,20 @@ pub fn run(cfg: &ProbeConfig, stop: Arc<AtomicBool>) -> Result<ProbeOutcome, Run
         // A fresh record of this run's failures.
         let _ = std::fs::remove_file(p);
     }
-    let eager = io::stdout().is_terminal();
+    let (sink, eager): (Box<dyn io::Write + Send>, bool) = match &cfg.output {
+        Some(p) => {
+            let f = std::fs::File::create(p).map_err(|e| RunError::Dest {
+                path: p.display().to_string(),
+                source: e,
+            })?;
+            // A pipe's reader wants each answer as it comes.
+            let eager = f.metadata().is_ok_and(|m| !m.is_file());
+            (Box::new(f), eager)
+        }
+        None => (Box::new(io::stdout()), io::stdout().is_terminal()),
+    };
     let out = Arc::new(Window::new(
-        Box::new(io::BufWriter::with_capacity(64 << 10, io::stdout())),
+        Box::new(io::BufWriter::with_capacity(64 << 10, sink)),
         cfg.window,
         eager,
     ));

@@ -1,15 +1,13 @@
 //! The commands over paths of every kind: `ls`, `exists`, `stat` (the
-//! command line only; the work is in `bulkget::ls` and `bulkget::probe`).
+//! command line only; the work is in `crate::ls` and `crate::probe`).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use super::{Context, Result, bail, embedded, stop_flag};
 use clap::Args;
 
 use super::FetchArgs;
-use bulkget::mirror;
-use bulkget::store::{Kind, is_s3};
+use crate::store::{Kind, is_s3};
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -24,9 +22,9 @@ pub struct LsArgs {
     fetch: FetchArgs,
 }
 
-pub fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
+pub fn ls(a: LsArgs) -> Result<u8> {
     let c = a.fetch.common()?;
-    let mut cfg = bulkget::ls::LsConfig {
+    let mut cfg = crate::ls::LsConfig {
         path: a.path.clone(),
         recursive: a.recursive,
         json: a.json,
@@ -36,10 +34,10 @@ pub fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
         quiet: a.fetch.quiet,
     };
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, is_s3(&a.path));
-    let stop = mirror::stop_on_signals();
+    let stop = stop_flag();
     let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-    bulkget::ls::run(&cfg, &mut out, &stop)?;
-    Ok(ExitCode::SUCCESS)
+    crate::ls::run(&cfg, &mut out, &stop)?;
+    Ok(0)
 }
 
 #[derive(Args)]
@@ -55,11 +53,14 @@ pub struct ProbeArgs {
     /// Also record the paths that could not be checked in FILE (JSON lines).
     #[arg(long, value_name = "FILE")]
     failures: Option<PathBuf>,
+    /// Write the answers to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
     #[command(flatten)]
     fetch: FetchArgs,
 }
 
-pub fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCode> {
+pub fn probe(a: ProbeArgs, mode: crate::probe::Mode) -> Result<u8> {
     if a.paths.is_empty() && a.input.is_none() {
         bail!("give paths, or a list with -i FILE");
     }
@@ -69,26 +70,34 @@ pub fn probe(a: ProbeArgs, mode: bulkget::probe::Mode) -> anyhow::Result<ExitCod
         );
     }
     let c = a.fetch.common()?;
-    let mut cfg = bulkget::probe::ProbeConfig::new(mode);
+    let mut cfg = crate::probe::ProbeConfig::new(mode);
     (cfg.limits, cfg.policy, cfg.net) = (c.limits, c.policy, c.net);
     (cfg.display, cfg.threads) = (c.display, c.threads);
     cfg.max_redirs = a.fetch.max_redirs;
     (cfg.paths, cfg.list) = (a.paths.clone(), a.input.clone());
     (cfg.json, cfg.failures) = (a.json, a.failures.clone());
+    cfg.output = a.output.clone();
     let s3 = cfg.paths.iter().any(|u| is_s3(u));
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, s3 && cfg.list.is_none());
-    let out = bulkget::probe::run(&cfg, mirror::stop_on_signals())?;
+    let out = crate::probe::run(&cfg, stop_flag())?;
+    if let Some(p) = &a.fetch.stats_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    let code = out.exit_code();
+    if embedded() {
+        return match out.error {
+            Some(e) => Err(e.into()),
+            None => Ok(code),
+        };
+    }
     if let Some(e) = &out.error {
         eprintln!("bulkget: {e}");
     }
     if !a.fetch.quiet || out.tally.errors > 0 {
         eprintln!("{}", out.summary());
     }
-    if let Some(p) = &a.fetch.stats_json {
-        std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(ExitCode::from(out.exit_code()))
+    Ok(code)
 }
 
 #[derive(Args)]
@@ -110,7 +119,7 @@ pub struct CpArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
     workers: Option<u64>,
     /// To s3://: files larger than this go up in parts of this size, in parallel (at least 5M; grown past 10 000 parts).
-    #[arg(long, default_value = "8M", value_parser = bulkget::units::parse_bytes)]
+    #[arg(long, default_value = "8M", value_parser = crate::units::parse_bytes)]
     part_size: u64,
     /// Also record the files that could not be copied in FILE (JSON lines).
     #[arg(long, value_name = "FILE")]
@@ -146,7 +155,7 @@ impl Side {
     }
 }
 
-fn side(p: &str) -> anyhow::Result<Side> {
+fn side(p: &str) -> Result<Side> {
     if let Some((Kind::S3, rest)) = Kind::of_url(p) {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -157,7 +166,7 @@ fn side(p: &str) -> anyhow::Result<Side> {
             key: key.into(),
         });
     }
-    if bulkget::fetch::url::is_http(p) {
+    if crate::fetch::url::is_http(p) {
         return Ok(Side::Http);
     }
     if let Some((kind @ (Kind::Az | Kind::Gs), rest)) = Kind::of_url(p) {
@@ -178,22 +187,22 @@ fn side(p: &str) -> anyhow::Result<Side> {
             key: key.into(),
         });
     }
-    if let Some(scheme) = bulkget::fetch::url::scheme(p) {
-        bail!("{p}: {}", bulkget::fetch::url::unsupported(scheme));
+    if let Some(scheme) = crate::fetch::url::scheme(p) {
+        bail!("{p}: {}", crate::fetch::url::unsupported(scheme));
     }
     Ok(Side::Local(p.into()))
 }
 
-pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
+pub fn cp(a: CpArgs) -> Result<u8> {
     let display = if a.fetch.quiet {
-        bulkget::progress::Display::Quiet
+        crate::progress::Display::Quiet
     } else {
-        bulkget::progress::Display::Auto
+        crate::progress::Display::Auto
     };
-    let stop = mirror::stop_on_signals();
+    let stop = stop_flag();
     let out = match (side(&a.src)?, side(&a.dst)?) {
         (Side::Local(src), Side::Local(dst)) => {
-            let cfg = bulkget::cp::CpConfig {
+            let cfg = crate::cp::CpConfig {
                 src,
                 dst,
                 recursive: a.recursive,
@@ -202,19 +211,19 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
                 display,
                 durability: a.fetch.durability(),
             };
-            bulkget::cp::run(&cfg, stop)?
+            crate::cp::run(&cfg, stop)?
         }
         (Side::Local(src), dst @ (Side::S3 { .. } | Side::Store { .. })) => {
             let (kind, bucket, key) = dst.store().expect("a store");
             let to = to_store(&a, display)?;
-            let cfg = bulkget::cp::up::UpConfig {
+            let cfg = crate::cp::up::UpConfig {
                 src,
                 kind,
                 bucket,
                 key,
                 to,
             };
-            bulkget::cp::up::run(&cfg, stop)?
+            crate::cp::up::run(&cfg, stop)?
         }
         (
             src @ (Side::S3 { .. } | Side::Store { .. }),
@@ -223,7 +232,7 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
             let (src_kind, src_bucket, src_key) = src.store().expect("a store");
             let (dst_kind, dst_bucket, dst_key) = dst.store().expect("a store");
             let to = to_store(&a, display)?;
-            let cfg = bulkget::cp::between::BetweenConfig {
+            let cfg = crate::cp::between::BetweenConfig {
                 src_kind,
                 src_bucket,
                 src_key,
@@ -232,19 +241,19 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
                 dst_key,
                 to,
             };
-            bulkget::cp::between::run(&cfg, stop)?
+            crate::cp::between::run(&cfg, stop)?
         }
         (Side::Http, dst @ (Side::S3 { .. } | Side::Store { .. })) => {
             let (dst_kind, dst_bucket, dst_key) = dst.store().expect("a store");
             let to = to_store(&a, display)?;
-            let cfg = bulkget::cp::web::WebConfig {
+            let cfg = crate::cp::web::WebConfig {
                 src: a.src.clone(),
                 dst_kind,
                 dst_bucket,
                 dst_key,
                 to,
             };
-            bulkget::cp::web::run(&cfg, stop)?
+            crate::cp::web::run(&cfg, stop)?
         }
         (Side::S3 { .. } | Side::Store { .. } | Side::Http, Side::Local(dst)) => {
             return download(a, dst);
@@ -271,21 +280,18 @@ pub fn cp(a: CpArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    Ok(ExitCode::from(out.exit_code()))
+    Ok(out.exit_code())
 }
 
 /// What a copy into a store takes from the command line.
-fn to_store(
-    a: &CpArgs,
-    display: bulkget::progress::Display,
-) -> anyhow::Result<bulkget::cp::send::ToStore> {
+fn to_store(a: &CpArgs, display: crate::progress::Display) -> Result<crate::cp::send::ToStore> {
     if a.part_size < 5 << 20 {
         bail!("--part-size must be at least 5M (S3's smallest part)");
     }
     let c = a.fetch.common()?;
     let mut net = c.net;
     let store_opts = a.fetch.store_opts(&mut net, true);
-    Ok(bulkget::cp::send::ToStore {
+    Ok(crate::cp::send::ToStore {
         recursive: a.recursive,
         overwrite: a.overwrite,
         checksum: a.checksum,
@@ -301,7 +307,7 @@ fn to_store(
 /// From a store or a server to a local directory: `mirror` for a tree
 /// (`-r`: with its journal in DST/.bulkget, so a rerun resumes), `get`
 /// for one file (it keeps its name, in DST).
-fn download(a: CpArgs, dst: PathBuf) -> anyhow::Result<ExitCode> {
+fn download(a: CpArgs, dst: PathBuf) -> Result<u8> {
     if a.failures.is_some() {
         bail!("--failures: downloads keep their ledger in DST/.bulkget/failures.jsonl");
     }
@@ -326,8 +332,8 @@ fn download(a: CpArgs, dst: PathBuf) -> anyhow::Result<ExitCode> {
         urls: vec![a.src],
         input: None,
         dir: dst,
-        split: bulkget::get::DEFAULT_SPLIT as u64,
-        split_size: bulkget::get::DEFAULT_SPLIT_SIZE,
+        split: crate::get::DEFAULT_SPLIT as u64,
+        split_size: crate::get::DEFAULT_SPLIT_SIZE,
         sink: "dir".into(),
         checksum: None,
         fetch: a.fetch,

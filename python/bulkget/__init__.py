@@ -1,0 +1,525 @@
+"""bulkget: move enormous numbers of files over HTTP and object stores, fast,
+in constant memory, losing none -- from Python.
+
+Every call runs bulkget's engine in this process (a Rust library) with the
+GIL released: other threads go on, and several calls may run at once.
+Keyword arguments are the command line's flags (``max_per_host=64`` is
+``--max-per-host 64``, ``http2_prior_knowledge=True`` is the bare flag) and
+default as the command does; ``bulkget get --help`` lists them all.
+
+Failures of single files are data (``Report.failures()``), not exceptions;
+what stops a call from running raises :class:`Error` or a subclass. Ctrl-C
+raises ``KeyboardInterrupt`` once what was in flight has landed and the
+journal is saved: the same call then resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from ._bulkget import (
+    CredentialsError,
+    DestinationError,
+    Error,
+    ServerError,
+    UsageError,
+    __version__,
+)
+from ._bulkget import run as _run
+
+__all__ = [
+    "Error",
+    "UsageError",
+    "ServerError",
+    "DestinationError",
+    "CredentialsError",
+    "Report",
+    "Stat",
+    "Failure",
+    "Results",
+    "mirror",
+    "download",
+    "exists",
+    "stat",
+    "iter_exists",
+    "iter_stat",
+    "map",
+    "imap",
+    "mirror_async",
+    "download_async",
+    "exists_async",
+    "stat_async",
+    "__version__",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# Flags whose names are not a keyword's with dashes for underscores.
+_SPELLED = {"http1_1": "--http1.1"}
+
+
+def _flags(opts: Mapping[str, Any]) -> List[str]:
+    """Keyword arguments as command-line flags: True is the bare flag,
+    False and None leave it out, anything else is its value."""
+    out: List[str] = []
+    for k, v in opts.items():
+        if v is None or v is False:
+            continue
+        flag = _SPELLED.get(k) or "--" + k.replace("_", "-")
+        if v is True:
+            out.append(flag)
+        else:
+            out += [flag, os.fspath(v) if isinstance(v, os.PathLike) else str(v)]
+    return out
+
+
+def _display(progress: Any) -> List[str]:
+    # The command draws its bar only when stderr is a terminal; quiet
+    # otherwise, and whenever progress is off.
+    if progress is False or not (progress or sys.stderr.isatty()):
+        return ["-q"]
+    return []
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One file that failed for good, as the ledger records it."""
+
+    name: str
+    url: str
+    error: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a mirror or download did."""
+
+    files: int
+    bytes: int
+    failed: int
+    skipped: int
+    seconds: float
+    files_per_s: float
+    retries: int
+    listed: int
+    ledger: Optional[str]
+    """The failure ledger (JSON lines), if the run keeps one."""
+
+    def failures(self) -> Iterator[Failure]:
+        """The files that failed for good, read from the ledger one at a time."""
+        if not self.ledger or not os.path.exists(self.ledger):
+            return
+        with open(self.ledger, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line (a killed run)
+                yield Failure(d["name"], d["url"], d["error"], d.get("attempts", 0))
+
+    def raise_for_failures(self) -> None:
+        """Raises :class:`Error` naming the first failures, if any file failed."""
+        if self.failed:
+            first = [f"{f.name}: {f.error}" for _, f in zip(range(3), self.failures())]
+            raise Error(f"{self.failed} files failed: " + "; ".join(first))
+
+
+def _report(stats_path: str, ledger: Optional[str]) -> Report:
+    with open(stats_path, encoding="utf-8") as f:
+        s = json.load(f)
+    return Report(
+        files=s.get("files", 0),
+        bytes=s.get("bytes", 0),
+        failed=s.get("failed", 0),
+        skipped=s.get("skipped", 0),
+        seconds=s.get("seconds", 0.0),
+        files_per_s=s.get("files_per_sec", 0.0),
+        retries=s.get("retries", 0),
+        listed=s.get("listed", 0),
+        ledger=ledger,
+    )
+
+
+def _run_report(argv: List[str], dest: PathLike, state_dir: Optional[PathLike]) -> Report:
+    with tempfile.TemporaryDirectory(prefix="bulkget-") as tmp:
+        stats = os.path.join(tmp, "stats.json")
+        code = _run(argv + ["--stats-json", stats])
+        if not os.path.exists(stats):
+            raise Error(f"bulkget {argv[0]} ended with status {code} and no report")
+        sd = os.fspath(state_dir) if state_dir else os.path.join(os.fspath(dest), ".bulkget")
+        return _report(stats, os.path.join(sd, "failures.jsonl"))
+
+
+def mirror(
+    url: str,
+    dest: PathLike,
+    *,
+    sink: str = "dir",
+    progress: Any = None,
+    state_dir: Optional[PathLike] = None,
+    **opts: Any,
+) -> Report:
+    """Download every file that ``url`` lists into ``dest``: the list API's
+    base URL (``GET /list``, ``GET /get/NAME``), ``s3://BUCKET/PREFIX``,
+    ``gs://...`` or ``az://...``. ``sink`` is ``"dir"``, ``"tar"`` or
+    ``"null"``. A rerun into the same ``dest`` resumes and fetches only
+    what is missing; failures are kept in the ledger (``Report.failures()``).
+    Other options: as ``bulkget mirror --help`` (``max_per_host=``,
+    ``pipeline=``, ``retries=``, ``timeout=``, ``endpoint_url=``, ...).
+    """
+    argv = ["mirror", url, os.fspath(dest), "--sink", sink] + _display(progress)
+    argv += _flags(dict(opts, state_dir=state_dir))
+    return _run_report(argv, dest, state_dir)
+
+
+def _line(item: Union[str, Tuple[str, ...]]) -> str:
+    cols = [item] if isinstance(item, str) else list(item)
+    if not 1 <= len(cols) <= 3:
+        raise ValueError(f"{item!r}: give a URL, (url, name) or (url, name, sha256)")
+    if len(cols) == 3 and cols[2] is not None:
+        cols[2] = "sha256=" + cols[2]
+    cols = [c for c in cols if c is not None]
+    for c in cols:
+        if not c or any(ch.isspace() for ch in c):
+            raise ValueError(f"{item!r}: URLs and names cannot be empty or hold white space")
+    return " ".join(cols) + "\n"
+
+
+class _Feed:
+    """Writes an iterable's lines into a pipe on a thread of its own, so the
+    engine reads it as a list file (``/dev/fd/N``) while it is consumed:
+    nothing is held beyond the pipe's buffer."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.r, self.w = os.pipe()
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._write, args=(lines,), daemon=True)
+        self.thread.start()
+
+    @property
+    def path(self) -> str:
+        return f"/dev/fd/{self.r}"
+
+    def _write(self, lines: Iterable[str]) -> None:
+        try:
+            with os.fdopen(self.w, "w", encoding="utf-8", buffering=1 << 16) as f:
+                for line in lines:
+                    f.write(line)
+        except BrokenPipeError:
+            pass  # the run ended first (an error, or Ctrl-C)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self.error = e
+
+    def close(self) -> None:
+        os.close(self.r)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def download(
+    urls: Union[PathLike, Iterable[Union[str, Tuple[str, ...]]]],
+    dest: PathLike,
+    *,
+    progress: Any = None,
+    state_dir: Optional[PathLike] = None,
+    **opts: Any,
+) -> Report:
+    """Download ``urls`` into ``dest``: an iterable of URLs, of ``(url,
+    name)`` or ``(url, name, sha256)`` tuples (consumed as it goes, never
+    held whole), or the path of a list file (``URL [NAME] [sha256=HEX]`` a
+    line). Large files go over several Range connections (``split=``).
+    A rerun skips what landed. Other options: as ``bulkget get --help``.
+    """
+    if isinstance(urls, (str, os.PathLike)):
+        feed, path = None, os.fspath(urls)
+    else:
+        feed = _Feed(_line(u) for u in urls)
+        path = feed.path
+    argv = ["get", "-i", path, "-o", os.fspath(dest)] + _display(progress)
+    argv += _flags(dict(opts, state_dir=state_dir))
+    try:
+        return _run_report(argv, dest, state_dir)
+    finally:
+        if feed is not None:
+            feed.close()
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What ``stat`` knows of a path that exists."""
+
+    path: str
+    size: Optional[int]
+    mtime: Optional[str]
+    """RFC 3339, UTC."""
+    etag: Optional[str]
+
+
+def _probe_lines(
+    mode: str, paths: Iterable[PathLike], opts: Mapping[str, Any]
+) -> Iterator[Dict[str, Any]]:
+    """Runs ``bulkget exists|stat`` over ``paths`` on a thread, yielding its
+    answers (JSON objects) in input order as they come."""
+    feed = _Feed(os.fspath(p) + "\n" for p in paths)
+    r, w = os.pipe()
+    out_path = f"/dev/fd/{w}"
+    argv = [mode, "-i", feed.path, "-o", out_path, "--json", "-q"] + _flags(opts)
+    box: Dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["code"] = _run(argv)
+        except BaseException as e:  # noqa: BLE001 - raised by the reader
+            box["error"] = e
+        finally:
+            os.close(w)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        with os.fdopen(r, encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+    finally:
+        t.join()
+        feed.close()
+    if "error" in box:
+        raise box["error"]
+
+
+def _exists_of(d: Dict[str, Any]) -> Optional[bool]:
+    return d.get("exists")
+
+
+def _stat_of(d: Dict[str, Any]) -> Optional[Stat]:
+    if not d.get("exists"):
+        return None
+    return Stat(d["path"], d.get("size"), d.get("mtime"), d.get("etag"))
+
+
+def iter_exists(paths: Iterable[PathLike], **opts: Any) -> Iterator[Optional[bool]]:
+    """Whether each path exists, in input order, as the answers come: local
+    paths, http(s) URLs, ``s3://``, ``az://``, ``gs://``. ``None`` for a
+    path that could not be checked (an error is not absence)."""
+    return (_exists_of(d) for d in _probe_lines("exists", paths, opts))
+
+
+def iter_stat(paths: Iterable[PathLike], **opts: Any) -> Iterator[Optional[Stat]]:
+    """:class:`Stat` of each path in input order, ``None`` where it does not
+    exist or could not be checked."""
+    return (_stat_of(d) for d in _probe_lines("stat", paths, opts))
+
+
+def exists(paths: Iterable[PathLike], **opts: Any) -> List[Optional[bool]]:
+    """:func:`iter_exists` as a list."""
+    return list(iter_exists(paths, **opts))
+
+
+def stat(paths: Iterable[PathLike], **opts: Any) -> List[Optional[Stat]]:
+    """:func:`iter_stat` as a list."""
+    return list(iter_stat(paths, **opts))
+
+
+class Results(Generic[T, R]):
+    """What :func:`map` did: each input's result or exception, in input
+    order. Named as the ``parallel`` library names them: with a dict as
+    input, ``failed`` and ``succeeded`` are dicts by key; otherwise lists of
+    ``(input, exception)`` and of results."""
+
+    def __init__(
+        self, inputs: List[Any], keys: Optional[List[Any]], values: List[Any],
+        errors: Dict[int, BaseException],
+    ) -> None:
+        self._inputs = inputs
+        self._keys = keys
+        self._values = values
+        self._errors = errors
+
+    @property
+    def failures(self) -> bool:
+        """Whether any input failed."""
+        return bool(self._errors)
+
+    @property
+    def failed(self) -> Union[Dict[Any, BaseException], List[Tuple[Any, BaseException]]]:
+        """The inputs that failed, each with its exception."""
+        if self._keys is not None:
+            return {self._keys[i]: e for i, e in sorted(self._errors.items())}
+        return [(self._inputs[i], e) for i, e in sorted(self._errors.items())]
+
+    @property
+    def succeeded(self) -> Union[Dict[Any, Any], List[Any]]:
+        """The results of the inputs that succeeded."""
+        ok = [i for i in range(len(self._values)) if i not in self._errors]
+        if self._keys is not None:
+            return {self._keys[i]: self._values[i] for i in ok}
+        return [self._values[i] for i in ok]
+
+    def replace_failed(self, value: Any) -> "Results[T, R]":
+        """The same results with each failure's place holding ``value``."""
+        values = [value if i in self._errors else v for i, v in enumerate(self._values)]
+        return Results(self._inputs, self._keys, values, {})
+
+    @property
+    def results(self) -> Union[List[Any], Dict[Any, Any]]:
+        """Every result in input order (a dict by key when the input was a
+        dict); a failed input's place holds its exception."""
+        vals = [self._errors.get(i, v) for i, v in enumerate(self._values)]
+        if self._keys is not None:
+            return dict(zip(self._keys, vals))
+        return vals
+
+    def __iter__(self) -> Iterator[Any]:
+        r = self.results
+        return iter(r.values() if isinstance(r, dict) else r)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.results[i]
+
+    def __repr__(self) -> str:
+        return f"Results({len(self)} items, {len(self._errors)} failed)"
+
+
+class TimeoutFailure(Error, TimeoutError):
+    """An input's call ran past ``timeout`` seconds (it goes on in its
+    thread; its result is dropped)."""
+
+
+def imap(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    max_workers: int = 64,
+    timeout: Optional[float] = None,
+) -> Iterator[Tuple[T, Union[R, BaseException]]]:
+    """Runs ``fn`` over ``items`` on ``max_workers`` threads, yielding
+    ``(item, result or exception)`` in completion order. At most twice
+    ``max_workers`` items are taken from ``items`` ahead of the results, so
+    memory stays flat however many there are. An exception of ``fn`` is
+    yielded with its input, never raised; so is a :class:`TimeoutFailure`
+    for a call past ``timeout`` seconds."""
+    if max_workers < 1:
+        raise ValueError("max_workers must be at least 1")
+    it = iter(items)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="bulkget-map")
+    pending: Dict[concurrent.futures.Future, Tuple[T, Optional[float]]] = {}
+    clock = time.monotonic
+
+    def submit() -> bool:
+        try:
+            x = next(it)
+        except StopIteration:
+            return False
+        pending[pool.submit(fn, x)] = (x, None if timeout is None else clock() + timeout)
+        return True
+
+    try:
+        more = True
+        while more and len(pending) < 2 * max_workers:
+            more = submit()
+        while pending:
+            wait = None
+            if timeout is not None:
+                wait = max(0.0, min(d for _, d in pending.values() if d is not None) - clock())
+            done, _ = concurrent.futures.wait(
+                pending, timeout=wait, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            if not done and timeout is not None:
+                now = clock()
+                done = {f for f, (_, d) in pending.items() if d is not None and d <= now}
+                for f in done:
+                    x, _ = pending.pop(f)
+                    yield x, TimeoutFailure(f"{x!r}: no result after {timeout} s")
+                    if more:
+                        more = submit()
+                continue
+            for f in done:
+                x, _ = pending.pop(f)
+                e = f.exception()
+                yield x, (e if e is not None else f.result())
+                if more:
+                    more = submit()
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=False)
+
+
+def map(  # noqa: A001 - the name users know from parallel and concurrent.futures
+    fn: Callable[[T], R],
+    items: Union[Iterable[T], Mapping[Any, T]],
+    *,
+    max_workers: int = 64,
+    timeout: Optional[float] = None,
+) -> Results[T, R]:
+    """Runs ``fn`` over ``items`` on ``max_workers`` threads and keeps every
+    result and every failure with its input (nothing is raised). A dict's
+    values are the inputs and its keys name them in the results."""
+    keys: Optional[List[Any]] = None
+    if isinstance(items, Mapping):
+        keys = list(items.keys())
+        indexed: Iterable[Tuple[int, T]] = [(i, items[k]) for i, k in enumerate(keys)]
+    else:
+        indexed = enumerate(items)
+    values: Dict[int, Any] = {}
+    errors: Dict[int, BaseException] = {}
+    inputs: Dict[int, Any] = {}
+    for (i, x), r in imap(lambda ix: fn(ix[1]), indexed, max_workers=max_workers, timeout=timeout):
+        inputs[i] = x
+        if isinstance(r, BaseException):
+            errors[i] = r
+            values[i] = None
+        else:
+            values[i] = r
+    n = len(values)
+    return Results([inputs[i] for i in range(n)], keys, [values[i] for i in range(n)], errors)
+
+
+async def mirror_async(url: str, dest: PathLike, **opts: Any) -> Report:
+    """:func:`mirror` for asyncio programs (on a thread; the loop runs on)."""
+    return await asyncio.to_thread(mirror, url, dest, **opts)
+
+
+async def download_async(urls: Any, dest: PathLike, **opts: Any) -> Report:
+    """:func:`download` for asyncio programs."""
+    return await asyncio.to_thread(download, urls, dest, **opts)
+
+
+async def exists_async(paths: Iterable[PathLike], **opts: Any) -> List[Optional[bool]]:
+    """:func:`exists` for asyncio programs."""
+    return await asyncio.to_thread(exists, paths, **opts)
+
+
+async def stat_async(paths: Iterable[PathLike], **opts: Any) -> List[Optional[Stat]]:
+    """:func:`stat` for asyncio programs."""
+    return await asyncio.to_thread(stat, paths, **opts)
