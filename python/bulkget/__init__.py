@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import os
 import sys
@@ -57,10 +58,15 @@ __all__ = [
     "CredentialsError",
     "Report",
     "Stat",
+    "Entry",
     "Failure",
+    "Progress",
     "Results",
     "mirror",
     "download",
+    "fetch",
+    "ls",
+    "copytree",
     "exists",
     "stat",
     "iter_exists",
@@ -98,12 +104,69 @@ def _flags(opts: Mapping[str, Any]) -> List[str]:
     return out
 
 
-def _display(progress: Any) -> List[str]:
-    # The command draws its bar only when stderr is a terminal; quiet
-    # otherwise, and whenever progress is off.
+@dataclass(frozen=True)
+class Progress:
+    """The figures of a run so far, given to a ``progress=`` callable about
+    once a second."""
+
+    files: int
+    bytes: int
+    failed: int
+    skipped: int
+    retries: int
+    listed: int
+    seconds: float
+    files_per_s: float
+    bytes_per_s: float
+
+
+class _Watch:
+    """Reads the run's ``--progress-json`` pipe on a thread and hands each
+    line to ``callback`` as a :class:`Progress`."""
+
+    def __init__(self, callback: Callable[[Progress], Any]) -> None:
+        self.r, self.w = os.pipe()
+        self.callback = callback
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    @property
+    def path(self) -> str:
+        return f"/dev/fd/{self.w}"
+
+    def _read(self) -> None:
+        with os.fdopen(self.r, encoding="utf-8") as f:
+            for line in f:
+                if self.error is not None:
+                    continue  # drain: the run must not block on a full pipe
+                d = json.loads(line)
+                try:
+                    self.callback(
+                        Progress(
+                            d["files"], d["bytes"], d["failed"], d["skipped"], d["retries"],
+                            d["listed"], d["seconds"], d["files_per_sec"], d["bytes_per_sec"],
+                        )
+                    )
+                except BaseException as e:  # noqa: BLE001 - raised after the run
+                    self.error = e
+
+    def close(self) -> None:
+        os.close(self.w)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _display(progress: Any) -> Tuple[List[str], Optional[_Watch]]:
+    """The flags for ``progress``: the command's own bar when stderr is a
+    terminal (and progress is not False); a callable gets the figures."""
+    if callable(progress):
+        w = _Watch(progress)
+        return ["-q", "--progress-json", w.path], w
     if progress is False or not (progress or sys.stderr.isatty()):
-        return ["-q"]
-    return []
+        return ["-q"], None
+    return [], None
 
 
 @dataclass(frozen=True)
@@ -141,7 +204,10 @@ class Report:
                     d = json.loads(line)
                 except ValueError:
                     continue  # a torn last line (a killed run)
-                yield Failure(d["name"], d["url"], d["error"], d.get("attempts", 0))
+                if "path" in d:  # copytree's record
+                    yield Failure(d["path"], d["path"], d["error"], 0)
+                else:
+                    yield Failure(d["name"], d["url"], d["error"], d.get("attempts", 0))
 
     def raise_for_failures(self) -> None:
         """Raises :class:`Error` naming the first failures, if any file failed."""
@@ -166,14 +232,23 @@ def _report(stats_path: str, ledger: Optional[str]) -> Report:
     )
 
 
-def _run_report(argv: List[str], dest: PathLike, state_dir: Optional[PathLike]) -> Report:
-    with tempfile.TemporaryDirectory(prefix="bulkget-") as tmp:
-        stats = os.path.join(tmp, "stats.json")
-        code = _run(argv + ["--stats-json", stats])
-        if not os.path.exists(stats):
-            raise Error(f"bulkget {argv[0]} ended with status {code} and no report")
-        sd = os.fspath(state_dir) if state_dir else os.path.join(os.fspath(dest), ".bulkget")
-        return _report(stats, os.path.join(sd, "failures.jsonl"))
+def _run_report(argv: List[str], progress: Any, ledger: Optional[str]) -> Report:
+    shown, watch = _display(progress)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bulkget-") as tmp:
+            stats = os.path.join(tmp, "stats.json")
+            code = _run(argv + shown + ["--stats-json", stats])
+            if not os.path.exists(stats):
+                raise Error(f"bulkget {argv[0]} ended with status {code} and no report")
+            return _report(stats, ledger)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _ledger(dest: PathLike, state_dir: Optional[PathLike]) -> str:
+    sd = os.fspath(state_dir) if state_dir else os.path.join(os.fspath(dest), ".bulkget")
+    return os.path.join(sd, "failures.jsonl")
 
 
 def mirror(
@@ -193,9 +268,9 @@ def mirror(
     Other options: as ``bulkget mirror --help`` (``max_per_host=``,
     ``pipeline=``, ``retries=``, ``timeout=``, ``endpoint_url=``, ...).
     """
-    argv = ["mirror", url, os.fspath(dest), "--sink", sink] + _display(progress)
+    argv = ["mirror", url, os.fspath(dest), "--sink", sink]
     argv += _flags(dict(opts, state_dir=state_dir))
-    return _run_report(argv, dest, state_dir)
+    return _run_report(argv, progress, _ledger(dest, state_dir))
 
 
 def _line(item: Union[str, Tuple[str, ...]]) -> str:
@@ -262,13 +337,97 @@ def download(
     else:
         feed = _Feed(_line(u) for u in urls)
         path = feed.path
-    argv = ["get", "-i", path, "-o", os.fspath(dest)] + _display(progress)
+    argv = ["get", "-i", path, "-o", os.fspath(dest)]
     argv += _flags(dict(opts, state_dir=state_dir))
     try:
-        return _run_report(argv, dest, state_dir)
+        return _run_report(argv, progress, _ledger(dest, state_dir))
     finally:
         if feed is not None:
             feed.close()
+
+
+def fetch(
+    url: str,
+    path: PathLike,
+    *,
+    split: int = 4,
+    sha256: Optional[str] = None,
+    progress: Any = None,
+    **opts: Any,
+) -> Report:
+    """Download one (large) file to ``path`` over up to ``split`` Range
+    connections, checking its ``sha256`` if given. Killed or failed, the
+    same call resumes with the parts that landed. Raises :class:`Error`
+    if the file did not land."""
+    path = os.fspath(path)
+    d, name = os.path.split(os.path.abspath(path))
+    item = (url, name) if sha256 is None else (url, name, sha256)
+    r = download([item], d, split=split, progress=progress, **opts)
+    r.raise_for_failures()
+    return r
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path a listing found."""
+
+    path: str
+    size: Optional[int]
+    mtime: Optional[str]
+    etag: Optional[str]
+
+
+def ls(path: PathLike, recursive: bool = False, **opts: Any) -> Iterator[Entry]:
+    """The paths under ``path`` (one level, or all with ``recursive``): a
+    local directory, a list-API server's base URL, ``s3://``, ``az://``,
+    ``gs://``. Streamed as the listing goes."""
+    r, w = os.pipe()
+    argv = ["ls", os.fspath(path), "--json", "-o", f"/dev/fd/{w}"]
+    argv += _flags(dict(opts, recursive=recursive))
+    box: Dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            _run(argv)
+        except BaseException as e:  # noqa: BLE001 - raised by the reader
+            box["error"] = e
+        finally:
+            os.close(w)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        with os.fdopen(r, encoding="utf-8") as f:
+            for line in f:
+                d = json.loads(line)
+                yield Entry(d["path"], d.get("size"), d.get("mtime"), d.get("etag"))
+    finally:
+        t.join()
+    if "error" in box:
+        raise box["error"]
+
+
+def copytree(src: PathLike, dst: PathLike, *, progress: Any = None, **opts: Any) -> Report:
+    """``cp -r``: a tree between local paths and ``s3://``, ``az://``,
+    ``gs://`` (any two), or from a list-API server or a URL. A rerun copies
+    only what is missing or changed. Options: as ``bulkget cp --help``.
+    Failures: a download keeps them in ``DST/.bulkget/failures.jsonl``;
+    other copies in a temporary file that ``Report.ledger`` names (removed
+    when nothing failed)."""
+    argv = ["cp", "-r", os.fspath(src), os.fspath(dst)] + _flags(opts)
+    if "://" not in os.fspath(dst) and "://" in os.fspath(src):
+        return _run_report(argv, progress, _ledger(dst, opts.get("state_dir")))
+    fd, ledger = tempfile.mkstemp(prefix="bulkget-failures-", suffix=".jsonl")
+    os.close(fd)
+    try:
+        r = _run_report(argv + ["--failures", ledger], progress, ledger)
+    except BaseException:
+        os.unlink(ledger)
+        raise
+    if not r.failed:
+        os.unlink(ledger)
+        return dataclasses.replace(r, ledger=None)
+    return r
 
 
 @dataclass(frozen=True)

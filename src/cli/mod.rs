@@ -204,6 +204,9 @@ pub(crate) struct FetchArgs {
     /// Write the final figures as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// Write the figures so far to FILE, one JSON object a second (as --stats-json's), for a program that shows them.
+    #[arg(long, value_name = "FILE")]
+    progress_json: Option<PathBuf>,
     /// sync: what is reported as landed survives a power cut (one syncfs a
     /// second, before the journal moves on); none: no syncs, for scratch
     /// runs (after a power cut a rerun may keep empty or torn files).
@@ -263,6 +266,10 @@ impl FetchArgs {
         }
         if self.http2_prior_knowledge && self.http1_1 {
             bail!("--http2-prior-knowledge and --http1.1 contradict each other");
+        }
+        if let Some(p) = &self.progress_json {
+            let f = std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))?;
+            crate::progress::feed_to(Some(f));
         }
         Ok(Common {
             limits: Limits {
@@ -635,6 +642,7 @@ where
         Cmd::Bench(a) => bench(a),
     };
     STOP.with(|s| *s.borrow_mut() = None);
+    crate::progress::feed_to(None);
     r
 }
 

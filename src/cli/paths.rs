@@ -18,6 +18,9 @@ pub struct LsArgs {
     /// One JSON object a line: path, size, mtime, etag (null where unknown).
     #[arg(long)]
     json: bool,
+    /// Write the listing to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -35,7 +38,13 @@ pub fn ls(a: LsArgs) -> Result<u8> {
     };
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, is_s3(&a.path));
     let stop = stop_flag();
-    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    let sink: Box<dyn std::io::Write> = match &a.output {
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, sink);
     crate::ls::run(&cfg, &mut out, &stop)?;
     Ok(0)
 }
@@ -266,7 +275,7 @@ pub fn cp(a: CpArgs) -> Result<u8> {
     };
     let mut ledger = String::new();
     for (p, why) in &out.failures {
-        if !a.fetch.quiet {
+        if !a.fetch.quiet && !embedded() {
             eprintln!("bulkget: failed {}: {why}", p.display());
         }
         let rec = serde_json::json!({ "path": p.to_string_lossy(), "error": why });
@@ -275,7 +284,9 @@ pub fn cp(a: CpArgs) -> Result<u8> {
     if let Some(f) = &a.failures {
         std::fs::write(f, ledger).with_context(|| format!("writing {}", f.display()))?;
     }
-    eprintln!("{}", out.summary());
+    if !embedded() {
+        eprintln!("{}", out.summary());
+    }
     if let Some(p) = &a.fetch.stats_json {
         std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
             .with_context(|| format!("writing {}", p.display()))?;

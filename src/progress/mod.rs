@@ -320,14 +320,56 @@ pub(crate) fn every_period(stop: &AtomicBool, tty: bool, on_tty: Duration, mut f
     }
 }
 
+thread_local! {
+    /// Where the next [`Reporter`] started on this thread also writes its
+    /// figures ([`feed_to`]).
+    static FEED: std::cell::RefCell<Option<std::fs::File>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Has the next [`Reporter`] started on this thread write the run's
+/// figures to `f` as well, one JSON object (a [`Stats`]) a line, once a
+/// second, whatever it shows (`--progress-json`: the Python package's
+/// progress callback reads them from a pipe).
+pub fn feed_to(f: Option<std::fs::File>) {
+    FEED.with(|x| *x.borrow_mut() = f);
+}
+
 /// Shows progress until dropped.
 pub struct Reporter {
     _painter: Painter,
+    _feed: Option<Painter>,
 }
 
 impl Reporter {
     pub fn start(counters: Arc<Counters>, started: Instant, display: Display) -> Reporter {
-        let painter = Painter::spawn(display, move |stop| {
+        let feed = FEED.with(|x| x.borrow_mut().take()).map(|mut f| {
+            let counters = counters.clone();
+            Painter::spawn(Display::Auto, move |stop| {
+                use std::io::Write;
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if last.elapsed() >= Duration::from_secs(1) {
+                        last = Instant::now();
+                        let mut line =
+                            serde_json::to_vec(&counters.stats(started.elapsed())).expect("json");
+                        line.push(b'\n');
+                        if f.write_all(&line).is_err() {
+                            return; // the reader has gone
+                        }
+                    }
+                }
+            })
+        });
+        let painter = Self::paint(counters, started, display);
+        Reporter {
+            _painter: painter,
+            _feed: feed,
+        }
+    }
+
+    fn paint(counters: Arc<Counters>, started: Instant, display: Display) -> Painter {
+        Painter::spawn(display, move |stop| {
             let tty = std::io::stderr().is_terminal();
             let bar = tty.then(|| {
                 let b = indicatif::ProgressBar::new_spinner();
@@ -365,8 +407,7 @@ impl Reporter {
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
-        });
-        Reporter { _painter: painter }
+        })
     }
 }
 

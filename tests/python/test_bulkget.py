@@ -228,3 +228,63 @@ def test_the_async_twins_run_under_asyncio(serve, tmp_path):
 
     r, e, st, d = asyncio.run(main())
     assert r.files == 300 and e == [True, False] and st[0].size == 100 and d.files == 1
+
+
+def test_fetch_one_large_file_over_ranges_checked(serve, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(9 << 20)
+    (src / "big.bin").write_bytes(data)
+    s = serve(str(src))
+    want = __import__("hashlib").sha256(data).hexdigest()
+    dest = tmp_path / "got" / "big.bin"
+    r = bulkget.fetch(f"{s.url}/get/big.bin", dest, split=4, split_size="1M", sha256=want)
+    assert r.files == 1 and dest.read_bytes() == data
+    with pytest.raises(bulkget.Error, match="sha256"):
+        bulkget.fetch(f"{s.url}/get/big.bin", tmp_path / "bad.bin", sha256="0" * 64, retries=0)
+    assert not (tmp_path / "bad.bin").exists()
+
+
+def test_ls_and_copytree_of_a_local_tree(tmp_path):
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    for i in range(50):
+        (src / "a" / "b" / f"f{i}").write_bytes(b"x" * i)
+    (src / "top").write_bytes(b"top")
+    got = sorted(e.path for e in bulkget.ls(src, recursive=True))
+    assert got == sorted([str(src / "top")] + [str(src / "a" / "b" / f"f{i}") for i in range(50)])
+    assert [e.path for e in bulkget.ls(src)] != got  # one level only
+    dst = tmp_path / "dst"
+    r = bulkget.copytree(src, dst)
+    assert (r.files, r.failed, r.ledger) == (51, 0, None)
+    assert (dst / "a" / "b" / "f49").read_bytes() == b"x" * 49
+    again = bulkget.copytree(src, dst)
+    assert again.files == 0 and again.skipped == 51
+
+
+def test_a_progress_callable_gets_the_figures(serve, tmp_path):
+    s = serve("--synthetic", "3000", "--latency", "20")
+    seen = []
+    r = bulkget.mirror(s.url, tmp_path / "out", progress=seen.append, max_per_host=4, pipeline=4)
+    assert r.files == 3000
+    assert len(seen) >= 2, seen
+    assert all(isinstance(p, bulkget.Progress) for p in seen)
+    assert seen[0].files <= seen[-1].files <= 3000 and seen[-1].seconds > seen[0].seconds
+
+
+def _child_exists(path):
+    import bulkget as b
+
+    return b.exists([path])
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_it_works_under_multiprocessing(method, tmp_path):
+    import multiprocessing
+
+    f = tmp_path / "here"
+    f.write_text("x")
+    assert bulkget.exists([str(f)]) == [True]  # used in the parent first
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        got = pool.map(_child_exists, [str(f), str(tmp_path / "no")])
+    assert got == [[True], [False]]
