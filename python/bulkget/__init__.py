@@ -16,10 +16,10 @@ journal is saved: the same call then resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import json
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -574,6 +574,104 @@ class TimeoutFailure(Error, TimeoutError):
     thread; its result is dropped)."""
 
 
+class _Raised:
+    """An exception ``fn`` raised (told apart from one it returned)."""
+
+    __slots__ = ("e",)
+
+    def __init__(self, e: BaseException) -> None:
+        self.e = e
+
+
+def _imap(
+    fn: Callable[[T], R],
+    items: Iterable[Tuple[int, T]],
+    max_workers: int,
+    timeout: Optional[float],
+) -> Iterator[Tuple[int, T, bool, Any]]:
+    """``(index, item, ok, result or exception)`` in completion order.
+
+    Written by hand rather than on ``ThreadPoolExecutor``: a future, a
+    condition and ``wait()`` over every pending future cost more per item
+    than the calls they run when those are short (measured in
+    BENCHMARKS.md). Here ``max_workers`` threads take ``(i, x)`` from one
+    queue and put results on another; at most twice ``max_workers`` items
+    are taken ahead of the results. A call past ``timeout`` is given up
+    (its thread goes on, and a new one takes its place)."""
+    if max_workers < 1:
+        raise ValueError("max_workers must be at least 1")
+    inq: "queue.SimpleQueue[Optional[Tuple[int, T]]]" = queue.SimpleQueue()
+    outq: "queue.SimpleQueue[Tuple[int, T, Any]]" = queue.SimpleQueue()
+    # Calls in progress, oldest first (dicts keep insertion order).
+    started: Dict[int, Tuple[T, float]] = {}
+    clock = time.monotonic
+
+    def worker() -> None:
+        while True:
+            job = inq.get()
+            if job is None:
+                return
+            i, x = job
+            started[i] = (x, clock())
+            try:
+                r: Any = fn(x)
+            except BaseException as e:  # noqa: BLE001 - kept with its input
+                r = _Raised(e)
+            outq.put((i, x, r))
+
+    def spawn() -> None:
+        threading.Thread(target=worker, daemon=True, name="bulkget-map").start()
+
+    workers = max_workers
+    for _ in range(workers):
+        spawn()
+    it = iter(items)
+    more, ahead = True, 0
+    given_up: set = set()
+    try:
+        while True:
+            while more and ahead < 2 * max_workers:
+                try:
+                    inq.put(next(it))
+                    ahead += 1
+                except StopIteration:
+                    more = False
+            if not ahead:
+                return
+            wait = None
+            if timeout is not None and started:
+                _, t0 = next(iter(started.values()))
+                wait = max(0.0, t0 + timeout - clock())
+            try:
+                i, x, r = outq.get(timeout=wait)
+            except queue.Empty:
+                now = clock()
+                for i, (x, t0) in list(started.items()):
+                    if t0 + timeout > now:  # type: ignore[operator]
+                        break
+                    del started[i]
+                    given_up.add(i)
+                    ahead -= 1
+                    workers += 1
+                    spawn()
+                    yield i, x, False, TimeoutFailure(f"{x!r}: no result after {timeout} s")
+                continue
+            if i in given_up:
+                given_up.discard(i)
+                workers -= 1
+                inq.put(None)  # one thread too many now
+                continue
+            started.pop(i, None)
+            ahead -= 1
+            if isinstance(r, _Raised):
+                yield i, x, False, r.e
+            else:
+                yield i, x, True, r
+    finally:
+        for _ in range(workers):
+            inq.put(None)
+
+
 def imap(
     fn: Callable[[T], R],
     items: Iterable[T],
@@ -587,51 +685,8 @@ def imap(
     memory stays flat however many there are. An exception of ``fn`` is
     yielded with its input, never raised; so is a :class:`TimeoutFailure`
     for a call past ``timeout`` seconds."""
-    if max_workers < 1:
-        raise ValueError("max_workers must be at least 1")
-    it = iter(items)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="bulkget-map")
-    pending: Dict[concurrent.futures.Future, Tuple[T, Optional[float]]] = {}
-    clock = time.monotonic
-
-    def submit() -> bool:
-        try:
-            x = next(it)
-        except StopIteration:
-            return False
-        pending[pool.submit(fn, x)] = (x, None if timeout is None else clock() + timeout)
-        return True
-
-    try:
-        more = True
-        while more and len(pending) < 2 * max_workers:
-            more = submit()
-        while pending:
-            wait = None
-            if timeout is not None:
-                wait = max(0.0, min(d for _, d in pending.values() if d is not None) - clock())
-            done, _ = concurrent.futures.wait(
-                pending, timeout=wait, return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            if not done and timeout is not None:
-                now = clock()
-                done = {f for f, (_, d) in pending.items() if d is not None and d <= now}
-                for f in done:
-                    x, _ = pending.pop(f)
-                    yield x, TimeoutFailure(f"{x!r}: no result after {timeout} s")
-                    if more:
-                        more = submit()
-                continue
-            for f in done:
-                x, _ = pending.pop(f)
-                e = f.exception()
-                yield x, (e if e is not None else f.result())
-                if more:
-                    more = submit()
-    finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=False)
+    for _, x, _, r in _imap(fn, enumerate(items), max_workers, timeout):
+        yield x, r
 
 
 def map(  # noqa: A001 - the name users know from parallel and concurrent.futures
@@ -653,13 +708,11 @@ def map(  # noqa: A001 - the name users know from parallel and concurrent.future
     values: Dict[int, Any] = {}
     errors: Dict[int, BaseException] = {}
     inputs: Dict[int, Any] = {}
-    for (i, x), r in imap(lambda ix: fn(ix[1]), indexed, max_workers=max_workers, timeout=timeout):
+    for i, x, ok, r in _imap(fn, indexed, max_workers, timeout):
         inputs[i] = x
-        if isinstance(r, BaseException):
+        values[i] = r if ok else None
+        if not ok:
             errors[i] = r
-            values[i] = None
-        else:
-            values[i] = r
     n = len(values)
     return Results([inputs[i] for i in range(n)], keys, [values[i] for i in range(n)], errors)
 

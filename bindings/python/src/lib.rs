@@ -78,6 +78,9 @@ fn to_py(e: CliError) -> PyErr {
 /// and raises `KeyboardInterrupt` once its state is saved.
 #[pyfunction]
 fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<u8> {
+    // As the command does: the default connection ceiling follows it.
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    RAISED.call_once(bulkget::pipeline::raise_fd_limit);
     let stop = Arc::new(AtomicBool::new(false));
     let args: Vec<String> = std::iter::once("bulkget".to_string()).chain(argv).collect();
     let (tx, mut rx) = mpsc::channel::<()>();
