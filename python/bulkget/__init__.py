@@ -7,6 +7,26 @@ Keyword arguments are the command line's flags (``max_per_host=64`` is
 ``--max-per-host 64``, ``http2_prior_knowledge=True`` is the bare flag) and
 default as the command does; ``bulkget get --help`` lists them all.
 
+The options every transfer takes (``mirror``, ``download``, ``fetch``,
+``exists``, ``stat``, ``ls``, ``copytree``), as the command's flags:
+
+- ``connections`` (``-c``): connections in all [2048, or a quarter of the
+  open-file limit]; ``max_per_host`` [256]: to one host, on all threads;
+- ``pipeline`` [64]: requests in flight per connection (1: no pipelining);
+- ``retries`` [8]: attempts after the first for connection errors,
+  timeouts, 408, 429 and 5xx; ``timeout`` [30.0]: seconds of silence on an
+  open connection; ``connect_timeout`` [10.0];
+- ``cacert`` (a PEM file), ``insecure``, ``proxy`` (an ``http://`` URL),
+  ``http2_prior_knowledge``, ``http1_1``, ``max_redirs`` [10];
+- ``endpoint_url``, ``no_sign_request``: for ``s3://``, ``az://``, ``gs://``;
+- ``threads``: threads driving the connections [one per core];
+- ``state_dir``: the journal and ledger [DEST/.bulkget];
+  ``durability`` ["sync"; "none" for scratch runs].
+
+``mirror`` also takes ``sink`` ("dir", "tar", "null") and ``shard_size``;
+``download`` and ``fetch`` take ``split`` and ``split_size``; ``copytree``
+takes ``overwrite``, ``checksum``, ``workers`` and ``part_size``.
+
 Failures of single files are data (``Report.failures()``), not exceptions;
 what stops a call from running raises :class:`Error` or a subclass. Ctrl-C
 raises ``KeyboardInterrupt`` once what was in flight has landed and the

@@ -288,3 +288,17 @@ def test_it_works_under_multiprocessing(method, tmp_path):
     with multiprocessing.get_context(method).Pool(2) as pool:
         got = pool.map(_child_exists, [str(f), str(tmp_path / "no")])
     assert got == [[True], [False]]
+
+
+def test_against_nginx_as_well(nginx, tmp_path):
+    r = bulkget.mirror(nginx, tmp_path / "m")
+    assert (r.files, r.failed) == (200, 0)
+    assert_tree(tmp_path / "m", 200)
+    urls = [f"{nginx}/get/{name(i)}" for i in range(0, 200, 3)]
+    d = bulkget.download(iter(urls), tmp_path / "d")
+    assert d.files == len(urls)
+    assert (tmp_path / "d" / name(3)).read_bytes() == synthetic(name(3))
+    assert bulkget.exists(urls[:3] + [f"{nginx}/get/nope"]) == [True, True, True, False]
+    assert [s.size for s in bulkget.stat(urls[:2])] == [100, 100]
+    listed = [e.path for e in bulkget.ls(nginx)]
+    assert listed == [f"{nginx}/get/{name(i)}" for i in range(200)]
