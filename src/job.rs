@@ -32,6 +32,12 @@ pub struct Object {
     /// checked on landing.
     #[serde(default)]
     pub crc32c: Option<u32>,
+    /// The pipeline sends it signed in an `Authorization` header made at
+    /// send time (its store's [`crate::store::Store::sign_get`]), the path
+    /// without the URL's presigned query. The presigned `url` stands for
+    /// every other way it may go (a split download, a redirect).
+    #[serde(default)]
+    pub sign: bool,
 }
 
 impl Job {

@@ -76,24 +76,26 @@ impl Conn {
         path: impl FnOnce(&mut Vec<u8>),
         range: Option<(u64, u64)>,
     ) -> Result<(), FetchError> {
-        self.request(Method::Get, authority, path, range)
+        self.request(Method::Get, authority, path, range, None)
     }
 
-    /// As [`Conn::get`], with any method; a `HEAD`'s answer has
-    /// [`Head::bodiless`] set.
+    /// As [`Conn::get`], with any method (a `HEAD`'s answer has
+    /// [`Head::bodiless`] set), and `more` header lines (each ending in
+    /// CRLF) if given.
     pub fn request(
         &mut self,
         method: Method,
         authority: &str,
         path: impl FnOnce(&mut Vec<u8>),
         range: Option<(u64, u64)>,
+        more: Option<&str>,
     ) -> Result<(), FetchError> {
         match self {
             Conn::H1(c) => {
-                c.request(method, authority, path, range);
+                c.request(method, authority, path, range, more);
                 Ok(())
             }
-            Conn::H2(c) => c.request(method, authority, path, range),
+            Conn::H2(c) => c.request(method, authority, path, range, more),
         }
     }
 

@@ -119,6 +119,7 @@ impl H2 {
         authority: &str,
         path: impl FnOnce(&mut Vec<u8>),
         range: Option<(u64, u64)>,
+        more: Option<&str>,
     ) -> Result<(), FetchError> {
         // The path's buffer is reused from request to request.
         let mut buf = std::mem::take(&mut self.path);
@@ -131,6 +132,22 @@ impl H2 {
         if let Some((a, b)) = range {
             let v = HeaderValue::from_str(&format!("bytes={a}-{b}")).expect("digits");
             req.headers_mut().insert(RANGE, v);
+        }
+        for line in more.iter().flat_map(|m| m.split("\r\n")) {
+            let Some((k, v)) = line.split_once(": ") else {
+                continue;
+            };
+            let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes());
+            match (name, HeaderValue::from_str(v)) {
+                (Ok(n), Ok(v)) => {
+                    req.headers_mut().insert(n, v);
+                }
+                _ => {
+                    return Err(FetchError::Protocol(format!(
+                        "cannot send the header {k:?}"
+                    )));
+                }
+            }
         }
         self.push(req, Bytes::new(), method == Method::Head);
         Ok(())

@@ -156,16 +156,26 @@ impl H1 {
         }
     }
 
-    /// Queues a request; sent by the next [`H1::flush`].
+    /// Queues a request, with `more` header lines (each ending in CRLF)
+    /// if given; sent by the next [`H1::flush`].
     pub fn request(
         &mut self,
         method: Method,
         host: &str,
         path: impl FnOnce(&mut Vec<u8>),
         range: Option<(u64, u64)>,
+        more: Option<&str>,
     ) {
         let (target, extra) = (&self.target, &self.extra);
-        write_request(&mut self.out, method, target, host, path, range, extra);
+        match more {
+            None => write_request(&mut self.out, method, target, host, path, range, extra),
+            Some(m) => {
+                let mut both = Vec::with_capacity(extra.len() + m.len());
+                both.extend_from_slice(extra);
+                both.extend_from_slice(m.as_bytes());
+                write_request(&mut self.out, method, target, host, path, range, &both);
+            }
+        }
         self.heads.push_back(method == Method::Head);
     }
 
@@ -567,6 +577,7 @@ mod tests {
                 "h",
                 |o| o.extend_from_slice(format!("/{i}").as_bytes()),
                 range,
+                None,
             );
         }
         c.flush().await.unwrap();

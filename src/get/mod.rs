@@ -136,6 +136,9 @@ pub struct GetPlan {
     started: SystemTime,
     /// Where entries of a slow host are set aside (a URL list's run).
     aside: Option<PathBuf>,
+    /// The store a listing's objects come from, which signs each GET as it
+    /// is sent ([`crate::job::Object::sign`]).
+    pub(crate) store: Option<Arc<crate::store::Store>>,
 }
 
 impl GetPlan {
@@ -294,7 +297,23 @@ impl Plan for GetPlan {
     }
 
     fn path(&self, out: &mut Vec<u8>, job: &Job) {
-        job.target().push_path(out);
+        let t = job.target();
+        if job.object.as_ref().is_some_and(|o| o.sign) {
+            // Signed by a header: the path without the presigned query.
+            let path = t.path.split('?').next().unwrap_or(t.path);
+            crate::fetch::url::Url { path, ..t }.push_path(out);
+        } else {
+            t.push_path(out);
+        }
+    }
+
+    fn headers(&self, job: &Job) -> Option<String> {
+        let store = self.store.as_ref()?;
+        if !job.object.as_ref().is_some_and(|o| o.sign) {
+            return None;
+        }
+        let t = job.target();
+        store.sign_get(t.path.split('?').next().unwrap_or(t.path))
     }
 
     fn range(&self, job: &Job) -> Option<(u64, u64)> {
@@ -397,7 +416,10 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     }
     let list = cfg.list.as_deref().map(input::open_list).transpose()?;
     let store = match &cfg.store {
-        Some(loc) => Some((crate::store::from_env(loc, &cfg.store_opts)?, loc.clone())),
+        Some(loc) => Some((
+            Arc::new(crate::store::from_env(loc, &cfg.store_opts)?),
+            loc.clone(),
+        )),
         None => None,
     };
     // An object-store listing resumes from the journal's cursor.
@@ -474,6 +496,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             split_size: cfg.split_size.max(1),
             started: journal::coarse_now(),
             aside: cfg.store.is_none().then(|| aside_dir.clone()),
+            store: store.as_ref().map(|(s, _)| s.clone()),
         },
         rx,
         tracker: tracker.map(|(t, _)| t),

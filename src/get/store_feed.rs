@@ -69,6 +69,7 @@ async fn list(
             );
         }
         let resume = store.resume_after(&page, page.objects.last().map(|o| o.key.as_str()));
+        let header_auth = sh.plan.store.is_some() && store.signs_in_headers();
         let mut jobs = Vec::with_capacity(page.objects.len());
         for o in page.objects {
             let shown = format!("{scheme}://{}/{}", loc.bucket, o.key);
@@ -88,6 +89,7 @@ async fn list(
                     size: Some(o.size),
                     crc32c: o.crc32c.filter(|_| checksum && o.md5.is_none()),
                     md5: o.md5.filter(|_| checksum),
+                    sign: header_auth,
                 })),
             });
         }

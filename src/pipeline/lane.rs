@@ -395,11 +395,18 @@ fn request<P: Plan>(
     match st.redirects.current(h.hop) {
         Some(u) => {
             let u = Url::parse(u).expect("checked when followed");
-            c.request(m, u.authority, |o| u.push_path(o), range)
+            c.request(m, u.authority, |o| u.push_path(o), range, None)
         }
         None => {
             let key = plan.origin(&h.e);
-            c.request(m, key.authority, |o| plan.path(o, &h.e), range)
+            let more = plan.headers(&h.e);
+            c.request(
+                m,
+                key.authority,
+                |o| plan.path(o, &h.e),
+                range,
+                more.as_deref(),
+            )
         }
     }
 }

@@ -82,6 +82,11 @@ pub trait Plan: Send + Sync + Sized + 'static {
     fn path(&self, out: &mut Vec<u8>, e: &Self::Entry);
     /// The byte range to ask for, if any.
     fn range(&self, e: &Self::Entry) -> Option<(u64, u64)>;
+    /// Header lines (each ending in CRLF) the request for `e` carries
+    /// besides the usual ones, made as it is sent (an S3 signature).
+    fn headers(&self, _e: &Self::Entry) -> Option<String> {
+        None
+    }
     /// Where entries are set aside when a slow origin holds much of a full
     /// frontier (`aside`); `None`: they wait in memory.
     fn aside_dir(&self) -> Option<&std::path::Path> {

@@ -272,6 +272,40 @@ impl S3 {
         format!("{}://{}{pq}", self.scheme, self.host)
     }
 
+    /// The header lines that sign a `GET` of `path` (encoded, as
+    /// [`S3::object_url`] makes it, without its query) at `unix`; `None`
+    /// when requests go unsigned.
+    pub fn sign_get(&self, path: &str, unix: u64) -> Option<String> {
+        let role;
+        let creds = match &self.auth {
+            Auth::Unsigned => return None,
+            Auth::Keys(c) => c,
+            Auth::Role(r) => {
+                role = r.creds(unix).ok()?;
+                &*role
+            }
+        };
+        let r = Request {
+            method: "GET",
+            host: &self.host,
+            path,
+            query: &[],
+            headers: &[],
+        };
+        Some(sigv4::sign_headers(
+            &r,
+            creds,
+            &self.region,
+            unix,
+            "UNSIGNED-PAYLOAD",
+        ))
+    }
+
+    /// Whether requests are signed at all.
+    pub fn signs(&self) -> bool {
+        !matches!(self.auth, Auth::Unsigned)
+    }
+
     /// A URL for `method` (GET, HEAD) of the object `key` (any key S3
     /// allows, byte for byte).
     pub fn object_url(&self, method: Method, key: &str, unix: u64) -> String {

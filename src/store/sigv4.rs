@@ -1,4 +1,7 @@
-//! AWS Signature Version 4, query-string form ("presigned URLs"), for S3.
+//! AWS Signature Version 4 for S3: the query-string form ("presigned
+//! URLs") and the `Authorization` header form ([`sign_headers`], which
+//! object GETs use: some stores check a query signature at a real cost;
+//! measured in BENCHMARKS.md, session 16).
 //!
 //! Written by hand rather than taken from `object_store`: its signer takes
 //! an `object_store::path::Path`, which refuses legal keys (`a//b`, `./x`,
@@ -109,20 +112,112 @@ pub fn presign(r: &Request<'_>, creds: &Creds, region: &str, unix: u64, expires:
         "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
         hex(&Sha256::digest(canonical.as_bytes()))
     );
+    let sig = hex(&hmac(
+        &signing_key(creds, region, &date),
+        to_sign.as_bytes(),
+    ));
+    format!("{}?{query}&X-Amz-Signature={sig}", r.path)
+}
+
+/// The signing key of `creds` for the day of `date` (`YYYYMMDD...`).
+fn signing_key(creds: &Creds, region: &str, date: &str) -> [u8; 32] {
     let k = hmac(
         format!("AWS4{}", creds.secret).as_bytes(),
         &date.as_bytes()[..8],
     );
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, b"s3");
-    let k = hmac(&k, b"aws4_request");
-    let sig = hex(&hmac(&k, to_sign.as_bytes()));
-    format!("{}?{query}&X-Amz-Signature={sig}", r.path)
+    hmac(&k, b"aws4_request")
+}
+
+/// The header lines (each ending in CRLF) that sign `r` in the
+/// `Authorization` header form at `unix`: `Authorization`,
+/// `x-amz-content-sha256` (`payload`: the body's SHA-256 in hex, or
+/// `UNSIGNED-PAYLOAD`), `x-amz-date`, and `x-amz-security-token` with a
+/// session token. `r.query` must be empty (object requests); `r.headers`
+/// are signed too and must be sent as given.
+pub fn sign_headers(
+    r: &Request<'_>,
+    creds: &Creds,
+    region: &str,
+    unix: u64,
+    payload: &str,
+) -> String {
+    debug_assert!(r.query.is_empty());
+    let date = amz_date(unix);
+    let scope = format!("{}/{region}/s3/aws4_request", &date[..8]);
+    let mut hs: Vec<(&str, &str)> = vec![
+        ("host", r.host),
+        ("x-amz-content-sha256", payload),
+        ("x-amz-date", &date),
+    ];
+    if let Some(t) = &creds.token {
+        hs.push(("x-amz-security-token", t));
+    }
+    hs.extend_from_slice(r.headers);
+    hs.sort_unstable();
+    let (mut canon, mut signed) = (String::new(), String::new());
+    for (k, v) in &hs {
+        canon.push_str(&format!("{k}:{}\n", v.trim()));
+        if !signed.is_empty() {
+            signed.push(';');
+        }
+        signed.push_str(k);
+    }
+    let canonical = format!("{}\n{}\n\n{canon}\n{signed}\n{payload}", r.method, r.path);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
+    let sig = hex(&hmac(
+        &signing_key(creds, region, &date),
+        to_sign.as_bytes(),
+    ));
+    let mut out = format!(
+        "Authorization: AWS4-HMAC-SHA256 Credential={}/{scope},SignedHeaders={signed},Signature={sig}\r\n\
+         x-amz-content-sha256: {payload}\r\nx-amz-date: {date}\r\n",
+        creds.key_id
+    );
+    if let Some(t) = &creds.token {
+        out.push_str(&format!("x-amz-security-token: {t}\r\n"));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// AWS's own example of the header form ("Example: GET Object", in
+    /// "Signature Calculations for the Authorization Header").
+    #[test]
+    fn aws_example_get_object_with_an_authorization_header() {
+        let creds = Creds {
+            key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            token: None,
+        };
+        let r = Request {
+            method: "GET",
+            host: "examplebucket.s3.amazonaws.com",
+            path: "/test.txt",
+            query: &[],
+            headers: &[("range", "bytes=0-9")],
+        };
+        // 2013-05-24T00:00:00Z
+        let lines = sign_headers(
+            &r,
+            &creds,
+            "us-east-1",
+            1_369_353_600,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        );
+        assert_eq!(
+            lines.lines().next().unwrap(),
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+        );
+        assert!(lines.contains("x-amz-date: 20130524T000000Z\r\n"));
+    }
 
     #[test]
     fn dates() {

@@ -238,6 +238,15 @@ fn mirror_an_s3_prefix_with_odd_keys_slowdowns_and_a_kill() {
     );
     let slowdowns: u64 = m.cmd("fault 0").parse().unwrap();
     assert!(slowdowns > 0, "the store answered some GETs 503 SlowDown");
+    // Object GETs went signed in an Authorization header, and botocore,
+    // signing each again, agrees with every one (odd keys included).
+    let sigs = m.cmd("signatures");
+    let (checked, bad) = sigs.split_once(' ').unwrap();
+    let (checked, bad): (u64, u64) = (checked.parse().unwrap(), bad.parse().unwrap());
+    assert!(
+        checked >= 2500 && bad == 0,
+        "signatures checked, bad: {sigs}"
+    );
 
     // get takes s3:// URLs in a list: a key no file could be named after is
     // fetched by its raw key under the NAME given; a missing one fails alone,
