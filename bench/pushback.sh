@@ -69,33 +69,28 @@ for r in $(seq 1 "$ROUNDS"); do
     order=("${order[@]:1}" "${order[0]}")
 done
 
-# The settled figures come from --stats-json and the judge's own words.
-echo "(b) a rate limiter of $R requests/s, 6000 files"
-for r in $(seq 1 "$ROUNDS"); do
-    rm -rf "$OUT/b"; serve b --synthetic 6000 --limit-rps "$R"
-    "$B" mirror "$URL" "$OUT/b" -q --stats-json "$OUT/s.json" 2>/dev/null
-    stop
+# What a run's --stats-json says of its one origin.
+figures() {
     python3 - "$OUT/s.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
 o = s["origins"][0]
 refused = o["faults"].get("pushback", 0)
-print(f"  {s['files_per_sec']:.0f} files/s over the run, {refused} of {s['files'] + refused} "
-      f"requests refused ({100 * refused / (s['files'] + refused):.1f} %), verdict: {o['verdict']}")
+tried = s["files"] + refused
+print(f"  {s['files_per_sec']:.0f} files/s over the run, {refused} of {tried} requests refused "
+      f"({100 * refused / tried:.1f} %), ended at {o['connections']} x {o['depth']}, "
+      f"verdict: {o['verdict']}")
 EOF
+}
+echo "(b) a rate limiter of $R requests/s, 6000 files"
+for r in $(seq 1 "$ROUNDS"); do
+    rm -rf "$OUT/b"; serve b --synthetic 6000 --limit-rps "$R"
+    "$B" mirror "$URL" "$OUT/b" -q --stats-json "$OUT/s.json" 2>/dev/null
+    stop; figures
 done
 echo "(c) errors that rise with load: 503 past $K in progress, 5 ms a request, 6000 files"
 for r in $(seq 1 "$ROUNDS"); do
     rm -rf "$OUT/b"; serve k --synthetic 6000 --limit-inflight "$K" --latency 5
     "$B" mirror "$URL" "$OUT/b" -q --stats-json "$OUT/s.json" 2>/dev/null
-    stop
-    python3 - "$OUT/s.json" <<'EOF'
-import json, sys
-s = json.load(open(sys.argv[1]))
-o = s["origins"][0]
-refused = o["faults"].get("pushback", 0)
-print(f"  {s['files_per_sec']:.0f} files/s, {refused} of {s['files'] + refused} requests refused "
-      f"({100 * refused / (s['files'] + refused):.1f} %), ended at {o['connections']} x {o['depth']}, "
-      f"verdict: {o['verdict']}")
-EOF
+    stop; figures
 done

@@ -401,30 +401,9 @@ def ls(path: PathLike, recursive: bool = False, **opts: Any) -> Iterator[Entry]:
     """The paths under ``path`` (one level, or all with ``recursive``): a
     local directory, a list-API server's base URL, ``s3://``, ``az://``,
     ``gs://``. Streamed as the listing goes."""
-    r, w = os.pipe()
-    argv = ["ls", os.fspath(path), "--json", "-o", f"/dev/fd/{w}"]
-    argv += _flags(dict(opts, recursive=recursive))
-    box: Dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            _run(argv)
-        except BaseException as e:  # noqa: BLE001 - raised by the reader
-            box["error"] = e
-        finally:
-            os.close(w)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        with os.fdopen(r, encoding="utf-8") as f:
-            for line in f:
-                d = json.loads(line)
-                yield Entry(d["path"], d.get("size"), d.get("mtime"), d.get("etag"))
-    finally:
-        t.join()
-    if "error" in box:
-        raise box["error"]
+    argv = ["ls", os.fspath(path), "--json"] + _flags(dict(opts, recursive=recursive))
+    for d in _answers(argv):
+        yield Entry(d["path"], d.get("size"), d.get("mtime"), d.get("etag"))
 
 
 def copytree(src: PathLike, dst: PathLike, *, progress: Any = None, **opts: Any) -> Report:
@@ -461,20 +440,16 @@ class Stat:
     etag: Optional[str]
 
 
-def _probe_lines(
-    mode: str, paths: Iterable[PathLike], opts: Mapping[str, Any]
-) -> Iterator[Dict[str, Any]]:
-    """Runs ``bulkget exists|stat`` over ``paths`` on a thread, yielding its
-    answers (JSON objects) in input order as they come."""
-    feed = _Feed(os.fspath(p) + "\n" for p in paths)
+def _answers(argv: List[str]) -> Iterator[Dict[str, Any]]:
+    """Runs ``argv`` (a command that writes JSON lines to ``-o FILE``) on a
+    thread, yielding its lines as they come through a pipe; its error, if
+    any, is raised once they are read."""
     r, w = os.pipe()
-    out_path = f"/dev/fd/{w}"
-    argv = [mode, "-i", feed.path, "-o", out_path, "--json", "-q"] + _flags(opts)
     box: Dict[str, Any] = {}
 
     def work() -> None:
         try:
-            box["code"] = _run(argv)
+            _run(argv + ["-o", f"/dev/fd/{w}"])
         except BaseException as e:  # noqa: BLE001 - raised by the reader
             box["error"] = e
         finally:
@@ -488,9 +463,20 @@ def _probe_lines(
                 yield json.loads(line)
     finally:
         t.join()
-        feed.close()
     if "error" in box:
         raise box["error"]
+
+
+def _probe_lines(
+    mode: str, paths: Iterable[PathLike], opts: Mapping[str, Any]
+) -> Iterator[Dict[str, Any]]:
+    """``bulkget exists|stat`` over ``paths``: its answers (JSON objects) in
+    input order as they come."""
+    feed = _Feed(os.fspath(p) + "\n" for p in paths)
+    try:
+        yield from _answers([mode, "-i", feed.path, "--json", "-q"] + _flags(opts))
+    finally:
+        feed.close()
 
 
 def _exists_of(d: Dict[str, Any]) -> Optional[bool]:

@@ -303,25 +303,39 @@ impl FetchArgs {
         })
     }
 
-    /// Prints the outcome, writes --stats-json, gives the exit code. Run
-    /// by a library caller ([`run`] with a stop flag), it prints nothing
-    /// and returns the error that stopped the run as one.
+    /// Prints the outcome, writes --stats-json, gives the exit code.
     fn finish(&self, out: Outcome, summary: String) -> Result<u8> {
+        let code = out.exit_code();
+        self.conclude(&out.stats, out.error, code, Some(summary))
+    }
+
+    /// The end of every command that runs: `--stats-json` written, then
+    /// `error` and `summary` said on stderr and `code` returned; run by a
+    /// library caller ([`run`] with a stop flag), nothing is said and the
+    /// error that stopped the run is returned as one.
+    fn conclude(
+        &self,
+        stats: &crate::progress::Stats,
+        error: Option<crate::error::RunError>,
+        code: u8,
+        summary: Option<String>,
+    ) -> Result<u8> {
         if let Some(p) = &self.stats_json {
-            std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
+            std::fs::write(p, serde_json::to_vec_pretty(stats)?)
                 .with_context(|| format!("writing {}", p.display()))?;
         }
-        let code = out.exit_code();
         if embedded() {
-            return match out.error {
+            return match error {
                 Some(e) => Err(e.into()),
                 None => Ok(code),
             };
         }
-        if let Some(e) = &out.error {
+        if let Some(e) = &error {
             eprintln!("bulkget: {e}");
         }
-        eprintln!("{summary}");
+        if let Some(s) = summary {
+            eprintln!("{s}");
+        }
         Ok(code)
     }
 }

@@ -89,24 +89,9 @@ pub fn probe(a: ProbeArgs, mode: crate::probe::Mode) -> Result<u8> {
     let s3 = cfg.paths.iter().any(|u| is_s3(u));
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, s3 && cfg.list.is_none());
     let out = crate::probe::run(&cfg, stop_flag())?;
-    if let Some(p) = &a.fetch.stats_json {
-        std::fs::write(p, serde_json::to_vec_pretty(&out.stats)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
     let code = out.exit_code();
-    if embedded() {
-        return match out.error {
-            Some(e) => Err(e.into()),
-            None => Ok(code),
-        };
-    }
-    if let Some(e) = &out.error {
-        eprintln!("bulkget: {e}");
-    }
-    if !a.fetch.quiet || out.tally.errors > 0 {
-        eprintln!("{}", out.summary());
-    }
-    Ok(code)
+    let summary = (!a.fetch.quiet || out.tally.errors > 0).then(|| out.summary());
+    a.fetch.conclude(&out.stats, out.error, code, summary)
 }
 
 #[derive(Args)]

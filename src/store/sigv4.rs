@@ -188,15 +188,20 @@ pub fn sign_headers(
 mod tests {
     use super::*;
 
+    /// The keys of AWS's documented examples.
+    fn example_creds() -> Creds {
+        Creds {
+            key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            token: None,
+        }
+    }
+
     /// AWS's own example of the header form ("Example: GET Object", in
     /// "Signature Calculations for the Authorization Header").
     #[test]
     fn aws_example_get_object_with_an_authorization_header() {
-        let creds = Creds {
-            key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-            token: None,
-        };
+        let creds = example_creds();
         let r = Request {
             method: "GET",
             host: "examplebucket.s3.amazonaws.com",
@@ -230,11 +235,7 @@ mod tests {
     /// (AWS Signature Version 4)".
     #[test]
     fn aws_example_presigned_url() {
-        let creds = Creds {
-            key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-            token: None,
-        };
+        let creds = example_creds();
         let r = Request {
             method: "GET",
             host: "examplebucket.s3.amazonaws.com",
@@ -268,11 +269,7 @@ mod tests {
     /// `src/a/x%20y`), path-style on 127.0.0.1:9000.
     #[test]
     fn botocore_copy_object_presigned_url() {
-        let creds = Creds {
-            key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
-            token: None,
-        };
+        let creds = example_creds();
         let r = Request {
             method: "PUT",
             host: "127.0.0.1:9000",
