@@ -35,8 +35,6 @@ journal is saved: the same call then resumes where it stopped.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 import os
 import queue
@@ -44,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
@@ -54,6 +51,7 @@ from typing import (
     Iterator,
     List,
     Mapping,
+    NamedTuple,
     Optional,
     Tuple,
     TypeVar,
@@ -124,8 +122,7 @@ def _flags(opts: Mapping[str, Any]) -> List[str]:
     return out
 
 
-@dataclass(frozen=True)
-class Progress:
+class Progress(NamedTuple):
     """The figures of a run so far, given to a ``progress=`` callable about
     once a second."""
 
@@ -189,8 +186,7 @@ def _display(progress: Any) -> Tuple[List[str], Optional[_Watch]]:
     return [], None
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     """One file that failed for good, as the ledger records it."""
 
     name: str
@@ -199,8 +195,7 @@ class Failure:
     attempts: int
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
     """What a mirror or download did."""
 
     files: int
@@ -387,8 +382,7 @@ def fetch(
     return r
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One path a listing found."""
 
     path: str
@@ -425,12 +419,11 @@ def copytree(src: PathLike, dst: PathLike, *, progress: Any = None, **opts: Any)
         raise
     if not r.failed:
         os.unlink(ledger)
-        return dataclasses.replace(r, ledger=None)
+        return r._replace(ledger=None)
     return r
 
 
-@dataclass(frozen=True)
-class Stat:
+class Stat(NamedTuple):
     """What ``stat`` knows of a path that exists."""
 
     path: str
@@ -725,19 +718,27 @@ def map(  # noqa: A001 - the name users know from parallel and concurrent.future
 
 async def mirror_async(url: str, dest: PathLike, **opts: Any) -> Report:
     """:func:`mirror` for asyncio programs (on a thread; the loop runs on)."""
+    import asyncio  # here: importing it costs a cold start ~50 ms
+
     return await asyncio.to_thread(mirror, url, dest, **opts)
 
 
 async def download_async(urls: Any, dest: PathLike, **opts: Any) -> Report:
     """:func:`download` for asyncio programs."""
+    import asyncio  # here: importing it costs a cold start ~50 ms
+
     return await asyncio.to_thread(download, urls, dest, **opts)
 
 
 async def exists_async(paths: Iterable[PathLike], **opts: Any) -> List[Optional[bool]]:
     """:func:`exists` for asyncio programs."""
+    import asyncio  # here: importing it costs a cold start ~50 ms
+
     return await asyncio.to_thread(exists, paths, **opts)
 
 
 async def stat_async(paths: Iterable[PathLike], **opts: Any) -> List[Optional[Stat]]:
     """:func:`stat` for asyncio programs."""
+    import asyncio  # here: importing it costs a cold start ~50 ms
+
     return await asyncio.to_thread(stat, paths, **opts)
