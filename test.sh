@@ -17,6 +17,8 @@ command -v cc >/dev/null || need+=(gcc)
 # real peers of the transport tests: nginx with TLS and HTTP/2, a proxy
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v tinyproxy >/dev/null || need+=(tinyproxy)
+# the job queue's tests (tests/it/queue.rs) start their own redis-server
+command -v redis-server >/dev/null || need+=(redis-server)
 # the S3 emulator (moto, from PyPI) runs in a venv of Python 3
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

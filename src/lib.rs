@@ -23,6 +23,7 @@ pub mod par;
 pub mod pipeline;
 pub mod probe;
 pub mod progress;
+pub mod queue;
 pub mod server;
 pub mod sink;
 pub mod store;

@@ -13,6 +13,7 @@ mod net;
 mod peers;
 mod probe;
 mod pushback;
+mod queue;
 mod resume;
 mod roles;
 mod s3rver;
