@@ -280,8 +280,9 @@ def mirror(
     ``gs://...`` or ``az://...``. ``sink`` is ``"dir"``, ``"tar"`` or
     ``"null"``. A rerun into the same ``dest`` resumes and fetches only
     what is missing; failures are kept in the ledger (``Report.failures()``).
-    Other options: as ``bulkget mirror --help`` (``max_per_host=``,
-    ``pipeline=``, ``retries=``, ``timeout=``, ``endpoint_url=``, ...).
+    Other options: the transfer options listed in ``help(bulkget)``
+    (``max_per_host=``, ``pipeline=``, ``retries=``, ``timeout=``,
+    ``endpoint_url=``, ...), as ``bulkget mirror --help`` gives them.
     """
     argv = ["mirror", url, os.fspath(dest), "--sink", sink]
     argv += _flags(dict(opts, state_dir=state_dir))
@@ -345,7 +346,8 @@ def download(
     name)`` or ``(url, name, sha256)`` tuples (consumed as it goes, never
     held whole), or the path of a list file (``URL [NAME] [sha256=HEX]`` a
     line). Large files go over several Range connections (``split=``).
-    A rerun skips what landed. Other options: as ``bulkget get --help``.
+    A rerun skips what landed. Other options: the transfer options listed
+    in ``help(bulkget)``, as ``bulkget get --help`` gives them.
     """
     if isinstance(urls, (str, os.PathLike)):
         feed, path = None, os.fspath(urls)
