@@ -70,8 +70,8 @@ impl Method {
 
 /// Appends one request (`GET` unless `method` says). `target` is the request target's prefix
 /// (`http://host` when talking to a proxy, else empty), `path` writes the
-/// (encoded) path, `range` asks for bytes a..=b, `extra` is header lines each
-/// ending in CRLF. The one place HTTP/1.1 requests are spelled.
+/// (encoded) path, `range` asks for bytes a..=b, `extra` are runs of header
+/// lines each ending in CRLF. The one place HTTP/1.1 requests are spelled.
 pub fn write_request(
     out: &mut Vec<u8>,
     method: Method,
@@ -79,7 +79,7 @@ pub fn write_request(
     host: &str,
     path: impl FnOnce(&mut Vec<u8>),
     range: Option<(u64, u64)>,
-    extra: &[u8],
+    extra: &[&[u8]],
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -99,7 +99,9 @@ pub fn write_request(
         use std::io::Write;
         let _ = write!(out, "Range: bytes={a}-{b}\r\n");
     }
-    out.extend_from_slice(extra);
+    for e in extra {
+        out.extend_from_slice(e);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -167,15 +169,16 @@ impl H1 {
         more: Option<&str>,
     ) {
         let (target, extra) = (&self.target, &self.extra);
-        match more {
-            None => write_request(&mut self.out, method, target, host, path, range, extra),
-            Some(m) => {
-                let mut both = Vec::with_capacity(extra.len() + m.len());
-                both.extend_from_slice(extra);
-                both.extend_from_slice(m.as_bytes());
-                write_request(&mut self.out, method, target, host, path, range, &both);
-            }
-        }
+        let more = more.map_or(&[][..], str::as_bytes);
+        write_request(
+            &mut self.out,
+            method,
+            target,
+            host,
+            path,
+            range,
+            &[extra, more],
+        );
         self.heads.push_back(method == Method::Head);
     }
 
@@ -195,7 +198,7 @@ impl H1 {
         extra.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
         let target = &self.target;
         let path = |o: &mut Vec<u8>| o.extend_from_slice(path.as_bytes());
-        write_request(&mut self.out, method, target, host, path, None, &extra);
+        write_request(&mut self.out, method, target, host, path, None, &[&extra]);
         self.out.extend_from_slice(body);
         self.heads.push_back(false);
     }

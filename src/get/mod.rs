@@ -141,6 +141,16 @@ pub struct GetPlan {
     pub(crate) store: Option<Arc<crate::store::Store>>,
 }
 
+/// The path a job signed by a header is sent to: its URL's without the
+/// presigned query (`None`: the job goes by its URL as it is).
+fn signed_path(job: &Job) -> Option<&str> {
+    if !job.object.as_ref().is_some_and(|o| o.sign) {
+        return None;
+    }
+    let path = job.target().path;
+    Some(path.split('?').next().unwrap_or(path))
+}
+
 impl GetPlan {
     /// The last byte the first request asks for, if it asks for a range.
     fn probe_end(&self, job: &Job) -> Option<u64> {
@@ -298,22 +308,14 @@ impl Plan for GetPlan {
 
     fn path(&self, out: &mut Vec<u8>, job: &Job) {
         let t = job.target();
-        if job.object.as_ref().is_some_and(|o| o.sign) {
-            // Signed by a header: the path without the presigned query.
-            let path = t.path.split('?').next().unwrap_or(t.path);
-            crate::fetch::url::Url { path, ..t }.push_path(out);
-        } else {
-            t.push_path(out);
+        match signed_path(job) {
+            Some(path) => crate::fetch::url::Url { path, ..t }.push_path(out),
+            None => t.push_path(out),
         }
     }
 
     fn headers(&self, job: &Job) -> Option<String> {
-        let store = self.store.as_ref()?;
-        if !job.object.as_ref().is_some_and(|o| o.sign) {
-            return None;
-        }
-        let t = job.target();
-        store.sign_get(t.path.split('?').next().unwrap_or(t.path))
+        self.store.as_ref()?.sign_get(signed_path(job)?)
     }
 
     fn range(&self, job: &Job) -> Option<(u64, u64)> {

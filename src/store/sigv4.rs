@@ -108,26 +108,44 @@ pub fn presign(r: &Request<'_>, creds: &Creds, region: &str, unix: u64, expires:
         "{}\n{}\n{query}\n{canon_headers}\n{signed}\nUNSIGNED-PAYLOAD",
         r.method, r.path
     );
+    let sig = signature(&canonical, creds, region, &date, &scope);
+    format!("{}?{query}&X-Amz-Signature={sig}", r.path)
+}
+
+/// The signature of a canonical request made at `date` in `scope`: the
+/// one step both forms share.
+fn signature(canonical: &str, creds: &Creds, region: &str, date: &str, scope: &str) -> String {
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
         hex(&Sha256::digest(canonical.as_bytes()))
     );
-    let sig = hex(&hmac(
-        &signing_key(creds, region, &date),
-        to_sign.as_bytes(),
-    ));
-    format!("{}?{query}&X-Amz-Signature={sig}", r.path)
+    hex(&hmac(&signing_key(creds, region, date), to_sign.as_bytes()))
 }
 
 /// The signing key of `creds` for the day of `date` (`YYYYMMDD...`).
+/// It changes once a day: each thread keeps the last one it derived, so an
+/// object's signature costs one HMAC of it, not five (every object GET is
+/// signed as it is sent).
 fn signing_key(creds: &Creds, region: &str, date: &str) -> [u8; 32] {
-    let k = hmac(
-        format!("AWS4{}", creds.secret).as_bytes(),
-        &date.as_bytes()[..8],
-    );
-    let k = hmac(&k, region.as_bytes());
-    let k = hmac(&k, b"s3");
-    hmac(&k, b"aws4_request")
+    type Kept = Option<(String, String, [u8; 8], [u8; 32])>;
+    thread_local! {
+        static KEPT: std::cell::RefCell<Kept> = const { std::cell::RefCell::new(None) };
+    }
+    let day: [u8; 8] = date.as_bytes()[..8].try_into().expect("YYYYMMDD");
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        if let Some((secret, reg, d, key)) = &*k
+            && (secret.as_str(), reg.as_str(), d) == (creds.secret.as_str(), region, &day)
+        {
+            return *key;
+        }
+        let key = hmac(format!("AWS4{}", creds.secret).as_bytes(), &day);
+        let key = hmac(&key, region.as_bytes());
+        let key = hmac(&key, b"s3");
+        let key = hmac(&key, b"aws4_request");
+        *k = Some((creds.secret.clone(), region.to_string(), day, key));
+        key
+    })
 }
 
 /// The header lines (each ending in CRLF) that sign `r` in the
@@ -165,14 +183,7 @@ pub fn sign_headers(
         signed.push_str(k);
     }
     let canonical = format!("{}\n{}\n\n{canon}\n{signed}\n{payload}", r.method, r.path);
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical.as_bytes()))
-    );
-    let sig = hex(&hmac(
-        &signing_key(creds, region, &date),
-        to_sign.as_bytes(),
-    ));
+    let sig = signature(&canonical, creds, region, &date, &scope);
     let mut out = format!(
         "Authorization: AWS4-HMAC-SHA256 Credential={}/{scope},SignedHeaders={signed},Signature={sig}\r\n\
          x-amz-content-sha256: {payload}\r\nx-amz-date: {date}\r\n",
