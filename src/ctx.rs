@@ -92,7 +92,8 @@ impl RunCtx {
         }
     }
 
-    /// `name` failed for good: one line on stderr, one in the ledger, one count.
+    /// `name` failed for good: one line on stderr, one in the ledger, one
+    /// count; the ledger's line is returned (a shared job's page carries it).
     pub fn give_up(
         &self,
         name: &str,
@@ -100,7 +101,7 @@ impl RunCtx {
         err: &FetchError,
         attempts: u32,
         local: &mut Local,
-    ) {
+    ) -> Failure {
         let attempts = attempts.max(1);
         if !self.quiet {
             let s = if attempts == 1 { "" } else { "s" };
@@ -120,5 +121,6 @@ impl RunCtx {
         }
         local.failed += 1;
         local.tick(&self.counters);
+        rec
     }
 }

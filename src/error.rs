@@ -245,6 +245,9 @@ pub enum RunError {
     Dest { path: String, source: io::Error },
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// The shared job's Redis, or the job itself (`--queue`).
+    #[error("{0}")]
+    Queue(String),
     #[error("{0}")]
     Other(String),
 }

@@ -257,6 +257,8 @@ pub fn save(state: &Path, st: &JournalState) -> io::Result<()> {
 struct PageState {
     marker: Option<String>,
     parts_left: u32,
+    /// Its entries that failed for good (kept for a shared job's pages).
+    failures: Vec<Failure>,
 }
 
 struct TrackState {
@@ -267,6 +269,9 @@ struct TrackState {
     /// The marker of the next page to be listed (used when `pages` is empty).
     next_marker: Option<String>,
     listing_done: bool,
+    /// Pages complete, in any order, with their failures, until taken
+    /// (`Some` for a shared job: each page is acknowledged on its own).
+    finished: Option<Vec<(u64, Vec<Failure>)>>,
 }
 
 /// Follows page completion to keep the resume cursor current.
@@ -285,8 +290,34 @@ impl Tracker {
                 pages_done,
                 next_marker: start_marker,
                 listing_done: false,
+                finished: None,
             }),
         }
+    }
+
+    /// A tracker of a shared job's pages: each page complete is kept with
+    /// its failures until [`Tracker::take_finished`].
+    pub fn per_page_tracker() -> Tracker {
+        let t = Tracker::new("", None, 0);
+        t.inner.lock().expect("tracker lock").finished = Some(Vec::new());
+        t
+    }
+
+    /// Whether pages are followed one by one (a shared job's).
+    pub fn per_page(&self) -> bool {
+        self.inner.lock().expect("tracker lock").finished.is_some()
+    }
+
+    /// The pages complete since the last call, with their failures.
+    pub fn take_finished(&self) -> Vec<(u64, Vec<Failure>)> {
+        let mut s = self.inner.lock().expect("tracker lock");
+        s.finished.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Pages listed and not yet complete.
+    pub fn open_pages(&self) -> usize {
+        let s = self.inner.lock().expect("tracker lock");
+        s.pages.iter().filter(|p| p.parts_left > 0).count()
     }
 
     /// The lister fetched page `seq` with `marker` and split it into `parts`
@@ -300,17 +331,27 @@ impl Tracker {
         s.pages.push_back(PageState {
             marker,
             parts_left: parts,
+            failures: Vec::new(),
         });
         s.listing_done = next.is_none();
         s.next_marker = next;
         Self::advance(&mut s);
     }
 
-    /// One batch of page `seq` is finished (every file landed or recorded as failed).
-    pub fn part_done(&self, seq: u64) {
+    /// One batch of page `seq` is finished (every file landed or recorded
+    /// as failed: `failures`, when the tracker keeps them).
+    pub fn part_done(&self, seq: u64, failures: Vec<Failure>) {
         let mut s = self.inner.lock().expect("tracker lock");
         let i = (seq - s.front_seq) as usize;
-        s.pages[i].parts_left -= 1;
+        let page = &mut s.pages[i];
+        page.parts_left -= 1;
+        page.failures.extend(failures);
+        if page.parts_left == 0 {
+            let f = std::mem::take(&mut page.failures);
+            if let Some(done) = s.finished.as_mut() {
+                done.push((seq, f));
+            }
+        }
         Self::advance(&mut s);
     }
 
@@ -494,16 +535,16 @@ mod tests {
         t.page_listed(1, Some("m1".into()), 1, Some("m2".into()));
         t.page_listed(2, Some("m2".into()), 1, None);
         assert_eq!(t.state().marker, None);
-        t.part_done(1);
-        t.part_done(0);
+        t.part_done(1, vec![]);
+        t.part_done(0, vec![]);
         assert_eq!(t.state().marker, None, "page 0 still has a part out");
-        t.part_done(0);
+        t.part_done(0, vec![]);
         let s = t.state();
         assert_eq!(
             (s.marker.as_deref(), s.pages_done, s.complete),
             (Some("m2"), 2, false)
         );
-        t.part_done(2);
+        t.part_done(2, vec![]);
         let s = t.state();
         assert_eq!((s.pages_done, s.complete), (3, true));
     }

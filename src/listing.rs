@@ -167,6 +167,7 @@ impl Lister<'_> {
     async fn pass(&self, seq: u64, entries: Vec<String>) -> bool {
         self.tx
             .send(Batch {
+                recheck: None,
                 page: Some(seq),
                 entries,
             })

@@ -24,6 +24,8 @@ use crate::units::parse_bytes;
 
 // The command line of ls, cp, exists and stat.
 mod paths;
+// `bulkget status`: a shared job's figures.
+mod status;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +56,8 @@ enum Cmd {
     Stat(paths::ProbeArgs),
     /// The seed's experiment: serve N synthetic files locally, mirror them, verify, report.
     Bench(BenchArgs),
+    /// A shared job's progress (mirror --queue): listed, landed, failed, queued, workers; --failures, --forget.
+    Status(status::StatusArgs),
 }
 
 #[derive(Args)]
@@ -144,7 +148,57 @@ pub(crate) struct MirrorArgs {
     #[arg(long)]
     checksum: bool,
     #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
     fetch: FetchArgs,
+}
+
+/// A job shared by many processes (`mirror --queue`).
+#[derive(Args)]
+#[command(next_help_heading = "One job over many processes (Redis Streams)")]
+pub(crate) struct QueueArgs {
+    /// Share this job with every process given the same: redis://[:PASSWORD@]HOST[:PORT]/[DB/]JOB, rediss://… (TLS), unix:///SOCKET#JOB, or JOB alone with the server in REDIS_URL. One process at a time lists; all fetch; each exits when the whole job is done, with its exit status.
+    #[arg(long, value_name = "ADDRESS")]
+    queue: Option<String>,
+    /// This process' name in the job (its consumer name) [default: HOSTNAME-PID].
+    #[arg(long, value_name = "NAME", requires = "queue")]
+    worker: Option<String>,
+    /// Seconds a page (or the listing) may go without word from the process that holds it before another takes it over.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, requires = "queue")]
+    lease: f64,
+    /// Times one page is handed out before it goes to the dead-letter stream (its files to the job's failures).
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "queue", value_parser = clap::value_parser!(u64).range(1..))]
+    tries: u64,
+    /// Pages (of up to 1000 names) waiting in Redis before the lister pauses.
+    #[arg(long, value_name = "PAGES", default_value_t = 1024, requires = "queue", value_parser = clap::value_parser!(u64).range(1..))]
+    ahead: u64,
+}
+
+impl QueueArgs {
+    /// The shared job's settings, if one is asked for.
+    fn config(&self, connect_timeout: f64) -> Result<Option<crate::mirror::QueueConfig>> {
+        let Some(spec) = &self.queue else {
+            return Ok(None);
+        };
+        let env = std::env::var("REDIS_URL").ok();
+        let addr = crate::queue::Address::parse(spec, env.as_deref())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        if self.lease.is_nan() || self.lease < 0.1 || self.lease > 1e6 {
+            bail!("--lease must be at least 0.1 seconds");
+        }
+        let mut qc = crate::mirror::QueueConfig::new(addr);
+        if let Some(w) = &self.worker {
+            if w.is_empty() || w.contains(char::is_whitespace) {
+                bail!("--worker must be a name without spaces");
+            }
+            qc.worker = w.clone();
+        }
+        qc.lease = Duration::from_secs_f64(self.lease);
+        qc.tries = self.tries;
+        qc.ahead = self.ahead;
+        qc.patience = Duration::from_secs_f64(connect_timeout);
+        Ok(Some(qc))
+    }
 }
 
 /// How to fetch (mirror and get).
@@ -350,6 +404,11 @@ fn sink_kind(name: &str, shard_size: u64) -> SinkKind {
 
 pub(crate) fn mirror(a: MirrorArgs) -> Result<u8> {
     if let Some(loc) = crate::store::parse(&a.url) {
+        if a.queue.queue.is_some() {
+            bail!(
+                "--queue shares a list-API mirror (http(s)://) only, so far; not an object store's"
+            );
+        }
         return mirror_store(a, loc.map_err(CliError::Usage)?);
     }
     let mut cfg = MirrorConfig::new(&a.url, &a.dest);
@@ -360,6 +419,7 @@ pub(crate) fn mirror(a: MirrorArgs) -> Result<u8> {
     cfg.sink = sink_kind(&a.sink, a.shard_size);
     cfg.state_dir = a.fetch.state_dir.clone();
     cfg.durability = a.fetch.durability();
+    cfg.queue = a.queue.config(a.fetch.connect_timeout)?;
     let out = mirror::run(&cfg, stop_flag())?;
     let summary = mirror::summary(&out, &cfg);
     a.fetch.finish(out, summary)
@@ -621,6 +681,15 @@ fn stop_flag() -> Arc<std::sync::atomic::AtomicBool> {
         .unwrap_or_else(crate::mirror::stop_on_signals)
 }
 
+/// Whether a library caller asked the command on this thread to stop.
+fn stopping() -> bool {
+    STOP.with(|s| {
+        s.borrow()
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    })
+}
+
 /// Whether the command on this thread runs for a library caller (which
 /// gave [`run`] its stop flag): errors are returned, nothing is printed.
 fn embedded() -> bool {
@@ -654,6 +723,7 @@ where
         Cmd::Exists(a) => paths::probe(a, crate::probe::Mode::Exists),
         Cmd::Stat(a) => paths::probe(a, crate::probe::Mode::Stat),
         Cmd::Bench(a) => bench(a),
+        Cmd::Status(a) => status::status(a),
     };
     STOP.with(|s| *s.borrow_mut() = None);
     crate::progress::feed_to(None);

@@ -314,6 +314,13 @@ fn download(a: CpArgs, dst: PathBuf) -> Result<u8> {
             sink: "dir".into(),
             shard_size: 1 << 30,
             checksum: a.checksum,
+            queue: super::QueueArgs {
+                queue: None,
+                worker: None,
+                lease: 30.0,
+                tries: 5,
+                ahead: 1024,
+            },
             fetch: a.fetch,
         });
     }

@@ -60,7 +60,13 @@ impl<'a> Feeder<'a> {
             .counters
             .listed
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        self.tx.send_blocking(Batch { page, entries }).is_ok()
+        self.tx
+            .send_blocking(Batch {
+                page,
+                entries,
+                recheck: None,
+            })
+            .is_ok()
     }
 
     /// Passes on one listing page's jobs in batches tied to page `seq`

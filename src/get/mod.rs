@@ -280,7 +280,7 @@ impl Plan for GetPlan {
         e.shown().to_string()
     }
 
-    fn admit(&self, job: &Job) -> Admit {
+    fn admit(&self, job: &Job, _: Option<std::time::SystemTime>) -> Admit {
         if !self.check_existing || self.null {
             return Admit::Fetch; // a name that appears meanwhile fails at commit (no replace)
         }
@@ -552,5 +552,6 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
         error,
         interrupted,
         journal_complete: !interrupted,
+        job: None,
     })
 }

@@ -332,9 +332,10 @@ impl Split {
                 let _ = bytes; // counted as the chunks came in
             }
             Ok(None) => {} // stopped: the sidecar keeps what is done
-            Err(e) => sh
-                .ctx
-                .give_up(&self.job.name, self.job.shown(), &e, 1, &mut local),
+            Err(e) => {
+                sh.ctx
+                    .give_up(&self.job.name, self.job.shown(), &e, 1, &mut local);
+            }
         }
         local.publish(&sh.ctx.counters);
     }

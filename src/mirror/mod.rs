@@ -34,6 +34,9 @@ use crate::pipeline::{self, Admit, Landed, Limits, Plan, Shared};
 use crate::progress::{Counters, Display, Outcome, Reporter};
 use crate::sink::{DirSink, NullSink, Sink, TarSink};
 
+pub mod shared;
+pub use shared::QueueConfig;
+
 /// Where the files go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SinkKind {
@@ -63,6 +66,8 @@ pub struct MirrorConfig {
     pub state_dir: Option<PathBuf>,
     /// Whether what is reported as landed survives a power cut.
     pub durability: journal::Durability,
+    /// A job shared with other processes through Redis (`--queue`).
+    pub queue: Option<shared::QueueConfig>,
 }
 
 impl MirrorConfig {
@@ -80,6 +85,7 @@ impl MirrorConfig {
             durability: journal::Durability::Sync,
             batch: 500,
             state_dir: None,
+            queue: None,
         }
     }
 
@@ -95,7 +101,24 @@ impl MirrorConfig {
 pub fn summary(out: &Outcome, cfg: &MirrorConfig) -> String {
     let source = format!("from {}", cfg.url);
     let ledger = cfg.state_dir().join("failures.jsonl");
-    out.summary("Mirrored", "Listed", &source, &cfg.dest, &ledger)
+    let mut s = out.summary("Mirrored", "Listed", &source, &cfg.dest, &ledger);
+    if let (Some(j), Some(q)) = (&out.job, &cfg.queue) {
+        s += &format!(
+            "\nThe job {} {}: listed {}, landed {}, failed {}, {} pages queued{}.",
+            q.addr.shown,
+            if j.done() { "is done" } else { "goes on" },
+            j.listed,
+            j.landed,
+            j.failed,
+            j.queued,
+            if j.failed > 0 {
+                format!("; its failures: bulkget status {} --failures", q.addr.shown)
+            } else {
+                String::new()
+            }
+        );
+    }
+    s
 }
 
 /// The mirror's part of the hot loop: names from the listing, all from one
@@ -124,11 +147,11 @@ impl<S: Sink> Plan for MirrorPlan<S> {
         self.ep.url_of(&String::from_utf8_lossy(&path))
     }
 
-    fn admit(&self, e: &String) -> Admit {
+    fn admit(&self, e: &String, recheck: Option<std::time::SystemTime>) -> Admit {
         if let Err(err) = names::check(e) {
             Admit::Fail(FetchError::Name(err))
-        } else if self.skip_existing
-            && match self.trust_before {
+        } else if (self.skip_existing || recheck.is_some())
+            && match recheck.into_iter().chain(self.trust_before).min() {
                 None => self.sink.exists(e),
                 Some(t) => self.sink.landed_at(e).is_some_and(|c| c < t),
             }
@@ -209,6 +232,9 @@ fn run_with<S: Sink>(
     sink: S,
     stop: Arc<AtomicBool>,
 ) -> Result<Outcome, RunError> {
+    if let Some(qc) = &cfg.queue {
+        return shared::run_with(cfg, qc, ep, net, sink, stop);
+    }
     let started = Instant::now();
     let dest = &cfg.dest;
     let state_dir = cfg.state_dir();
@@ -250,6 +276,7 @@ fn run_with<S: Sink>(
             error: None,
             interrupted: false,
             journal_complete: true,
+            job: None,
         });
     }
     let (mark, unclean) =
@@ -363,6 +390,7 @@ fn run_with<S: Sink>(
         error,
         interrupted,
         journal_complete: state.complete,
+        job: None,
     })
 }
 

@@ -87,6 +87,8 @@ impl<E> Origin<E> {
 struct Page {
     page: Option<u64>,
     left: u32,
+    /// Its entries that failed for good, when the tracker wants them.
+    failures: Vec<crate::journal::Failure>,
 }
 
 pub struct State<E> {
@@ -246,13 +248,14 @@ impl<P: Plan> Core<P> {
         let page = Page {
             page: b.page,
             left: n,
+            failures: Vec::new(),
         };
         let slot = slab_put(&mut st.pages, &mut st.free_pages, page);
         if n == 0 {
             self.close_page(st, slot);
         }
         for e in b.entries {
-            match self.sh.plan.admit(&e) {
+            match self.sh.plan.admit(&e, b.recheck) {
                 Admit::Fetch => {
                     let h = Held {
                         e,
@@ -269,8 +272,9 @@ impl<P: Plan> Core<P> {
                 }
                 Admit::Fail(err) => {
                     let (name, url) = (self.sh.plan.name(&e), self.sh.plan.url(&e));
-                    self.sh.ctx.give_up(name, &url, &err, 0, &mut st.local);
+                    let rec = self.sh.ctx.give_up(name, &url, &err, 0, &mut st.local);
                     self.sh.plan.gave_up(&e, &err);
+                    self.page_failed(st, slot, rec);
                     self.page_done(st, slot);
                 }
             }
@@ -280,8 +284,22 @@ impl<P: Plan> Core<P> {
     fn close_page(&self, st: &mut State<P::Entry>, slot: u32) {
         let p = st.pages[slot as usize].take().expect("open page");
         st.free_pages.push(slot);
-        if let (Some(t), Some(p)) = (&self.sh.tracker, p.page) {
-            t.part_done(p);
+        if let (Some(t), Some(seq)) = (&self.sh.tracker, p.page) {
+            t.part_done(seq, p.failures);
+        }
+    }
+
+    /// An entry of the page in `slot` failed for good: its ledger line goes
+    /// with the page when the tracker keeps them (a shared job's).
+    pub(super) fn page_failed(
+        &self,
+        st: &mut State<P::Entry>,
+        slot: u32,
+        rec: crate::journal::Failure,
+    ) {
+        if self.sh.tracker.as_ref().is_some_and(|t| t.per_page()) {
+            let p = st.pages[slot as usize].as_mut().expect("open page");
+            p.failures.push(rec);
         }
     }
 

@@ -46,6 +46,10 @@ mod redirects;
 pub struct Batch<E> {
     pub page: Option<u64>,
     pub entries: Vec<E>,
+    /// Entries already at their names count as landed only if they landed
+    /// before this time; later ones are fetched again (a shared job's page
+    /// taken over from a worker that may have died mid-write).
+    pub recheck: Option<std::time::SystemTime>,
 }
 
 /// What to do with an entry before fetching it.
@@ -75,7 +79,8 @@ pub trait Plan: Send + Sync + Sized + 'static {
     fn name<'e>(&self, e: &'e Self::Entry) -> &'e str;
     /// The full URL (for messages and the ledger).
     fn url(&self, e: &Self::Entry) -> String;
-    fn admit(&self, e: &Self::Entry) -> Admit;
+    /// `recheck`: the batch's ([`Batch::recheck`]).
+    fn admit(&self, e: &Self::Entry, recheck: Option<std::time::SystemTime>) -> Admit;
     /// The origin (scheme, `host[:port]`) the entry is fetched from.
     fn origin<'e>(&'e self, e: &'e Self::Entry) -> OriginKey<'e>;
     /// Appends the entry's encoded request path (with query).

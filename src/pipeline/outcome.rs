@@ -92,10 +92,12 @@ impl<P: Plan> Core<P> {
 
     pub fn fail_for_good(&self, st: &mut State<P::Entry>, h: Held<P::Entry>, err: &FetchError) {
         let (name, url) = (self.sh.plan.name(&h.e), self.sh.plan.url(&h.e));
-        self.sh
+        let rec = self
+            .sh
             .ctx
             .give_up(name, &url, err, h.attempts, &mut st.local);
         self.sh.plan.gave_up(&h.e, err);
+        self.page_failed(st, h.slot, rec);
         self.finish(st, h);
     }
 

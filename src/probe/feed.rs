@@ -128,6 +128,7 @@ impl Feed<'_> {
             || self
                 .tx
                 .send_blocking(Batch {
+                    recheck: None,
                     page: None,
                     entries,
                 })

@@ -300,7 +300,7 @@ impl Plan for ProbePlan {
         e.path.to_string()
     }
 
-    fn admit(&self, _e: &Probe) -> Admit {
+    fn admit(&self, _e: &Probe, _: Option<std::time::SystemTime>) -> Admit {
         Admit::Fetch
     }
 

@@ -420,6 +420,9 @@ pub struct Outcome {
     pub interrupted: bool,
     /// Every input was handled (listing ended and every page completed).
     pub journal_complete: bool,
+    /// The shared job's figures at the end, when the run took part in one
+    /// (`--queue`): its failures, wherever they happened, decide the exit.
+    pub job: Option<crate::queue::Status>,
 }
 
 impl Outcome {
@@ -428,7 +431,7 @@ impl Outcome {
             2
         } else if self.interrupted {
             130
-        } else if self.stats.failed > 0 {
+        } else if self.job.as_ref().map_or(self.stats.failed, |j| j.failed) > 0 {
             1
         } else {
             0

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bulkget::queue::{Page, Queue};
+use bulkget::queue::{Enqueued, Page, Queue};
 
 use crate::common::wait_for;
 
@@ -79,26 +79,44 @@ fn one_lister_holds_the_lease_and_the_cursor_moves_with_its_page() {
     assert!(!b.lease("lister-b", 60_000).unwrap(), "held by a");
     assert!(a.lease("lister-a", 60_000).unwrap(), "a renews its own");
     assert!(
-        a.enqueue("lister-a", "", &names(0, 1000), Some("t1"))
+        a.enqueue("lister-a", "", &[&names(0, 1000)], Some("t1"), 60_000)
             .unwrap()
+            == Enqueued::Done
     );
     // b lost the race: its page is refused and changes nothing.
-    assert!(
-        !b.enqueue("lister-b", "", &names(0, 1000), Some("zz"))
-            .unwrap()
+    assert_eq!(
+        b.enqueue("lister-b", "", &[&names(0, 1000)], Some("zz"), 60_000)
+            .unwrap(),
+        Enqueued::NotHolder
     );
     assert_eq!(b.cursor().unwrap(), (Some("t1".into()), false));
-    assert!(a.enqueue("lister-a", "t1", &names(1000, 10), None).unwrap());
+    // A page listed from where the cursor no longer is (a lister that read
+    // it before a Redis restart lost the last writes) changes nothing.
+    assert_eq!(
+        a.enqueue("lister-a", "", &[&names(0, 1000)], Some("t1"), 60_000)
+            .unwrap(),
+        Enqueued::Moved
+    );
+    let (x, y) = (names(1000, 6), names(1006, 4));
+    assert_eq!(
+        a.enqueue("lister-a", "t1", &[&x, &y], None, 60_000)
+            .unwrap(),
+        Enqueued::Done
+    );
     assert_eq!(b.cursor().unwrap(), (None, true));
     let st = b.status().unwrap();
-    assert_eq!((st.listed, st.queued, st.listing_done), (1010, 2, true));
+    assert_eq!((st.listed, st.queued, st.listing_done), (1010, 3, true));
     assert!(!st.done());
     // A lease that lapses (its holder died) is taken over.
     assert!(a.lease("lister-a", 1).unwrap());
     wait_for("the lease to lapse", || {
         b.lease("lister-b", 60_000).unwrap()
     });
-    assert!(!a.enqueue("lister-a", "x", &names(0, 1), Some("y")).unwrap());
+    assert_eq!(
+        a.enqueue("lister-a", "x", &[&names(0, 1)], Some("y"), 60_000)
+            .unwrap(),
+        Enqueued::NotHolder
+    );
 }
 
 #[test]
@@ -114,8 +132,15 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
             format!("m{p}")
         };
         assert!(
-            l.enqueue("l", &marker, &names(p * 100, 100), next.as_deref())
-                .unwrap()
+            l.enqueue(
+                "l",
+                &marker,
+                &[&names(p * 100, 100)],
+                next.as_deref(),
+                60_000
+            )
+            .unwrap()
+                == Enqueued::Done
         );
     }
     let (mut w1, mut w2) = (r.queue("k"), r.queue("k"));
@@ -129,8 +154,8 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     let t0 = Instant::now();
     while done.len() < 3 && t0.elapsed() < Duration::from_secs(30) {
         if let Some(p) = w2.next_page("w2", 50, 10).unwrap() {
-            w2.renew("w2", &p.id).unwrap();
-            assert!(w2.ack(&p.id, p.names.len() as u64, 0).unwrap());
+            w2.renew("w2", &[&p.id]).unwrap();
+            assert!(w2.ack(&p.id, p.names.len() as u64, 0, &[]).unwrap());
             done.push(p);
         }
     }
@@ -139,7 +164,7 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     assert_eq!(got, ["f000000000", "f000000100", "f000000200"]);
     // w1 comes back and finishes its page too: counted once.
     assert!(
-        !w1.ack(&first.id, 100, 0).unwrap(),
+        !w1.ack(&first.id, 100, 0, &[]).unwrap(),
         "done twice counts once"
     );
     let st = r.queue("k").status().unwrap();
@@ -154,7 +179,10 @@ fn a_page_delivered_too_often_goes_to_the_dead_letter_stream() {
     let r = Redis::start();
     let mut l = r.queue("d");
     assert!(l.lease("l", 60_000).unwrap());
-    assert!(l.enqueue("l", "", &names(0, 7), None).unwrap());
+    assert_eq!(
+        l.enqueue("l", "", &[&names(0, 7)], None, 60_000).unwrap(),
+        Enqueued::Done
+    );
     let mut w = r.queue("d");
     let mut page = w.next_page("w", 60_000, 10).unwrap().unwrap();
     for n in 2..=3 {
@@ -166,8 +194,15 @@ fn a_page_delivered_too_often_goes_to_the_dead_letter_stream() {
         };
         assert_eq!(w.deliveries(&page.id).unwrap(), n);
     }
-    assert!(w.bury(&page, "failed 3 times: connection refused").unwrap());
-    assert!(!w.bury(&page, "again").unwrap(), "once");
+    let line = |n: &str| format!("{{\"name\":\"{n}\"}}");
+    assert!(
+        w.bury(&page, "failed 3 times: connection refused", line)
+            .unwrap()
+    );
+    assert!(!w.bury(&page, "again", line).unwrap(), "once");
+    let (lines, _) = w.failures("-", 100).unwrap();
+    assert_eq!(lines.len(), 7, "each file of a buried page is a failure");
+    assert_eq!(lines[0], r#"{"name":"f000000000"}"#);
     let st = w.status().unwrap();
     assert_eq!((st.listed, st.landed, st.failed, st.queued), (7, 0, 7, 0));
     assert!(st.done());
