@@ -455,7 +455,9 @@ impl<S: Sink> Feeder<'_, S> {
             if last_renew.elapsed() >= self.qc.lease / 3 && !hand.pages.is_empty() {
                 last_renew = Instant::now();
                 let ids: Vec<&str> = hand.pages.values().map(|p| p.id.as_str()).collect();
-                self.q.renew(&self.qc.worker, &ids).map_err(queue_err)?;
+                // Pages taken over meanwhile (this process stalled past
+                // the lease) are finished all the same: counted once.
+                let _lost = self.q.renew(&self.qc.worker, &ids).map_err(queue_err)?;
             }
             if last_beat.elapsed() >= Duration::from_secs(1) {
                 last_beat = Instant::now();

@@ -165,7 +165,8 @@ pub struct Queue {
 impl Queue {
     /// Opens `job` on `client`'s server, creating its consumer group.
     pub fn open(client: &redis::Client, job: &str) -> Result<Queue, QueueError> {
-        Queue::open_with(client, job, Duration::from_secs(10))
+        let shown = format!("{:?}", client.get_connection_info().addr());
+        Queue::open_with(client, job, shown, Duration::from_secs(10))
     }
 
     /// As [`Queue::open`], from an address, reconnecting for up to `patience`.
@@ -174,14 +175,13 @@ impl Queue {
             addr: a.shown.clone(),
             source: e,
         })?;
-        let mut q = Queue::open_with(&client, &a.job, patience)?;
-        q.addr = a.shown.clone();
-        Ok(q)
+        Queue::open_with(&client, &a.job, a.shown.clone(), patience)
     }
 
     fn open_with(
         client: &redis::Client,
         job: &str,
+        addr: String,
         patience: Duration,
     ) -> Result<Queue, QueueError> {
         let k = |s: &str| format!("bulkget:{job}:{s}");
@@ -196,7 +196,7 @@ impl Queue {
                 failures: k("failures"),
                 workers: k("workers"),
             },
-            addr: format!("{:?}", client.get_connection_info().addr()),
+            addr,
             patience,
         };
         q.group()?;
@@ -451,18 +451,33 @@ impl Queue {
     }
 
     /// Renews `consumer`'s hold on pages `ids` while they are in progress
-    /// (their idle time starts again, so no one takes them over).
-    pub fn renew(&mut self, consumer: &str, ids: &[&str]) -> Result<(), QueueError> {
+    /// (their idle time starts again, so no one takes them over); a page
+    /// another worker took over meanwhile stays that worker's. The pages
+    /// no longer `consumer`'s come back (they are finished all the same,
+    /// and counted once).
+    pub fn renew(&mut self, consumer: &str, ids: &[&str]) -> Result<Vec<String>, QueueError> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let s = Script::new(
+            r"local lost = {}
+              for i = 3, #ARGV do
+                local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+                if p[1] and p[1][2] == ARGV[2] then
+                  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+                else
+                  table.insert(lost, ARGV[i])
+                end
+              end
+              return lost",
+        );
         self.run(|c, k| {
-            let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(&k.pages).arg(GROUP).arg(consumer).arg(0);
+            let mut inv = s.key(&k.pages);
+            inv.arg(GROUP).arg(consumer);
             for id in ids {
-                cmd.arg(*id);
+                inv.arg(*id);
             }
-            cmd.arg("JUSTID").query::<Value>(c).map(drop)
+            inv.invoke(c)
         })
     }
 

@@ -33,6 +33,14 @@ pub struct DirSink {
     no_replace: bool,
 }
 
+/// Whether process `pid` runs (or runs as another user).
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
 fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
 }
@@ -71,10 +79,20 @@ impl DirSink {
                 libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
             )
         })?;
-        // Leftovers of a killed run's named temporaries are garbage by construction.
+        // Leftovers of a killed run's named temporaries are garbage by
+        // construction; those of a process still running (another worker
+        // of a shared job into the same DEST) are its own. Names start
+        // with the writer's pid.
         if let Ok(rd) = fs::read_dir(root.join(TMP_DIR)) {
             for e in rd.flatten() {
-                let _ = fs::remove_file(e.path());
+                let name = e.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.split('-').next())
+                    .and_then(|p| p.parse::<i32>().ok());
+                if !pid.is_some_and(alive) {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
         // SAFETY: fd was just opened and is owned by nobody else.

@@ -19,6 +19,7 @@ mod roles;
 mod s3rver;
 mod sched;
 mod serve;
+mod shared_job;
 mod store;
 mod tar;
 mod tls;

@@ -10,29 +10,56 @@ use bulkget::queue::{Enqueued, Page, Queue};
 
 use crate::common::wait_for;
 
-struct Redis {
+/// A redis-server of the test's own: a private directory, a unix socket.
+pub struct Redis {
     child: Child,
-    client: redis::Client,
-    _dir: tempfile::TempDir,
+    pub client: redis::Client,
+    pub dir: tempfile::TempDir,
+    aof: bool,
 }
 
 impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("redis.sock");
+    pub fn start() -> Redis {
+        Redis::start_in(tempfile::tempdir().unwrap(), false)
+    }
+
+    /// With an append-only file (`appendfsync everysec`, Redis' default).
+    pub fn start_aof() -> Redis {
+        Redis::start_in(tempfile::tempdir().unwrap(), true)
+    }
+
+    pub fn sock(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// The `--queue` address of job `job` on it.
+    pub fn queue_url(&self, job: &str) -> String {
+        format!("unix://{}#{job}", self.sock().display())
+    }
+
+    fn start_in(dir: tempfile::TempDir, aof: bool) -> Redis {
+        let child = Redis::spawn(dir.path(), aof);
+        let client = redis::Client::open(format!(
+            "redis+unix://{}",
+            dir.path().join("redis.sock").display()
+        ))
+        .unwrap();
+        Redis {
+            child,
+            client,
+            dir,
+            aof,
+        }
+    }
+
+    fn spawn(dir: &std::path::Path, aof: bool) -> Child {
         let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--unixsocket",
-            ])
-            .arg(&sock)
+            .args(["--port", "0", "--save", "", "--appendonly"])
+            .arg(if aof { "yes" } else { "no" })
+            .arg("--unixsocket")
+            .arg(dir.join("redis.sock"))
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -47,15 +74,17 @@ impl Redis {
         assert!(ready, "redis-server ended before it was ready");
         // The rest of its log is read and dropped, so it never blocks.
         std::thread::spawn(move || out.for_each(drop));
-        let client = redis::Client::open(format!("redis+unix://{}", sock.display())).unwrap();
-        Redis {
-            child,
-            client,
-            _dir: dir,
-        }
+        child
     }
 
-    fn queue(&self, job: &str) -> Queue {
+    /// kill -9, then a new redis-server on the same directory (its AOF).
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Redis::spawn(self.dir.path(), self.aof);
+    }
+
+    pub fn queue(&self, job: &str) -> Queue {
         Queue::open(&self.client, job).unwrap()
     }
 }
@@ -154,7 +183,7 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     let t0 = Instant::now();
     while done.len() < 3 && t0.elapsed() < Duration::from_secs(30) {
         if let Some(p) = w2.next_page("w2", 50, 10).unwrap() {
-            w2.renew("w2", &[&p.id]).unwrap();
+            assert!(w2.renew("w2", &[&p.id]).unwrap().is_empty());
             assert!(w2.ack(&p.id, p.names.len() as u64, 0, &[]).unwrap());
             done.push(p);
         }
@@ -162,7 +191,9 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     let mut got: Vec<&str> = done.iter().map(|p| p.names[0].as_str()).collect();
     got.sort();
     assert_eq!(got, ["f000000000", "f000000100", "f000000200"]);
-    // w1 comes back and finishes its page too: counted once.
+    // w1 comes back: its renewal finds its page taken over (and leaves it
+    // so), and it finishes the page too: counted once.
+    assert_eq!(w1.renew("w1", &[&first.id]).unwrap(), [first.id.clone()]);
     assert!(
         !w1.ack(&first.id, 100, 0, &[]).unwrap(),
         "done twice counts once"
