@@ -193,7 +193,7 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     assert_eq!(got, ["f000000000", "f000000100", "f000000200"]);
     // w1 comes back: its renewal finds its page taken over (and leaves it
     // so), and it finishes the page too: counted once.
-    assert_eq!(w1.renew("w1", &[&first.id]).unwrap(), [first.id.clone()]);
+    assert_eq!(w1.renew("w1", &[&first.id]).unwrap(), vec![first.id.clone()]);
     assert!(
         !w1.ack(&first.id, 100, 0, &[]).unwrap(),
         "done twice counts once"
