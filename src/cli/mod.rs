@@ -164,7 +164,7 @@ pub(crate) struct QueueArgs {
     #[arg(long, value_name = "NAME", requires = "queue")]
     worker: Option<String>,
     /// Seconds a page (or the listing) may go without word from the process that holds it before another takes it over.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, requires = "queue")]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, requires = "queue")]
     lease: f64,
     /// Times one page is handed out before it goes to the dead-letter stream (its files to the job's failures).
     #[arg(long, value_name = "N", default_value_t = 5, requires = "queue", value_parser = clap::value_parser!(u64).range(1..))]

@@ -317,7 +317,7 @@ fn download(a: CpArgs, dst: PathBuf) -> Result<u8> {
             queue: super::QueueArgs {
                 queue: None,
                 worker: None,
-                lease: 30.0,
+                lease: 10.0,
                 tries: 5,
                 ahead: 1024,
             },

@@ -52,8 +52,13 @@ pub struct QueueConfig {
     pub ahead: u64,
     /// Names per stream entry.
     pub page: usize,
-    /// Pages one process holds at once, beyond the one it is starting.
+    /// Pages one process holds at once (0: two per thread, at least 4; at
+    /// 2 a process ran at 0.5–0.65× and at 4 at 0.8–1.1× of one without
+    /// the queue): what a kill costs in files fetched again.
     pub in_hand: usize,
+    /// How often pages landed are synced and acknowledged: a kill also
+    /// costs the pages landed since.
+    pub ack_every: Duration,
     /// How long Redis may stay unreachable before the run gives up (2).
     pub patience: Duration,
 }
@@ -63,11 +68,20 @@ impl QueueConfig {
         QueueConfig {
             addr,
             worker: default_worker(),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
             tries: 5,
             ahead: 1024,
             page: 1000,
-            in_hand: 0,
+            // BULKGET_QUEUE_IN_HAND sets it for A/B runs.
+            in_hand: std::env::var("BULKGET_QUEUE_IN_HAND")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            // BULKGET_QUEUE_ACK_MS likewise.
+            ack_every: std::env::var("BULKGET_QUEUE_ACK_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::from_millis(250), Duration::from_millis),
             patience: Duration::from_secs(10),
         }
     }
@@ -189,12 +203,13 @@ pub(super) fn run_with<S: Sink>(
     };
     let feeder = {
         let (sh, qc, stop, wd) = (sh.clone(), qc.clone(), stop.clone(), workers_done.clone());
-        let batch = cfg.batch.max(1);
         let dest = cfg.dest.display().to_string();
         let threads = match cfg.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             t => t,
         };
+        // A page goes to every core at once, in batches of at least 64.
+        let batch = cfg.batch.min(qc.page.div_ceil(threads)).max(64);
         std::thread::Builder::new()
             .name("bulkget-feed".into())
             .spawn(move || {
@@ -208,8 +223,9 @@ pub(super) fn run_with<S: Sink>(
                     cap: if qc.in_hand > 0 {
                         qc.in_hand
                     } else {
-                        threads + 1
+                        (2 * threads).max(4)
                     },
+                    last_claim: None,
                     stop: &stop,
                     workers_done: &wd,
                 };
@@ -295,6 +311,9 @@ impl Lister<'_> {
         }
     }
 
+    /// While it holds the lease: one listing page and one Redis round trip
+    /// (the enqueue, which renews the lease) a page; the queue's length
+    /// is looked at every few pages.
     fn run(&self, q: &mut Queue) -> Result<(), RunError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -302,27 +321,42 @@ impl Lister<'_> {
             .map_err(|e| RunError::Other(e.to_string()))?;
         let (me, lease_ms) = (self.qc.worker.as_str(), self.qc.lease_ms());
         let mut conn = None;
+        // Where listing goes on, while this lister holds the lease.
+        let mut cursor: Option<Option<String>> = None;
+        let every = (self.qc.ahead / 8).clamp(1, 16);
+        let mut since_look = u64::MAX;
         // Brent's cycle finder over the cursors this lister saw.
         let (mut saved, mut power, mut lam) = (None::<String>, 1u64, 0u64);
         loop {
             if self.over() {
                 return Ok(());
             }
-            let (cursor, done) = q.cursor().map_err(queue_err)?;
-            if done {
-                return Ok(());
-            }
-            if !q.lease(me, lease_ms).map_err(queue_err)? {
-                self.nap((self.qc.lease / 4).min(Duration::from_secs(1)));
+            let Some(from) = cursor.clone() else {
+                let (c, done) = q.cursor().map_err(queue_err)?;
+                if done {
+                    return Ok(());
+                }
+                if q.lease(me, lease_ms).map_err(queue_err)? {
+                    cursor = Some(c);
+                } else {
+                    self.nap((self.qc.lease / 4).min(Duration::from_secs(1)));
+                }
                 continue;
-            }
-            let st = q.status().map_err(queue_err)?;
-            if st.error.is_some() {
-                return Ok(());
-            }
-            if st.waiting() >= self.qc.ahead {
-                self.nap(Duration::from_millis(50));
-                continue;
+            };
+            if since_look >= every {
+                let st = q.status().map_err(queue_err)?;
+                if st.error.is_some() || st.listing_done {
+                    return Ok(());
+                }
+                if st.waiting() >= self.qc.ahead {
+                    // Enough waits in Redis: hold the lease, list later.
+                    if !q.lease(me, lease_ms).map_err(queue_err)? {
+                        cursor = None;
+                    }
+                    self.nap(Duration::from_millis(50));
+                    continue;
+                }
+                since_look = 0;
             }
             let page = rt.block_on(fetch_page(
                 self.net,
@@ -330,7 +364,7 @@ impl Lister<'_> {
                 self.stop,
                 self.ep,
                 &mut conn,
-                cursor.as_deref(),
+                from.as_deref(),
             ));
             let page = match page {
                 Ok(p) => p,
@@ -342,7 +376,7 @@ impl Lister<'_> {
             };
             let next = page.next.filter(|m| !m.is_empty());
             if let Some(m) = &next {
-                if saved.as_ref() == Some(m) || cursor.as_ref() == Some(m) {
+                if saved.as_ref() == Some(m) || from.as_ref() == Some(m) {
                     let e = RunError::ListLoop {
                         url: self.ep.url_of("/list"),
                         marker: m.clone(),
@@ -358,14 +392,29 @@ impl Lister<'_> {
                 }
             }
             let chunks: Vec<&[String]> = page.names.chunks(self.qc.page.max(1)).collect();
-            let from = cursor.as_deref().unwrap_or("");
             let r = q
-                .enqueue(me, from, &chunks, next.as_deref(), lease_ms)
+                .enqueue(
+                    me,
+                    from.as_deref().unwrap_or(""),
+                    &chunks,
+                    next.as_deref(),
+                    lease_ms,
+                )
                 .map_err(queue_err)?;
-            if r == Enqueued::Done {
-                self.counters
-                    .listed
-                    .fetch_add(page.names.len() as u64, Ordering::Relaxed);
+            match r {
+                Enqueued::Done => {
+                    self.counters
+                        .listed
+                        .fetch_add(page.names.len() as u64, Ordering::Relaxed);
+                    if next.is_none() {
+                        return Ok(());
+                    }
+                    cursor = Some(next);
+                    since_look = since_look.saturating_add(1);
+                }
+                // Another lists now, or Redis lost its last writes: read
+                // the cursor again.
+                Enqueued::NotHolder | Enqueued::Moved => cursor = None,
             }
         }
     }
@@ -398,6 +447,8 @@ struct Feeder<'a, S: Sink> {
     dest: String,
     batch: usize,
     cap: usize,
+    /// When pages of silent workers were last looked for.
+    last_claim: Option<Instant>,
     stop: &'a AtomicBool,
     workers_done: &'a AtomicBool,
 }
@@ -436,12 +487,10 @@ impl<S: Sink> Feeder<'_, S> {
             }
             let workers_done = self.workers_done.load(Ordering::Relaxed);
             let halted = self.sh.ctx.stopping() || workers_done;
-            // Acknowledged once on stable storage: a sync a second, or at
-            // once when nothing else is in hand (the job's last pages).
+            // Acknowledged once on stable storage: a sync every
+            // `ack_every`, or at once when nothing else is in hand.
             if !hand.landed.is_empty()
-                && (last_sync.elapsed() >= Duration::from_secs(1)
-                    || hand.pages.is_empty()
-                    || halted)
+                && (last_sync.elapsed() >= self.qc.ack_every || hand.pages.is_empty() || halted)
             {
                 last_sync = Instant::now();
                 self.ack_landed(&mut hand)?;
@@ -470,7 +519,7 @@ impl<S: Sink> Feeder<'_, S> {
             if self.stop.load(Ordering::Relaxed) || halted {
                 tx = None; // no more pages; those in hand are finished
             }
-            let room = hand.pages.len() <= self.cap;
+            let room = hand.pages.len() < self.cap;
             if let Some(sender) = tx.as_ref().filter(|t| t.is_empty() && room) {
                 // Waits up to 50 ms for a page, so no sleep here.
                 if !self.take_page(sender, &mut hand)?
@@ -494,7 +543,7 @@ impl<S: Sink> Feeder<'_, S> {
                     None => self.q.status().map_err(queue_err),
                 };
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -524,9 +573,17 @@ impl<S: Sink> Feeder<'_, S> {
         sender: &async_channel::Sender<Batch>,
         hand: &mut Hand,
     ) -> Result<bool, RunError> {
+        // A silent worker's pages are looked for four times a second, new
+        // ones at every call: one round trip a page.
+        let claim = self
+            .last_claim
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
+        if claim {
+            self.last_claim = Some(Instant::now());
+        }
         let Some(p) = self
             .q
-            .next_page(&self.qc.worker, self.qc.lease_ms(), 50)
+            .next_page(&self.qc.worker, self.qc.lease_ms(), 50, claim)
             .map_err(queue_err)?
         else {
             return Ok(false);

@@ -389,15 +389,24 @@ impl Queue {
         })
     }
 
-    /// The next page for `consumer`: first one whose worker has been silent
-    /// for `lease_ms` (taken over), else a new one, waiting up to
-    /// `block_ms` for it. `None`: nothing to do now.
+    /// The next page for `consumer`: first (with `claim`) one whose worker
+    /// has been silent for `lease_ms` (taken over), else a new one,
+    /// waiting up to `block_ms` for it. `None`: nothing to do now.
     pub fn next_page(
         &mut self,
         consumer: &str,
         lease_ms: u64,
         block_ms: u64,
+        claim: bool,
     ) -> Result<Option<Page>, QueueError> {
+        if claim && let Some(p) = self.claim_page(consumer, lease_ms)? {
+            return Ok(Some(p));
+        }
+        self.new_page(consumer, block_ms)
+    }
+
+    /// A page whose worker has been silent for `lease_ms`, taken over.
+    fn claim_page(&mut self, consumer: &str, lease_ms: u64) -> Result<Option<Page>, QueueError> {
         let v: Value = self.run(|c, k| {
             redis::cmd("XAUTOCLAIM")
                 .arg(&k.pages)
@@ -413,10 +422,17 @@ impl Queue {
             Value::Array(parts) if parts.len() >= 2 => entries(&parts[1])?,
             other => return Err(QueueError::Shape(format!("{other:?}"))),
         };
-        if let Some(mut p) = claimed.into_iter().next() {
-            p.deliveries = self.deliveries(&p.id)?.max(2);
-            return Ok(Some(p));
+        match claimed.into_iter().next() {
+            Some(mut p) => {
+                p.deliveries = self.deliveries(&p.id)?.max(2);
+                Ok(Some(p))
+            }
+            None => Ok(None),
         }
+    }
+
+    /// A page no worker had yet, waiting up to `block_ms` for one.
+    fn new_page(&mut self, consumer: &str, block_ms: u64) -> Result<Option<Page>, QueueError> {
         let v: Value = self.run(|c, k| {
             redis::cmd("XREADGROUP")
                 .arg("GROUP")

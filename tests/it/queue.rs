@@ -174,7 +174,10 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     }
     let (mut w1, mut w2) = (r.queue("k"), r.queue("k"));
     // w1 takes the first page and goes silent (killed, or stopped).
-    let first = w1.next_page("w1", 60_000, 10).unwrap().expect("a page");
+    let first = w1
+        .next_page("w1", 60_000, 10, true)
+        .unwrap()
+        .expect("a page");
     assert_eq!((first.marker.as_str(), first.names.len()), ("", 100));
     assert_eq!(first.names[0], "f000000000");
     assert_eq!(r.queue("k").status().unwrap().in_progress, 1);
@@ -182,7 +185,7 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     let mut done: Vec<Page> = Vec::new();
     let t0 = Instant::now();
     while done.len() < 3 && t0.elapsed() < Duration::from_secs(30) {
-        if let Some(p) = w2.next_page("w2", 50, 10).unwrap() {
+        if let Some(p) = w2.next_page("w2", 50, 10, true).unwrap() {
             assert!(w2.renew("w2", &[&p.id]).unwrap().is_empty());
             assert!(w2.ack(&p.id, p.names.len() as u64, 0, &[]).unwrap());
             done.push(p);
@@ -193,7 +196,10 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     assert_eq!(got, ["f000000000", "f000000100", "f000000200"]);
     // w1 comes back: its renewal finds its page taken over (and leaves it
     // so), and it finishes the page too: counted once.
-    assert_eq!(w1.renew("w1", &[&first.id]).unwrap(), vec![first.id.clone()]);
+    assert_eq!(
+        w1.renew("w1", &[&first.id]).unwrap(),
+        vec![first.id.clone()]
+    );
     assert!(
         !w1.ack(&first.id, 100, 0, &[]).unwrap(),
         "done twice counts once"
@@ -202,7 +208,7 @@ fn a_silent_workers_page_is_taken_over_and_counted_once() {
     assert_eq!((st.listed, st.landed, st.failed), (300, 300, 0));
     assert_eq!((st.queued, st.in_progress), (0, 0));
     assert!(st.done());
-    assert!(w2.next_page("w2", 50, 10).unwrap().is_none());
+    assert!(w2.next_page("w2", 50, 10, true).unwrap().is_none());
 }
 
 #[test]
@@ -215,11 +221,11 @@ fn a_page_delivered_too_often_goes_to_the_dead_letter_stream() {
         Enqueued::Done
     );
     let mut w = r.queue("d");
-    let mut page = w.next_page("w", 60_000, 10).unwrap().unwrap();
+    let mut page = w.next_page("w", 60_000, 10, true).unwrap().unwrap();
     for n in 2..=3 {
         // delivered again (its worker died each time)
         page = loop {
-            if let Some(p) = w.next_page("w", 1, 10).unwrap() {
+            if let Some(p) = w.next_page("w", 1, 10, true).unwrap() {
                 break p;
             }
         };

@@ -353,8 +353,8 @@ fn a_page_that_always_fails_goes_to_the_dead_letter_stream() {
         Enqueued::Done
     );
     q.release("seed").unwrap();
-    let p = q.next_page("doomed-1", 0, 10).unwrap().unwrap();
-    let again = q.next_page("doomed-2", 0, 10).unwrap().unwrap();
+    let p = q.next_page("doomed-1", 0, 10, true).unwrap().unwrap();
+    let again = q.next_page("doomed-2", 0, 10, true).unwrap().unwrap();
     assert_eq!((p.id.as_str(), again.deliveries), (again.id.as_str(), 2));
     for w in ["w1", "w2", "w3"] {
         j.spawn(w);
