@@ -61,9 +61,10 @@ cargo test --release "$@"
 # machine's Python and tested as installed (pytest runs from tests/python,
 # so `import bulkget` is the wheel's, not the source tree's).
 pyvenv=target/py-venv
-if ! "$pyvenv/bin/python" -c 'import maturin, pytest' 2>/dev/null; then
+# (and the Kubernetes client's models, which check deploy/'s manifests)
+if ! "$pyvenv/bin/python" -c 'import maturin, pytest, kubernetes, yaml' 2>/dev/null; then
     python3 -m venv "$pyvenv"
-    "$pyvenv/bin/pip" install -q 'maturin>=1.5,<2' pytest
+    "$pyvenv/bin/pip" install -q 'maturin>=1.5,<2' pytest kubernetes pyyaml
 fi
 PATH="$PWD/$pyvenv/bin:$PATH" "$pyvenv/bin/pip" install -q --force-reinstall --no-deps --no-build-isolation .
 (cd tests/python && "../../$pyvenv/bin/python" -m pytest -q)

@@ -157,7 +157,7 @@ pub(crate) struct MirrorArgs {
 #[derive(Args)]
 #[command(next_help_heading = "One job over many processes (Redis Streams)")]
 pub(crate) struct QueueArgs {
-    /// Share this job with every process given the same: redis://[:PASSWORD@]HOST[:PORT]/[DB/]JOB, rediss://… (TLS), unix:///SOCKET#JOB, or JOB alone with the server in REDIS_URL. One process at a time lists; all fetch; each exits when the whole job is done, with its exit status.
+    /// Share this job with every process given the same: redis://[:PASSWORD@]HOST[:PORT]/[DB/]JOB, rediss://… (TLS; --cacert trusts a CA for it), unix:///SOCKET#JOB, or JOB alone with the server in REDIS_URL. One process at a time lists; all fetch; each exits when the whole job is done, with its exit status.
     #[arg(long, value_name = "ADDRESS")]
     queue: Option<String>,
     /// This process' name in the job (its consumer name) [default: HOSTNAME-PID].
@@ -176,12 +176,14 @@ pub(crate) struct QueueArgs {
 
 impl QueueArgs {
     /// The shared job's settings, if one is asked for.
-    fn config(&self, connect_timeout: f64) -> Result<Option<crate::mirror::QueueConfig>> {
+    fn config(&self, f: &FetchArgs) -> Result<Option<crate::mirror::QueueConfig>> {
         let Some(spec) = &self.queue else {
             return Ok(None);
         };
         let env = std::env::var("REDIS_URL").ok();
-        let addr = crate::queue::Address::parse(spec, env.as_deref())
+        let mut addr = crate::queue::Address::parse(spec, env.as_deref())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        addr.trust(&f.cacert)
             .map_err(|e| CliError::Usage(e.to_string()))?;
         if self.lease.is_nan() || self.lease < 0.1 || self.lease > 1e6 {
             bail!("--lease must be at least 0.1 seconds");
@@ -196,7 +198,7 @@ impl QueueArgs {
         qc.lease = Duration::from_secs_f64(self.lease);
         qc.tries = self.tries;
         qc.ahead = self.ahead;
-        qc.patience = Duration::from_secs_f64(connect_timeout);
+        qc.patience = Duration::from_secs_f64(f.connect_timeout);
         Ok(Some(qc))
     }
 }
@@ -419,7 +421,7 @@ pub(crate) fn mirror(a: MirrorArgs) -> Result<u8> {
     cfg.sink = sink_kind(&a.sink, a.shard_size);
     cfg.state_dir = a.fetch.state_dir.clone();
     cfg.durability = a.fetch.durability();
-    cfg.queue = a.queue.config(a.fetch.connect_timeout)?;
+    cfg.queue = a.queue.config(&a.fetch)?;
     let out = mirror::run(&cfg, stop_flag())?;
     let summary = mirror::summary(&out, &cfg);
     a.fetch.finish(out, summary)

@@ -29,6 +29,9 @@ pub(crate) struct StatusArgs {
     /// Seconds to reach Redis before giving up.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
+    /// For rediss://: trust the CA certificates in this PEM file instead of the platform's (repeatable).
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<std::path::PathBuf>,
 }
 
 /// The job's figures with its workers', as `--json` gives them.
@@ -179,8 +182,10 @@ fn look(q: &mut Queue, a: &Address) -> Result<Report> {
 
 pub(crate) fn status(a: StatusArgs) -> Result<u8> {
     let env = std::env::var("REDIS_URL").ok();
-    let addr =
+    let mut addr =
         Address::parse(&a.job, env.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?;
+    addr.trust(&a.cacert)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     if a.connect_timeout.is_nan() || a.connect_timeout <= 0.0 || a.connect_timeout > 1e6 {
         bail!("--connect-timeout must be a positive number of seconds");
     }

@@ -12,6 +12,9 @@ pub struct Address {
     pub job: String,
     /// The address as said in messages (no password).
     pub shown: String,
+    /// For `rediss://`: the CA certificates (PEM) to trust instead of the
+    /// platform's (`--cacert`).
+    pub roots: Option<Vec<u8>>,
 }
 
 fn bad(spec: &str, why: &str) -> QueueError {
@@ -33,6 +36,22 @@ fn check_job(spec: &str, job: &str) -> Result<(), QueueError> {
 }
 
 impl Address {
+    /// Trusts the CA certificates in `files` (PEM) for `rediss://`.
+    pub fn trust(&mut self, files: &[std::path::PathBuf]) -> Result<(), QueueError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut pem = Vec::new();
+        for f in files {
+            let b = std::fs::read(f)
+                .map_err(|e| QueueError::Address(format!("--cacert {}: {e}", f.display())))?;
+            pem.extend_from_slice(&b);
+            pem.push(b'\n');
+        }
+        self.roots = Some(pem);
+        Ok(())
+    }
+
     /// Parses `spec`; `redis_url` is `REDIS_URL`'s value, for a bare name.
     pub fn parse(spec: &str, redis_url: Option<&str>) -> Result<Address, QueueError> {
         let lower = spec.to_ascii_lowercase();
@@ -85,6 +104,7 @@ impl Address {
                     url,
                     job: job.to_string(),
                     shown: format!("{scheme}://{host}/{job}"),
+                    roots: None,
                 })
             }
             "unix" | "redis+unix" | "valkey+unix" => {
@@ -99,6 +119,7 @@ impl Address {
                         "{scheme}://{}#{job}",
                         sock.split('?').next().unwrap_or(sock)
                     ),
+                    roots: None,
                 })
             }
             other => Err(bad(

@@ -171,7 +171,19 @@ impl Queue {
 
     /// As [`Queue::open`], from an address, reconnecting for up to `patience`.
     pub fn connect(a: &Address, patience: Duration) -> Result<Queue, QueueError> {
-        let client = redis::Client::open(a.url.as_str()).map_err(|e| QueueError::Redis {
+        let client = match &a.roots {
+            Some(pem) if a.url.starts_with("rediss") || a.url.starts_with("valkeys") => {
+                redis::Client::build_with_tls(
+                    a.url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.clone()),
+                    },
+                )
+            }
+            _ => redis::Client::open(a.url.as_str()),
+        }
+        .map_err(|e| QueueError::Redis {
             addr: a.shown.clone(),
             source: e,
         })?;

@@ -33,14 +33,6 @@ pub struct DirSink {
     no_replace: bool,
 }
 
-/// Whether process `pid` runs (or runs as another user).
-fn alive(pid: i32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
-}
-
 fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
 }
@@ -90,7 +82,7 @@ impl DirSink {
                     .to_str()
                     .and_then(|n| n.split('-').next())
                     .and_then(|p| p.parse::<i32>().ok());
-                if !pid.is_some_and(alive) {
+                if !pid.is_some_and(super::alive) {
                     let _ = fs::remove_file(e.path());
                 }
             }

@@ -80,3 +80,13 @@ impl SinkFile for NullFile {
         Ok(())
     }
 }
+
+/// Whether process `pid` runs (or runs as another user): a named temporary
+/// or a tar shard of a live writer (another worker of a shared job into
+/// the same DEST) is its own, not a killed run's leftover.
+pub(crate) fn alive(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}

@@ -2,11 +2,13 @@
 //!
 //! Creating an inode costs this kind of machine 25–45 µs of kernel time per
 //! file; appending a 100-byte file to a tar costs one `write`. Each thread
-//! appends to its own shard `DEST/bulkget-STAMP-K-SEQ.tar` (no shared lock in
-//! the hot path), and a shard rolls over at `shard_size`. Every entry (GNU
+//! appends to its own shard `DEST/bulkget-STAMP-PID-K-SEQ.tar` (no shared
+//! lock in the hot path; the process id keeps the shards of processes
+//! sharing one DEST apart), and a shard rolls over at `shard_size`. Every entry (GNU
 //! long-name header, if any, ustar header, data, padding) goes out in one
 //! `write`, so a killed run leaves whole entries; a torn last entry (a large
-//! file cut mid-write) is cut off when the next run opens the directory. A
+//! file cut mid-write) is cut off when the next run opens the directory
+//! (not in the shards of a process still running). A
 //! rerun adds new shards and never rewrites old ones: files that were in
 //! flight at a kill may appear twice, identical; extraction keeps one.
 
@@ -49,8 +51,18 @@ impl TarSink {
         for e in fs::read_dir(dir)?.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with("bulkget-") && name.ends_with(".tar") {
-                repair(&e.path())?;
+            if let Some(mid) = name
+                .strip_prefix("bulkget-")
+                .and_then(|n| n.strip_suffix(".tar"))
+            {
+                // STAMP-PID-K-SEQ (STAMP-K-SEQ before the pid was there).
+                let parts: Vec<&str> = mid.split('-').collect();
+                let writer = (parts.len() == 4)
+                    .then(|| parts[1].parse::<i32>().ok())
+                    .flatten();
+                if !writer.is_some_and(super::alive) || writer == Some(std::process::id() as i32) {
+                    repair(&e.path())?;
+                }
             }
         }
         let lanes = std::thread::available_parallelism()
@@ -96,8 +108,11 @@ impl TarSink {
             }
             lane.seq += 1;
             let path = self.dir.join(format!(
-                "bulkget-{}-{:02}-{:05}.tar",
-                self.stamp, lane.k, lane.seq
+                "bulkget-{}-{}-{:02}-{:05}.tar",
+                self.stamp,
+                std::process::id(),
+                lane.k,
+                lane.seq
             ));
             lane.file = Some(OpenOptions::new().write(true).create_new(true).open(path)?);
             lane.written = 0;

@@ -455,3 +455,108 @@ fn a_shared_job_that_cannot_go_on_ends_every_process_with_2() {
         );
     }
 }
+
+#[test]
+fn a_shared_job_over_tls_with_a_password() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch();
+    let pki = crate::peers::Pki::new(&dir.path().join("pki"), "ca");
+    let (cert, key) = pki.leaf("redis", &["localhost"], 2020, 2100);
+    // redis-server takes no socket handed to it: a free port, found by
+    // binding one and letting it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args([
+            "--requirepass",
+            "s3cret",
+            "--save",
+            "",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(redis.stdout.take().unwrap()).lines();
+    let ready = out.by_ref().map_while(Result::ok).any(|l| {
+        l.to_ascii_lowercase()
+            .contains("ready to accept connections")
+    });
+    std::thread::spawn(move || out.for_each(drop));
+    assert!(ready, "redis-server with TLS did not start");
+    let s = synthetic(3000, SIZE, 500, Faults::default());
+    let (url, ca) = (s.url(), pki.ca_file("ca").display().to_string());
+    let dest = dir.path().join("d").display().to_string();
+    let q = format!("rediss://:s3cret@localhost:{port}/tls-job");
+    let kids: Vec<Child> = ["w1", "w2"]
+        .iter()
+        .map(|w| {
+            command(&[
+                "mirror", &url, &dest, "--queue", &q, "--cacert", &ca, "--worker", w, "-q",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_synthetic_tree(std::path::Path::new(&dest), 3000, SIZE);
+    let o = command(&["status", &q, "--cacert", &ca, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["landed"].as_u64(), v["done"].as_bool()),
+        (Some(3000), Some(true))
+    );
+    // A wrong password, and a CA not trusted: one line each, exit 2.
+    for (spec, extra) in [
+        (
+            format!("rediss://:wrong@localhost:{port}/tls-job"),
+            vec!["--cacert", &ca],
+        ),
+        (q.clone(), vec![]),
+    ] {
+        let mut args = vec!["status", &spec, "--connect-timeout", "1"];
+        args.extend(extra);
+        let o = command(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.starts_with("bulkget: redis rediss://localhost:") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
