@@ -34,8 +34,8 @@ use crate::pipeline::{self, Admit, Landed, Limits, Plan, Shared};
 use crate::progress::{Counters, Display, Outcome, Reporter};
 use crate::sink::{DirSink, NullSink, Sink, TarSink};
 
-pub mod shared;
-pub use shared::QueueConfig;
+mod shared;
+pub use crate::queue::job::QueueConfig;
 
 /// Where the files go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct MirrorConfig {
     /// Whether what is reported as landed survives a power cut.
     pub durability: journal::Durability,
     /// A job shared with other processes through Redis (`--queue`).
-    pub queue: Option<shared::QueueConfig>,
+    pub queue: Option<QueueConfig>,
 }
 
 impl MirrorConfig {

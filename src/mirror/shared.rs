@@ -1,114 +1,61 @@
-//! `mirror URL DEST --queue redis://HOST:PORT/JOB`: one job shared by any
-//! number of processes through Redis Streams ([`crate::queue`]). Every
-//! process runs the same three parts:
-//!
-//! ```text
-//!  lister thread: lease? ─▶ GET /list?next-marker=CURSOR ─▶ Lua enqueue (cursor moves with it)
-//!       (one process at a time; paused while `ahead` pages wait)
-//!  feeder thread: XAUTOCLAIM / XREADGROUP ─▶ Batch ─▶ pipeline (per-core runtimes, as mirror)
-//!       pages complete (Tracker) ─▶ syncfs ─▶ Lua ack (counts + failures, once per page)
-//!       every lease/3: XCLAIM JUSTID (pages in hand stay ours); every 1 s: heartbeat
-//! ```
-//!
-//! A page is acknowledged only once its files are on stable storage, so a
-//! process killed anywhere, or a machine that loses power, costs its pages
-//! in hand: another process takes them over when their lease lapses, and
-//! fetches again every file of them that landed after the page was
-//! enqueued (it may be torn) while keeping older ones. SIGTERM (and
-//! Ctrl-C) stops taking pages; those in hand are finished and acknowledged.
-//! Every process ends when the job is done (everything listed landed or
-//! failed, wherever), with the job's exit status.
+//! `mirror URL DEST --queue redis://HOST:PORT/JOB`: this process' part of
+//! a mirror shared through Redis Streams ([`crate::queue::job`] runs it):
+//! the list API's pages are the job's pages, each name a file.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::AtomicBool;
 
 use super::{MirrorConfig, MirrorPlan, dest_err};
 use crate::ctx::RunCtx;
 use crate::error::RunError;
 use crate::fetch::net::Net;
-use crate::fetch::{Endpoint, RetryPolicy};
-use crate::journal::{self, Failure, Flush, Ledger, Tracker};
+use crate::fetch::{Conn, Endpoint, RetryPolicy};
+use crate::journal::{self, Flush, Ledger, Tracker};
 use crate::listing::{Batch, fetch_page};
-use crate::pipeline::{self, Shared};
-use crate::progress::{Counters, Outcome, Reporter};
-use crate::queue::{Address, Enqueued, Page, Queue, QueueError, Status, Worker};
+use crate::pipeline::{Plan, Shared};
+use crate::progress::{Counters, Outcome};
+use crate::queue::job::{self, Entries, Part, QueueConfig, Source};
 use crate::sink::Sink;
 
-/// How this process takes part in a shared job.
-#[derive(Clone, Debug)]
-pub struct QueueConfig {
-    pub addr: Address,
-    /// This process' consumer name (default `HOSTNAME-PID`).
-    pub worker: String,
-    /// A page silent this long (its worker died or stopped) is taken over;
-    /// the lister's lease too.
-    pub lease: Duration,
-    /// Deliveries of one page before it goes to the dead-letter stream.
-    pub tries: u64,
-    /// Pages waiting for a worker before the lister pauses (bounds what
-    /// Redis holds).
-    pub ahead: u64,
-    /// Names per stream entry.
-    pub page: usize,
-    /// Pages one process holds at once (0: two per thread, at least 4; at
-    /// 2 a process ran at 0.5–0.65× and at 4 at 0.8–1.1× of one without
-    /// the queue): what a kill costs in files fetched again.
-    pub in_hand: usize,
-    /// How often pages landed are synced and acknowledged: a kill also
-    /// costs the pages landed since.
-    pub ack_every: Duration,
-    /// How long Redis may stay unreachable before the run gives up (2).
-    pub patience: Duration,
-}
-
-impl QueueConfig {
-    pub fn new(addr: Address) -> QueueConfig {
-        QueueConfig {
-            addr,
-            worker: default_worker(),
-            lease: Duration::from_secs(10),
-            tries: 5,
-            ahead: 1024,
-            page: 1000,
-            // BULKGET_QUEUE_IN_HAND sets it for A/B runs.
-            in_hand: std::env::var("BULKGET_QUEUE_IN_HAND")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            // BULKGET_QUEUE_ACK_MS likewise.
-            ack_every: std::env::var("BULKGET_QUEUE_ACK_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(Duration::from_millis(250), Duration::from_millis),
-            patience: Duration::from_secs(10),
-        }
+impl<S: Sink> Entries for MirrorPlan<S> {
+    fn entries(&self, names: Vec<String>) -> (Vec<String>, Vec<(String, String)>) {
+        (names, Vec::new())
     }
 
-    fn lease_ms(&self) -> u64 {
-        self.lease.as_millis().max(1) as u64
+    fn name_url(&self, name: &str) -> String {
+        self.url(&name.to_string())
     }
 }
 
-/// `HOSTNAME-PID` (a pod's name is its hostname).
-pub fn default_worker() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: a valid buffer of its length.
-    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
-        let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    } else {
-        "host".into()
-    };
-    format!("{host}-{}", std::process::id())
+/// The list API, a page at a time, on the lister's own connection.
+struct ListApi<S: Sink> {
+    sh: Arc<Shared<MirrorPlan<S>>>,
+    policy: RetryPolicy,
+    stop: Arc<AtomicBool>,
+    rt: tokio::runtime::Runtime,
+    conn: Option<Conn>,
 }
 
-fn queue_err(e: QueueError) -> RunError {
-    RunError::Queue(e.to_string())
+impl<S: Sink> Source for ListApi<S> {
+    fn page(&mut self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), RunError> {
+        let (sh, conn) = (&self.sh, &mut self.conn);
+        let p = self.rt.block_on(fetch_page(
+            &sh.ctx.net,
+            &self.policy,
+            &self.stop,
+            &sh.plan.ep,
+            conn,
+            cursor,
+        ))?;
+        Ok((p.names, p.next))
+    }
+
+    fn shown(&self) -> String {
+        self.sh.plan.ep.url_of("/list")
+    }
 }
 
-/// Runs this process' part of the shared job `cfg.queue`.
+/// Runs this process' part of the shared job `qc`.
 pub(super) fn run_with<S: Sink>(
     cfg: &MirrorConfig,
     qc: &QueueConfig,
@@ -117,27 +64,11 @@ pub(super) fn run_with<S: Sink>(
     sink: S,
     stop: Arc<AtomicBool>,
 ) -> Result<Outcome, RunError> {
-    let started = Instant::now();
     let quiet = cfg.display == crate::progress::Display::Quiet;
-    let mut q = Queue::connect(&qc.addr, qc.patience).map_err(queue_err)?;
-    let source = q.claim_source(&cfg.url).map_err(queue_err)?;
-    if source != cfg.url {
-        return Err(RunError::Queue(format!(
-            "the job {} mirrors {source}, not {}",
-            qc.addr.shown, cfg.url
-        )));
-    }
-    let counters = Arc::new(Counters::default());
-    let st = q.status().map_err(queue_err)?;
-    if st.done() {
-        if !quiet {
-            eprintln!(
-                "bulkget: the job {} is done already ({} landed, {} failed); `bulkget status {} --forget` starts it afresh",
-                qc.addr.shown, st.landed, st.failed, qc.addr.shown
-            );
-        }
-        return Ok(ended(&counters, started, st, None, false));
-    }
+    let q = match job::join(qc, &cfg.url, quiet)? {
+        Ok(q) => q,
+        Err(done) => return Ok(done),
+    };
     let state_dir = cfg.state_dir();
     let dest = &cfg.dest;
     let nonempty = std::fs::read_dir(dest)
@@ -167,7 +98,7 @@ pub(super) fn run_with<S: Sink>(
             net,
             cfg.max_redirs,
             Ledger::new(&state_dir),
-            counters.clone(),
+            Arc::new(Counters::default()),
             cfg.policy.clone(),
             halt,
             quiet,
@@ -175,534 +106,28 @@ pub(super) fn run_with<S: Sink>(
         rx,
         limits: cfg.limits,
     });
-    let reporter = Reporter::start(counters.clone(), started, cfg.display);
-    let end = Arc::new(AtomicBool::new(false));
-    let workers_done = Arc::new(AtomicBool::new(false));
-
-    let lister = {
-        let (sh, qc, stop, end) = (sh.clone(), qc.clone(), stop.clone(), end.clone());
-        let policy = cfg.policy.clone();
-        std::thread::Builder::new()
-            .name("bulkget-list".into())
-            .spawn(move || -> Result<(), RunError> {
-                let mut q = Queue::connect(&qc.addr, qc.patience).map_err(queue_err)?;
-                let l = Lister {
-                    qc: &qc,
-                    ep: &sh.plan.ep,
-                    net: &sh.ctx.net,
-                    policy: &policy,
-                    stop: &stop,
-                    end: &end,
-                    counters: &sh.ctx.counters,
-                };
-                let r = l.run(&mut q);
-                let _ = q.release(&qc.worker);
-                r
+    let part = Part {
+        dest: dest.display().to_string(),
+        flush,
+        threads: cfg.threads,
+        batch: cfg.batch.max(1),
+        display: cfg.display,
+    };
+    let source = {
+        let (sh, policy, stop) = (sh.clone(), cfg.policy.clone(), stop.clone());
+        move || -> Result<ListApi<S>, RunError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| RunError::Other(e.to_string()))?;
+            Ok(ListApi {
+                sh,
+                policy,
+                stop,
+                rt,
+                conn: None,
             })
-            .map_err(|e| RunError::Other(e.to_string()))?
+        }
     };
-    let feeder = {
-        let (sh, qc, stop, wd) = (sh.clone(), qc.clone(), stop.clone(), workers_done.clone());
-        let dest = cfg.dest.display().to_string();
-        let threads = match cfg.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            t => t,
-        };
-        // A page goes to every core at once, in batches of at least 64.
-        let batch = cfg.batch.min(qc.page.div_ceil(threads)).max(64);
-        std::thread::Builder::new()
-            .name("bulkget-feed".into())
-            .spawn(move || {
-                let mut f = Feeder {
-                    q,
-                    sh: &sh,
-                    qc: &qc,
-                    flush: &flush,
-                    dest,
-                    batch,
-                    cap: if qc.in_hand > 0 {
-                        qc.in_hand
-                    } else {
-                        (2 * threads).max(4)
-                    },
-                    last_claim: None,
-                    stop: &stop,
-                    workers_done: &wd,
-                };
-                let r = f.run(tx);
-                (r, flush.calls())
-            })
-            .map_err(|e| RunError::Other(e.to_string()))?
-    };
-    let ran = pipeline::run_workers(&sh, cfg.threads);
-    workers_done.store(true, Ordering::Relaxed);
-    let (fed, syncs) = feeder
-        .join()
-        .unwrap_or_else(|_| (Err(RunError::Other("the feeder panicked".into())), 0));
-    end.store(true, Ordering::Relaxed);
-    let listed = lister
-        .join()
-        .unwrap_or_else(|_| Err(RunError::Other("the lister panicked".into())));
-    drop(reporter);
-    ran.map_err(|e| RunError::Other(e.to_string()))?;
-    let fatal = sh.ctx.take_fatal().map(RunError::DiskFull);
-    let (st, err) = match fed {
-        Ok(st) => {
-            let job_err = st.error.clone().map(|why| {
-                RunError::Queue(format!("the job {} cannot go on: {why}", qc.addr.shown))
-            });
-            (Some(st), fatal.or(listed.err()).or(job_err))
-        }
-        Err(e) => (None, fatal.or(Some(e))),
-    };
-    let interrupted = err.is_none() && !st.as_ref().is_some_and(Status::done);
-    let mut out = match st {
-        Some(st) => ended(&counters, started, st, err, interrupted),
-        None => Outcome {
-            stats: counters.stats(started.elapsed()),
-            error: err,
-            interrupted,
-            journal_complete: false,
-            job: None,
-        },
-    };
-    out.stats.syncs = syncs;
-    Ok(out)
-}
-
-/// The outcome of this process once the job is `st`.
-fn ended(
-    counters: &Counters,
-    started: Instant,
-    st: Status,
-    error: Option<RunError>,
-    interrupted: bool,
-) -> Outcome {
-    Outcome {
-        stats: counters.stats(started.elapsed()),
-        journal_complete: st.done(),
-        error,
-        interrupted,
-        job: Some(st),
-    }
-}
-
-/// Lists the source into the queue while this process holds the lease.
-struct Lister<'a> {
-    qc: &'a QueueConfig,
-    ep: &'a Endpoint,
-    net: &'a Net,
-    policy: &'a RetryPolicy,
-    stop: &'a AtomicBool,
-    end: &'a AtomicBool,
-    counters: &'a Counters,
-}
-
-impl Lister<'_> {
-    fn over(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.end.load(Ordering::Relaxed)
-    }
-
-    /// Waits `d`, or less once the run is over.
-    fn nap(&self, d: Duration) {
-        let t0 = Instant::now();
-        while t0.elapsed() < d && !self.over() {
-            std::thread::sleep(Duration::from_millis(20).min(d));
-        }
-    }
-
-    /// While it holds the lease: one listing page and one Redis round trip
-    /// (the enqueue, which renews the lease) a page; the queue's length
-    /// is looked at every few pages.
-    fn run(&self, q: &mut Queue) -> Result<(), RunError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| RunError::Other(e.to_string()))?;
-        let (me, lease_ms) = (self.qc.worker.as_str(), self.qc.lease_ms());
-        let mut conn = None;
-        // Where listing goes on, while this lister holds the lease.
-        let mut cursor: Option<Option<String>> = None;
-        let every = (self.qc.ahead / 8).clamp(1, 16);
-        let mut since_look = u64::MAX;
-        // Brent's cycle finder over the cursors this lister saw.
-        let (mut saved, mut power, mut lam) = (None::<String>, 1u64, 0u64);
-        loop {
-            if self.over() {
-                return Ok(());
-            }
-            let Some(from) = cursor.clone() else {
-                let (c, done) = q.cursor().map_err(queue_err)?;
-                if done {
-                    return Ok(());
-                }
-                if q.lease(me, lease_ms).map_err(queue_err)? {
-                    cursor = Some(c);
-                } else {
-                    self.nap((self.qc.lease / 4).min(Duration::from_secs(1)));
-                }
-                continue;
-            };
-            if since_look >= every {
-                let st = q.status().map_err(queue_err)?;
-                if st.error.is_some() || st.listing_done {
-                    return Ok(());
-                }
-                if st.waiting() >= self.qc.ahead {
-                    // Enough waits in Redis: hold the lease, list later.
-                    if !q.lease(me, lease_ms).map_err(queue_err)? {
-                        cursor = None;
-                    }
-                    self.nap(Duration::from_millis(50));
-                    continue;
-                }
-                since_look = 0;
-            }
-            let page = rt.block_on(fetch_page(
-                self.net,
-                self.policy,
-                self.stop,
-                self.ep,
-                &mut conn,
-                from.as_deref(),
-            ));
-            let page = match page {
-                Ok(p) => p,
-                Err(_) if self.over() => return Ok(()),
-                Err(e) => {
-                    q.set_error(&e.to_string()).map_err(queue_err)?;
-                    return Err(e);
-                }
-            };
-            let next = page.next.filter(|m| !m.is_empty());
-            if let Some(m) = &next {
-                if saved.as_ref() == Some(m) || from.as_ref() == Some(m) {
-                    let e = RunError::ListLoop {
-                        url: self.ep.url_of("/list"),
-                        marker: m.clone(),
-                    };
-                    q.set_error(&e.to_string()).map_err(queue_err)?;
-                    return Err(e);
-                }
-                lam += 1;
-                if lam == power {
-                    saved = Some(m.clone());
-                    power *= 2;
-                    lam = 0;
-                }
-            }
-            let chunks: Vec<&[String]> = page.names.chunks(self.qc.page.max(1)).collect();
-            let r = q
-                .enqueue(
-                    me,
-                    from.as_deref().unwrap_or(""),
-                    &chunks,
-                    next.as_deref(),
-                    lease_ms,
-                )
-                .map_err(queue_err)?;
-            match r {
-                Enqueued::Done => {
-                    self.counters
-                        .listed
-                        .fetch_add(page.names.len() as u64, Ordering::Relaxed);
-                    if next.is_none() {
-                        return Ok(());
-                    }
-                    cursor = Some(next);
-                    since_look = since_look.saturating_add(1);
-                }
-                // Another lists now, or Redis lost its last writes: read
-                // the cursor again.
-                Enqueued::NotHolder | Enqueued::Moved => cursor = None,
-            }
-        }
-    }
-}
-
-/// A page in hand: its entry and how many names it holds.
-struct InHand {
-    id: String,
-    names: u64,
-}
-
-/// What one process holds of the job.
-#[derive(Default)]
-struct Hand {
-    /// Pages handed to the pipeline, by the tracker's number.
-    pages: HashMap<u64, InHand>,
-    /// Pages complete, with their failures, until synced and acknowledged.
-    landed: Vec<(InHand, Vec<Failure>)>,
-    /// The next page's number.
-    seq: u64,
-}
-
-/// Takes pages for the pipeline and acknowledges them once landed.
-struct Feeder<'a, S: Sink> {
-    q: Queue,
-    sh: &'a Shared<MirrorPlan<S>>,
-    qc: &'a QueueConfig,
-    flush: &'a Flush,
-    /// DEST, as said in errors.
-    dest: String,
-    batch: usize,
-    cap: usize,
-    /// When pages of silent workers were last looked for.
-    last_claim: Option<Instant>,
-    stop: &'a AtomicBool,
-    workers_done: &'a AtomicBool,
-}
-
-/// Before a taken-over page's enqueue time, less this for clocks that
-/// differ between machines, a file under its final name is trusted whole.
-const CLOCK_SLACK: Duration = Duration::from_secs(60);
-
-impl<S: Sink> Feeder<'_, S> {
-    /// Feeds and acknowledges pages until the job is done, the run stops,
-    /// or Redis stays unreachable; the job's figures at the end.
-    fn run(&mut self, tx: async_channel::Sender<Batch>) -> Result<Status, RunError> {
-        let r = self.feed(tx);
-        let beat = self.beat(true);
-        let _ = self.q.heartbeat(&beat);
-        r
-    }
-
-    fn feed(&mut self, tx: async_channel::Sender<Batch>) -> Result<Status, RunError> {
-        let tracker = self.sh.tracker.as_ref().expect("a shared job tracks pages");
-        let mut tx = Some(tx);
-        let mut hand = Hand::default();
-        let (mut last_sync, mut last_renew, mut last_beat, mut last_look) = (
-            Instant::now(),
-            Instant::now(),
-            Instant::now(),
-            None::<Instant>,
-        );
-        let mut rate = Rate::default();
-        let mut last = None::<Status>;
-        loop {
-            for (s, fails) in tracker.take_finished() {
-                if let Some(p) = hand.pages.remove(&s) {
-                    hand.landed.push((p, fails));
-                }
-            }
-            let workers_done = self.workers_done.load(Ordering::Relaxed);
-            let halted = self.sh.ctx.stopping() || workers_done;
-            // Acknowledged once on stable storage: a sync every
-            // `ack_every`, or at once when nothing else is in hand.
-            if !hand.landed.is_empty()
-                && (last_sync.elapsed() >= self.qc.ack_every || hand.pages.is_empty() || halted)
-            {
-                last_sync = Instant::now();
-                self.ack_landed(&mut hand)?;
-            }
-            if workers_done {
-                // The pipeline ended (a full disk, or every page in hand
-                // done after a stop): what is in hand stays pending, to
-                // be taken over.
-                return self.q.status().map_err(queue_err);
-            }
-            if last_renew.elapsed() >= self.qc.lease / 3 && !hand.pages.is_empty() {
-                last_renew = Instant::now();
-                let ids: Vec<&str> = hand.pages.values().map(|p| p.id.as_str()).collect();
-                // Pages taken over meanwhile (this process stalled past
-                // the lease) are finished all the same: counted once.
-                let _lost = self.q.renew(&self.qc.worker, &ids).map_err(queue_err)?;
-            }
-            if last_beat.elapsed() >= Duration::from_secs(1) {
-                last_beat = Instant::now();
-                rate.sample(self.landed_here());
-                let mut w = self.beat(false);
-                w.rate = rate.per_sec();
-                w.pages = hand.pages.len() as u64;
-                self.q.heartbeat(&w).map_err(queue_err)?;
-            }
-            if self.stop.load(Ordering::Relaxed) || halted {
-                tx = None; // no more pages; those in hand are finished
-            }
-            let room = hand.pages.len() < self.cap;
-            if let Some(sender) = tx.as_ref().filter(|t| t.is_empty() && room) {
-                // Waits up to 50 ms for a page, so no sleep here.
-                if !self.take_page(sender, &mut hand)?
-                    && hand.pages.is_empty()
-                    && hand.landed.is_empty()
-                    && last_look.is_none_or(|t| t.elapsed() >= Duration::from_millis(200))
-                {
-                    // Nothing to take and nothing in hand: is the job over?
-                    last_look = Some(Instant::now());
-                    let st = self.q.status().map_err(queue_err)?;
-                    if st.done() || st.error.is_some() {
-                        tx = None;
-                    }
-                    last = Some(st);
-                }
-                continue;
-            }
-            if tx.is_none() && hand.pages.is_empty() && hand.landed.is_empty() {
-                return match last.filter(|s| s.done() || s.error.is_some()) {
-                    Some(st) => Ok(st),
-                    None => self.q.status().map_err(queue_err),
-                };
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Makes the pages landed durable, then acknowledges them.
-    fn ack_landed(&mut self, hand: &mut Hand) -> Result<(), RunError> {
-        self.flush.sync().map_err(|e| RunError::Dest {
-            path: self.dest.clone(),
-            source: e,
-        })?;
-        for (p, fails) in hand.landed.drain(..) {
-            let lines: Vec<String> = fails
-                .iter()
-                .map(|f| serde_json::to_string(f).expect("json"))
-                .collect();
-            let n = fails.len() as u64;
-            self.q
-                .ack(&p.id, p.names - n, n, &lines)
-                .map_err(queue_err)?;
-        }
-        Ok(())
-    }
-
-    /// Takes the next page (a silent worker's first) and hands it to the
-    /// pipeline in batches; false when there was none.
-    fn take_page(
-        &mut self,
-        sender: &async_channel::Sender<Batch>,
-        hand: &mut Hand,
-    ) -> Result<bool, RunError> {
-        // A silent worker's pages are looked for four times a second, new
-        // ones at every call: one round trip a page.
-        let claim = self
-            .last_claim
-            .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
-        if claim {
-            self.last_claim = Some(Instant::now());
-        }
-        let Some(p) = self
-            .q
-            .next_page(&self.qc.worker, self.qc.lease_ms(), 50, claim)
-            .map_err(queue_err)?
-        else {
-            return Ok(false);
-        };
-        if p.deliveries > self.qc.tries {
-            self.bury(&p)?;
-            return Ok(true);
-        }
-        let tracker = self.sh.tracker.as_ref().expect("a shared job tracks pages");
-        // A page taken over: its files that landed after it was enqueued
-        // may be torn (their worker may have lost power): fetched again.
-        let recheck = (p.deliveries > 1)
-            .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(p.enqueued_ms()) - CLOCK_SLACK);
-        let seq = hand.seq;
-        hand.seq += 1;
-        let parts = p.names.len().div_ceil(self.batch).max(1) as u32;
-        tracker.page_listed(seq, None, parts, Some(String::new()));
-        let n = p.names.len() as u64;
-        hand.pages.insert(seq, InHand { id: p.id, names: n });
-        let mut names = p.names;
-        loop {
-            let rest = if names.len() > self.batch {
-                names.split_off(self.batch)
-            } else {
-                Vec::new()
-            };
-            let b = Batch {
-                page: Some(seq),
-                entries: names,
-                recheck,
-            };
-            if sender.send_blocking(b).is_err() || rest.is_empty() {
-                return Ok(true);
-            }
-            names = rest;
-        }
-    }
-
-    /// Page `p` was delivered too often (its workers died on it each time):
-    /// to the dead-letter stream, its files to the failure ledger.
-    fn bury(&mut self, p: &Page) -> Result<(), RunError> {
-        let why = format!(
-            "its page was handed to a worker {} times and never finished (the workers died or stalled on it)",
-            p.deliveries
-        );
-        let url = |n: &str| crate::pipeline::Plan::url(&self.sh.plan, &n.to_string());
-        let line = |n: &str| {
-            let f = Failure {
-                name: n.to_string(),
-                url: url(n),
-                error: why.clone(),
-                attempts: p.deliveries as u32,
-            };
-            serde_json::to_string(&f).expect("json")
-        };
-        if self.q.bury(p, &why, line).map_err(queue_err)? {
-            for n in &p.names {
-                let f = Failure {
-                    name: n.clone(),
-                    url: url(n),
-                    error: why.clone(),
-                    attempts: p.deliveries as u32,
-                };
-                let _ = self.sh.ctx.ledger.record(&f);
-            }
-            if !self.sh.ctx.quiet {
-                eprintln!(
-                    "bulkget: page {} ({} files, from {:?}) went to the dead-letter stream: {why}",
-                    p.id,
-                    p.names.len(),
-                    p.names.first().map_or("", String::as_str)
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn landed_here(&self) -> u64 {
-        let c = &self.sh.ctx.counters;
-        c.done.load(Ordering::Relaxed) + c.skipped.load(Ordering::Relaxed)
-    }
-
-    fn beat(&self, ended: bool) -> Worker {
-        Worker {
-            name: self.qc.worker.clone(),
-            beat_ms: journal::epoch_ns(SystemTime::now()) / 1_000_000,
-            landed: self.landed_here(),
-            rate: 0.0,
-            pages: 0,
-            ended,
-        }
-    }
-}
-
-/// Files/s over the last minute, from one sample a second.
-#[derive(Default)]
-struct Rate {
-    samples: std::collections::VecDeque<(Instant, u64)>,
-}
-
-impl Rate {
-    fn sample(&mut self, n: u64) {
-        let now = Instant::now();
-        self.samples.push_back((now, n));
-        while self
-            .samples
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(60))
-        {
-            self.samples.pop_front();
-        }
-    }
-
-    fn per_sec(&self) -> f64 {
-        match (self.samples.front(), self.samples.back()) {
-            (Some((t0, a)), Some((t1, b))) if t1 > t0 => {
-                (b - a) as f64 / t1.duration_since(*t0).as_secs_f64()
-            }
-            _ => 0.0,
-        }
-    }
+    job::run(q, sh, qc, part, tx, source, stop)
 }

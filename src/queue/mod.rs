@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use redis::{Script, Value};
 
 pub mod addr;
+pub mod job;
 pub use addr::Address;
 
 /// The consumer group every worker reads through.
