@@ -157,7 +157,7 @@ pub(crate) struct MirrorArgs {
 #[derive(Args)]
 #[command(next_help_heading = "One job over many processes (Redis Streams)")]
 pub(crate) struct QueueArgs {
-    /// Share this job with every process given the same: redis://[:PASSWORD@]HOST[:PORT]/[DB/]JOB, rediss://… (TLS; --cacert trusts a CA for it), unix:///SOCKET#JOB, or JOB alone with the server in REDIS_URL. One process at a time lists; all fetch; each exits when the whole job is done, with its exit status.
+    /// Share this job (a mirror, or get -i FILE) with every process given the same: redis://[:PASSWORD@]HOST[:PORT]/[DB/]JOB, rediss://… (TLS; --cacert trusts a CA for it), unix:///SOCKET#JOB, or JOB alone with the server in REDIS_URL. One process at a time lists; all fetch; each exits when the whole job is done, with its exit status.
     #[arg(long, value_name = "ADDRESS")]
     queue: Option<String>,
     /// This process' name in the job (its consumer name) [default: HOSTNAME-PID].
@@ -175,6 +175,17 @@ pub(crate) struct QueueArgs {
 }
 
 impl QueueArgs {
+    /// No shared job (a command that runs `mirror` on its own behalf).
+    pub(crate) fn none() -> QueueArgs {
+        QueueArgs {
+            queue: None,
+            worker: None,
+            lease: 10.0,
+            tries: 5,
+            ahead: 1024,
+        }
+    }
+
     /// The shared job's settings, if one is asked for.
     fn config(&self, f: &FetchArgs) -> Result<Option<crate::mirror::QueueConfig>> {
         let Some(spec) = &self.queue else {
@@ -480,6 +491,8 @@ pub(crate) struct GetArgs {
     #[arg(long, value_name = "sha256=HEX")]
     checksum: Option<String>,
     #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
     fetch: FetchArgs,
 }
 
@@ -497,6 +510,12 @@ pub(crate) fn get(a: GetArgs) -> Result<u8> {
     cfg.split_size = a.split_size;
     cfg.checksum = a.checksum.clone();
     cfg.null_sink = a.sink == "null";
+    cfg.queue = a.queue.config(&a.fetch)?;
+    if cfg.queue.is_some()
+        && (!a.urls.is_empty() || a.input.as_deref().is_none_or(|p| p.as_os_str() == "-"))
+    {
+        bail!("--queue shares a URL list given as a file (-i FILE, the same on every machine)");
+    }
     let s3_urls = cfg.urls.iter().any(|u| crate::store::is_s3(u));
     cfg.store_opts = a
         .fetch

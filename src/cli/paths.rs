@@ -314,13 +314,7 @@ fn download(a: CpArgs, dst: PathBuf) -> Result<u8> {
             sink: "dir".into(),
             shard_size: 1 << 30,
             checksum: a.checksum,
-            queue: super::QueueArgs {
-                queue: None,
-                worker: None,
-                lease: 10.0,
-                tries: 5,
-                ahead: 1024,
-            },
+            queue: super::QueueArgs::none(),
             fetch: a.fetch,
         });
     }
@@ -339,6 +333,7 @@ fn download(a: CpArgs, dst: PathBuf) -> Result<u8> {
         split_size: crate::get::DEFAULT_SPLIT_SIZE,
         sink: "dir".into(),
         checksum: None,
+        queue: super::QueueArgs::none(),
         fetch: a.fetch,
     })
 }

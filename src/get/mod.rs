@@ -15,6 +15,7 @@
 
 mod feed;
 pub mod input;
+mod shared;
 mod split;
 mod store_feed;
 
@@ -74,6 +75,8 @@ pub struct GetConfig {
     pub store_opts: crate::store::StoreOpts,
     /// Whether what is reported as landed survives a power cut.
     pub durability: journal::Durability,
+    /// A URL list shared with other processes through Redis (`--queue`).
+    pub queue: Option<crate::queue::job::QueueConfig>,
 }
 
 /// Connections for one large file, and the size past which a file is
@@ -97,6 +100,7 @@ impl GetConfig {
             threads: 0,
             state_dir: None,
             durability: journal::Durability::Sync,
+            queue: None,
             checksum: None,
             null_sink: false,
             tar_shard: None,
@@ -139,6 +143,11 @@ pub struct GetPlan {
     /// The store a listing's objects come from, which signs each GET as it
     /// is sent ([`crate::job::Object::sign`]).
     pub(crate) store: Option<Arc<crate::store::Store>>,
+    /// A job shared with other processes (`--queue`): a file already
+    /// under its name was landed by this job (another worker, a page done
+    /// twice) or before it, and counts as landed; one of a page taken over
+    /// that landed after the page was enqueued is fetched again.
+    shared: bool,
 }
 
 /// The path a job signed by a header is sent to: its URL's without the
@@ -232,12 +241,12 @@ impl GetPlan {
                 return Err((FetchError::Checksum { algo, want, got }, keep));
             }
         }
-        match f {
+        let committed = match f {
             Either::Dir(f) => f.commit(),
             Either::Null(f) => f.commit(),
             Either::Tar(f) => f.commit(),
-        }
-        .map_err(|e| (sink_error(e), keep))?;
+        };
+        self.committed(committed).map_err(|e| (e, keep))?;
         Ok(got)
     }
 }
@@ -248,12 +257,16 @@ enum Either<D, T> {
     Tar(T),
 }
 
-/// A file that appeared under the name during this run is a collision.
-fn sink_error(e: io::Error) -> FetchError {
-    if e.kind() == io::ErrorKind::AlreadyExists {
-        FetchError::Collision
-    } else {
-        FetchError::Sink(e)
+impl GetPlan {
+    /// A file that appeared under the name during this run is a collision;
+    /// in a shared job it landed by another worker of the job.
+    fn committed(&self, r: io::Result<()>) -> Result<(), FetchError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.shared => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(FetchError::Collision),
+            Err(e) => Err(FetchError::Sink(e)),
+        }
     }
 }
 
@@ -280,7 +293,17 @@ impl Plan for GetPlan {
         e.shown().to_string()
     }
 
-    fn admit(&self, job: &Job, _: Option<std::time::SystemTime>) -> Admit {
+    fn admit(&self, job: &Job, recheck: Option<std::time::SystemTime>) -> Admit {
+        if self.shared && !self.null && self.tar.is_none() {
+            return match self.sink.landed_at(&job.name) {
+                None => Admit::Fetch,
+                Some(t) if recheck.is_some_and(|r| t >= r) => match self.sink.remove(&job.name) {
+                    Ok(()) => Admit::Fetch,
+                    Err(e) => Admit::Fail(FetchError::Sink(e)),
+                },
+                Some(_) => Admit::Skip,
+            };
+        }
         if !self.check_existing || self.null {
             return Admit::Fetch; // a name that appears meanwhile fails at commit (no replace)
         }
@@ -369,7 +392,7 @@ impl Plan for GetPlan {
                     .sink
                     .create(&job.name)
                     .map_err(|e| (FetchError::Sink(e), keep))?;
-                f.commit().map_err(|e| (sink_error(e), keep))?;
+                self.committed(f.commit()).map_err(|e| (e, keep))?;
                 Ok((Landed::Bytes(0), keep))
             }
             _ => Err(land::refuse(c, head).await),
@@ -379,13 +402,14 @@ impl Plan for GetPlan {
 
 /// The closing paragraph of a get run.
 pub fn summary(out: &Outcome, cfg: &GetConfig) -> String {
-    out.summary(
+    let s = out.summary(
         "Fetched",
         "Inputs",
         "",
         &cfg.dest,
         &cfg.state_dir().join("failures.jsonl"),
-    )
+    );
+    s + &crate::queue::job::summary(out, cfg.queue.as_ref())
 }
 
 fn dest_err(p: &Path, e: io::Error) -> RunError {
@@ -396,6 +420,9 @@ fn dest_err(p: &Path, e: io::Error) -> RunError {
 }
 
 pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> {
+    if let Some(qc) = &cfg.queue {
+        return shared::run_with(cfg, qc, stop);
+    }
     let started = Instant::now();
     let net = Net::new(cfg.net.clone())?;
     let state_dir = cfg.state_dir();
@@ -499,6 +526,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             started: journal::coarse_now(),
             aside: cfg.store.is_none().then(|| aside_dir.clone()),
             store: store.as_ref().map(|(s, _)| s.clone()),
+            shared: false,
         },
         rx,
         tracker: tracker.map(|(t, _)| t),

@@ -359,9 +359,7 @@ impl Split {
                 });
             }
         }
-        plan.sink
-            .rename_in(&self.part, &self.job.name)
-            .map_err(super::sink_error)?;
+        plan.committed(plan.sink.rename_in(&self.part, &self.job.name))?;
         let _ = fs::remove_file(&self.st.side_path);
         Ok(Some(self.st.total))
     }

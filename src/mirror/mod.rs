@@ -101,24 +101,8 @@ impl MirrorConfig {
 pub fn summary(out: &Outcome, cfg: &MirrorConfig) -> String {
     let source = format!("from {}", cfg.url);
     let ledger = cfg.state_dir().join("failures.jsonl");
-    let mut s = out.summary("Mirrored", "Listed", &source, &cfg.dest, &ledger);
-    if let (Some(j), Some(q)) = (&out.job, &cfg.queue) {
-        s += &format!(
-            "\nThe job {} {}: listed {}, landed {}, failed {}, {} pages queued{}.",
-            q.addr.shown,
-            if j.done() { "is done" } else { "goes on" },
-            j.listed,
-            j.landed,
-            j.failed,
-            j.queued,
-            if j.failed > 0 {
-                format!("; its failures: bulkget status {} --failures", q.addr.shown)
-            } else {
-                String::new()
-            }
-        );
-    }
-    s
+    let s = out.summary("Mirrored", "Listed", &source, &cfg.dest, &ledger);
+    s + &crate::queue::job::summary(out, cfg.queue.as_ref())
 }
 
 /// The mirror's part of the hot loop: names from the listing, all from one

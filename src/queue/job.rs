@@ -279,6 +279,28 @@ where
     Ok(out)
 }
 
+/// The sentence on the shared job that ends a command's summary (empty
+/// for a run of its own).
+pub fn summary(out: &Outcome, qc: Option<&QueueConfig>) -> String {
+    let (Some(j), Some(q)) = (&out.job, qc) else {
+        return String::new();
+    };
+    format!(
+        "\nThe job {} {}: listed {}, landed {}, failed {}, {} pages queued{}.",
+        q.addr.shown,
+        if j.done() { "is done" } else { "goes on" },
+        j.listed,
+        j.landed,
+        j.failed,
+        j.queued,
+        if j.failed > 0 {
+            format!("; its failures: bulkget status {} --failures", q.addr.shown)
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// The outcome of this process once the job is `st`.
 fn ended(
     counters: &Counters,

@@ -56,6 +56,8 @@ struct Job {
     procs: Vec<(String, Child)>,
     /// Flags every process gets.
     flags: Vec<String>,
+    /// The command before them (default: `mirror URL DEST`).
+    lead: Option<Vec<String>>,
 }
 
 impl Job {
@@ -67,6 +69,7 @@ impl Job {
             job,
             procs: Vec::new(),
             flags: flags.iter().map(|s| s.to_string()).collect(),
+            lead: None,
         }
     }
 
@@ -83,10 +86,10 @@ impl Job {
             self.redis.queue_url(self.job),
         );
         let stats = self.dir.path().join(format!("{name}.json"));
-        let mut args = vec![
-            "mirror",
-            &url,
-            &dest,
+        let mirror = ["mirror".to_string(), url, dest];
+        let lead = self.lead.as_deref().unwrap_or(&mirror);
+        let mut args: Vec<&str> = lead.iter().map(String::as_str).collect();
+        args.extend([
             "--queue",
             &q,
             "--worker",
@@ -98,7 +101,7 @@ impl Job {
             "-q",
             "--stats-json",
             stats.to_str().unwrap(),
-        ];
+        ]);
         args.extend(self.flags.iter().map(String::as_str));
         let child = command(&args)
             .stdin(Stdio::null())
@@ -559,4 +562,59 @@ fn a_shared_job_over_tls_with_a_password() {
     }
     let _ = redis.kill();
     let _ = redis.wait();
+}
+
+#[test]
+fn a_shared_url_list_lands_every_file_once_when_a_worker_is_killed() {
+    let mut j = Job::new("url-list", Redis::start(), &[]);
+    let w = bulkget::synthetic::name_width(N);
+    let list = j.dir.path().join("urls.txt");
+    let mut text = String::from("# the job's URLs\n\n");
+    let bad = [
+        "::not-a-url".to_string(),
+        "http://127.0.0.1:1/x ../../escape".to_string(),
+        "s3://bucket/key".to_string(),
+    ];
+    for i in 0..N {
+        text += &format!(
+            "{}/get/{}\n",
+            j.server.url(),
+            bulkget::synthetic::name(i, w)
+        );
+        if i % 20_000 == 7 {
+            text += &format!("{}\n", bad[(i / 20_000) as usize]);
+        }
+    }
+    std::fs::write(&list, text).unwrap();
+    let dest = j.dest().display().to_string();
+    j.lead = Some(vec![
+        "get".into(),
+        "-i".into(),
+        list.display().to_string(),
+        "-o".into(),
+        dest,
+    ]);
+    for w in ["w1", "w2", "w3"] {
+        j.spawn(w);
+    }
+    wait_for("a quarter of the job to land", || j.landed() >= N / 4);
+    let victim = j.holder(&["w1", "w2", "w3"]);
+    j.child(&victim).kill().unwrap();
+    j.assert_exits(1, &[&victim]);
+    let st = j.queue().status().unwrap();
+    assert_eq!((st.listed, st.landed, st.failed), (N + 3, N, 3));
+    assert_eq!((st.queued, st.in_progress), (0, 0));
+    assert_synthetic_tree(&j.dest(), N, SIZE);
+    let q = j.redis.queue_url(j.job);
+    let o = command(&["status", &q, "--failures"]).output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    names.sort();
+    let mut want: Vec<&str> = bad.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(names, want);
+    assert!(format!("{lines:?}").contains("not shared by --queue"));
 }
