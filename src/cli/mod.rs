@@ -417,11 +417,6 @@ fn sink_kind(name: &str, shard_size: u64) -> SinkKind {
 
 pub(crate) fn mirror(a: MirrorArgs) -> Result<u8> {
     if let Some(loc) = crate::store::parse(&a.url) {
-        if a.queue.queue.is_some() {
-            bail!(
-                "--queue shares a list-API mirror (http(s)://) only, so far; not an object store's"
-            );
-        }
         return mirror_store(a, loc.map_err(CliError::Usage)?);
     }
     let mut cfg = MirrorConfig::new(&a.url, &a.dest);
@@ -458,6 +453,7 @@ fn mirror_store(a: MirrorArgs, loc: crate::store::Location) -> Result<u8> {
     cfg.store_opts = a.fetch.store_opts(&mut cfg.net, true);
     cfg.store_opts.checksum = a.checksum;
     cfg.store = Some(loc);
+    cfg.queue = a.queue.config(&a.fetch)?;
     let out = get::run(&cfg, stop_flag())?;
     let summary = get::summary(&out, &cfg);
     a.fetch.finish(out, summary)

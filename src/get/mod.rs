@@ -148,6 +148,8 @@ pub struct GetPlan {
     /// twice) or before it, and counts as landed; one of a page taken over
     /// that landed after the page was enqueued is fetched again.
     shared: bool,
+    /// A shared store job's location: its pages hold object records.
+    shared_store: Option<shared::SharedStore>,
 }
 
 /// The path a job signed by a header is sent to: its URL's without the
@@ -527,6 +529,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
             aside: cfg.store.is_none().then(|| aside_dir.clone()),
             store: store.as_ref().map(|(s, _)| s.clone()),
             shared: false,
+            shared_store: None,
         },
         rx,
         tracker: tracker.map(|(t, _)| t),

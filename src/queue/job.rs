@@ -40,6 +40,16 @@ pub trait Source {
     fn shown(&self) -> String;
 }
 
+impl<T: Source + ?Sized> Source for Box<T> {
+    fn page(&mut self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), RunError> {
+        (**self).page(cursor)
+    }
+
+    fn shown(&self) -> String {
+        (**self).shown()
+    }
+}
+
 /// A plan whose entries come from a shared job's pages.
 pub trait Entries: Plan {
     /// A page's names as entries; a name that cannot be one (a malformed

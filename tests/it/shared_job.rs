@@ -618,3 +618,68 @@ fn a_shared_url_list_lands_every_file_once_when_a_worker_is_killed() {
     assert_eq!(names, want);
     assert!(format!("{lines:?}").contains("not shared by --queue"));
 }
+
+#[test]
+fn a_shared_s3_mirror_lands_every_object_once_when_a_worker_is_killed() {
+    let mut m = crate::store::Emulator::moto();
+    m.cmd("bucket bkt");
+    m.cmd("fill bkt data/f 3000 100");
+    m.put("bkt", "data/a b+c.txt", 3);
+    m.put("bkt", "data/..", 1); // a key that cannot be a file name
+    let r = Redis::start();
+    let dir = scratch();
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    let q = r.queue_url("s3-job");
+    // Slow enough (20 ms a GET) that the first worker is still at work
+    // when it is killed.
+    m.cmd("delay 0.02");
+    let spawn = |m: &crate::store::Emulator, w: &str| {
+        m.bulkget(&[
+            "mirror",
+            "s3://bkt/data",
+            o,
+            "--queue",
+            &q,
+            "--worker",
+            w,
+            "--lease",
+            "1",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let mut first = spawn(&m, "w1");
+    wait_for("w1 to hold a page", || {
+        r.queue("s3-job")
+            .in_progress()
+            .unwrap()
+            .iter()
+            .any(|(n, k)| n == "w1" && *k > 0)
+    });
+    first.kill().unwrap();
+    let _ = first.wait();
+    m.cmd("delay 0");
+    let kids: Vec<Child> = ["w2", "w3"].iter().map(|w| spawn(&m, w)).collect();
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        // the key that cannot be a file name fails the job
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let st = r.queue("s3-job").status().unwrap();
+    assert_eq!((st.listed, st.landed, st.failed), (3002, 3001, 1));
+    assert_eq!((st.queued, st.in_progress), (0, 0));
+    crate::store::assert_filled(&out, "data/", "data/f", 3000, 100);
+    crate::store::assert_body(&out, "a b+c.txt", "data/a b+c.txt", 3);
+    let (lines, _) = r.queue("s3-job").failures("-", 10).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("cannot be a file name"), "{}", lines[0]);
+}
