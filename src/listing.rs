@@ -56,6 +56,31 @@ pub enum Listed {
     Stopped,
 }
 
+/// Brent's cycle finder over a listing's cursors, in constant memory: a
+/// server whose cursors come round again is looping.
+#[derive(Default)]
+pub struct Cycle {
+    saved: Option<String>,
+    power: u64,
+    lam: u64,
+}
+
+impl Cycle {
+    /// The page listed from `from` names `next`: whether `next` was seen.
+    pub fn repeats(&mut self, from: Option<&str>, next: &str) -> bool {
+        if self.saved.as_deref() == Some(next) || from == Some(next) {
+            return true;
+        }
+        self.lam += 1;
+        if self.lam >= self.power.max(1) {
+            self.saved = Some(next.to_string());
+            self.power = self.power.max(1) * 2;
+            self.lam = 0;
+        }
+        false
+    }
+}
+
 fn encode_query(v: &str) -> String {
     let mut out = Vec::with_capacity(v.len());
     crate::names::push_url_path(&mut out, v);
@@ -99,7 +124,7 @@ impl Lister<'_> {
         let mut conn: Option<Conn> = None;
         let mut marker = start;
         let resumed = marker.is_some();
-        let (mut saved, mut power, mut lam) = (None::<String>, 1u64, 0u64);
+        let mut cycle = Cycle::default();
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(Listed::Stopped);
@@ -120,19 +145,13 @@ impl Lister<'_> {
                 r => r?,
             };
             let next = page.next.filter(|m| !m.is_empty());
-            if let Some(m) = &next {
-                if saved.as_ref() == Some(m) || marker.as_ref() == Some(m) {
-                    return Err(RunError::ListLoop {
-                        url: page_url(self.ep, marker.as_deref()),
-                        marker: m.clone(),
-                    });
-                }
-                lam += 1;
-                if lam == power {
-                    saved = Some(m.clone());
-                    power *= 2;
-                    lam = 0;
-                }
+            if let Some(m) = &next
+                && cycle.repeats(marker.as_deref(), m)
+            {
+                return Err(RunError::ListLoop {
+                    url: page_url(self.ep, marker.as_deref()),
+                    marker: m.clone(),
+                });
             }
             self.counters
                 .listed

@@ -414,6 +414,29 @@ pub fn summary(out: &Outcome, cfg: &GetConfig) -> String {
     s + &crate::queue::job::summary(out, cfg.queue.as_ref())
 }
 
+/// DEST as a directory, and its tar shards with `--sink tar`.
+fn sinks(cfg: &GetConfig) -> Result<(DirSink, Option<TarSink>), RunError> {
+    let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
+    let tar = match cfg.tar_shard {
+        Some(shard) if !cfg.null_sink => {
+            Some(TarSink::new(&cfg.dest, shard).map_err(|e| dest_err(&cfg.dest, e))?)
+        }
+        _ => None,
+    };
+    Ok((sink, tar))
+}
+
+/// What makes the run's writes durable (nothing with `--sink null`).
+fn flush(cfg: &GetConfig, state_dir: &Path) -> Result<journal::Flush, RunError> {
+    let durability = if cfg.null_sink {
+        journal::Durability::None
+    } else {
+        cfg.durability
+    };
+    journal::Flush::new(durability, &[cfg.dest.as_path(), state_dir])
+        .map_err(|e| dest_err(&cfg.dest, e))
+}
+
 fn dest_err(p: &Path, e: io::Error) -> RunError {
     RunError::Dest {
         path: p.display().to_string(),
@@ -429,13 +452,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     let net = Net::new(cfg.net.clone())?;
     let state_dir = cfg.state_dir();
     std::fs::create_dir_all(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
-    let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
-    let tar = match cfg.tar_shard {
-        Some(shard) if !cfg.null_sink => {
-            Some(TarSink::new(&cfg.dest, shard).map_err(|e| dest_err(&cfg.dest, e))?)
-        }
-        _ => None,
-    };
+    let (sink, tar) = sinks(cfg)?;
     // Whole files only (a tar entry is written in one piece), and no
     // names to look up (shards keep no index: the journal says where to
     // go on from).
@@ -484,15 +501,7 @@ pub fn run(cfg: &GetConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunError> 
     };
     let (mark, unclean) =
         journal::RunMark::begin(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
-    let durability = if cfg.null_sink {
-        journal::Durability::None
-    } else {
-        cfg.durability
-    };
-    let flush = Arc::new(
-        journal::Flush::new(durability, &[cfg.dest.as_path(), state_dir.as_path()])
-            .map_err(|e| dest_err(&cfg.dest, e))?,
-    );
+    let flush = Arc::new(flush(cfg, &state_dir)?);
     let (tx, rx) = async_channel::bounded::<Batch<Job>>(64);
     let counters = Arc::new(Counters::default());
     counters.failed.store(carried, Ordering::Relaxed);

@@ -23,11 +23,10 @@ use crate::fetch::Conn;
 use crate::fetch::http1::Method;
 use crate::fetch::net::Net;
 use crate::job::Object;
-use crate::journal::{self, Flush, Ledger, Tracker};
+use crate::journal::{self, Ledger, Tracker};
 use crate::pipeline::{Batch, Shared};
 use crate::progress::{Counters, Display, Outcome};
 use crate::queue::job::{self, Entries, Part, QueueConfig, Source};
-use crate::sink::{DirSink, TarSink};
 use crate::store::{Location, Store};
 
 /// One object of a store's listing, as a shared job's page holds it.
@@ -316,20 +315,8 @@ pub(super) fn run_with(
     let net = Net::new(cfg.net.clone())?;
     let state_dir = cfg.state_dir();
     std::fs::create_dir_all(&state_dir).map_err(|e| dest_err(&state_dir, e))?;
-    let sink = DirSink::new(&cfg.dest).map_err(|e| dest_err(&cfg.dest, e))?;
-    let tar = match cfg.tar_shard {
-        Some(shard) if !cfg.null_sink => {
-            Some(TarSink::new(&cfg.dest, shard).map_err(|e| dest_err(&cfg.dest, e))?)
-        }
-        _ => None,
-    };
-    let durability = if cfg.null_sink {
-        journal::Durability::None
-    } else {
-        cfg.durability
-    };
-    let flush = Flush::new(durability, &[cfg.dest.as_path(), state_dir.as_path()])
-        .map_err(|e| dest_err(&cfg.dest, e))?;
+    let (sink, tar) = super::sinks(cfg)?;
+    let flush = super::flush(cfg, &state_dir)?;
     let (tx, rx) = async_channel::bounded::<Batch<Job>>(8);
     let sh = Arc::new(Shared {
         ctx: RunCtx::new(

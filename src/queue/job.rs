@@ -358,8 +358,7 @@ impl Lister<'_> {
         let mut cursor: Option<Option<String>> = None;
         let every = (self.qc.ahead / 8).clamp(1, 16);
         let mut since_look = u64::MAX;
-        // Brent's cycle finder over the cursors this lister saw.
-        let (mut saved, mut power, mut lam) = (None::<String>, 1u64, 0u64);
+        let mut cycle = crate::listing::Cycle::default();
         loop {
             if self.over() {
                 return Ok(());
@@ -397,19 +396,13 @@ impl Lister<'_> {
                 Err(e) => return Err(e),
             };
             let next = next.filter(|m| !m.is_empty());
-            if let Some(m) = &next {
-                if saved.as_ref() == Some(m) || from.as_ref() == Some(m) {
-                    return Err(RunError::ListLoop {
-                        url: source.shown(),
-                        marker: m.clone(),
-                    });
-                }
-                lam += 1;
-                if lam == power {
-                    saved = Some(m.clone());
-                    power *= 2;
-                    lam = 0;
-                }
+            if let Some(m) = &next
+                && cycle.repeats(from.as_deref(), m)
+            {
+                return Err(RunError::ListLoop {
+                    url: source.shown(),
+                    marker: m.clone(),
+                });
             }
             let chunks: Vec<&[String]> = names.chunks(self.qc.page.max(1)).collect();
             let r = q

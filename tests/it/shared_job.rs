@@ -73,6 +73,15 @@ impl Job {
         }
     }
 
+    /// A job of three workers, `w1` to `w3`, started.
+    fn with_three(job: &'static str, redis: Redis, flags: &[&str]) -> Job {
+        let mut j = Job::new(job, redis, flags);
+        for w in ["w1", "w2", "w3"] {
+            j.spawn(w);
+        }
+        j
+    }
+
     fn dest(&self) -> PathBuf {
         self.dir.path().join("dest")
     }
@@ -206,10 +215,7 @@ impl Job {
 
 #[test]
 fn a_shared_job_survives_a_worker_killed_mid_page() {
-    let mut j = Job::new("kill-worker", Redis::start(), &[]);
-    for w in ["w1", "w2", "w3"] {
-        j.spawn(w);
-    }
+    let mut j = Job::with_three("kill-worker", Redis::start(), &[]);
     wait_for("a fifth of the job to land", || j.landed() >= N / 5);
     let victim = j.holder(&["w1", "w2", "w3"]);
     let held = j
@@ -265,10 +271,7 @@ fn a_shared_job_survives_a_worker_killed_mid_page() {
 #[test]
 fn a_shared_job_survives_its_lister_killed_and_restarted() {
     // Two pages waiting at most: the listing lasts as long as the job.
-    let mut j = Job::new("kill-lister", Redis::start(), &["--ahead", "2"]);
-    for w in ["w1", "w2", "w3"] {
-        j.spawn(w);
-    }
+    let mut j = Job::with_three("kill-lister", Redis::start(), &["--ahead", "2"]);
     wait_for("a tenth of the job to land", || j.landed() >= N / 10);
     let lister: String = redis::cmd("GET")
         .arg("bulkget:kill-lister:lease")
@@ -287,10 +290,7 @@ fn a_shared_job_survives_its_lister_killed_and_restarted() {
 
 #[test]
 fn a_shared_job_survives_redis_killed_and_restarted_from_its_aof() {
-    let mut j = Job::new("kill-redis", Redis::start_aof(), &["--ahead", "4"]);
-    for w in ["w1", "w2", "w3"] {
-        j.spawn(w);
-    }
+    let mut j = Job::with_three("kill-redis", Redis::start_aof(), &["--ahead", "4"]);
     wait_for("a third of the job to land", || j.landed() >= N / 3);
     j.redis.kill_and_restart();
     j.assert_exits(0, &[]);
@@ -299,10 +299,7 @@ fn a_shared_job_survives_redis_killed_and_restarted_from_its_aof() {
 
 #[test]
 fn a_worker_stopped_past_its_lease_comes_back_and_its_pages_count_once() {
-    let mut j = Job::new("sigstop", Redis::start(), &[]);
-    for w in ["w1", "w2", "w3"] {
-        j.spawn(w);
-    }
+    let mut j = Job::with_three("sigstop", Redis::start(), &[]);
     wait_for("a fifth of the job to land", || j.landed() >= N / 5);
     let stopped = j.holder(&["w1", "w2", "w3"]);
     signal(j.child(&stopped), libc::SIGSTOP);
@@ -321,10 +318,7 @@ fn a_worker_stopped_past_its_lease_comes_back_and_its_pages_count_once() {
 
 #[test]
 fn a_fourth_worker_joins_a_shared_job_halfway() {
-    let mut j = Job::new("join", Redis::start(), &[]);
-    for w in ["w1", "w2", "w3"] {
-        j.spawn(w);
-    }
+    let mut j = Job::with_three("join", Redis::start(), &[]);
     wait_for("half the job to land", || j.landed() >= N / 2);
     j.spawn("w4");
     j.assert_exits(0, &[]);
