@@ -103,8 +103,6 @@ impl Job {
             &q,
             "--worker",
             name,
-            "--lease",
-            "1",
             "--retries",
             "30",
             "-q",
@@ -112,6 +110,9 @@ impl Job {
             stats.to_str().unwrap(),
         ]);
         args.extend(self.flags.iter().map(String::as_str));
+        if !self.flags.iter().any(|f| f == "--lease") {
+            args.extend(["--lease", "1"]);
+        }
         let child = command(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -676,4 +677,23 @@ fn a_shared_s3_mirror_lands_every_object_once_when_a_worker_is_killed() {
     let (lines, _) = r.queue("s3-job").failures("-", 10).unwrap();
     assert_eq!(lines.len(), 1);
     assert!(lines[0].contains("cannot be a file name"), "{}", lines[0]);
+}
+
+#[test]
+fn sigterm_finishes_the_pages_in_hand_and_leaves_none_pending() {
+    let mut j = Job::with_three("sigterm", Redis::start(), &["--lease", "30"]);
+    wait_for("a fifth of the job to land", || j.landed() >= N / 5);
+    let leaving = j.holder(&["w1", "w2", "w3"]);
+    signal(j.child(&leaving), libc::SIGTERM);
+    let code = j.child(&leaving).wait().unwrap().code();
+    assert_eq!(code, Some(130), "{}", j.log(&leaving));
+    // Its pages were finished and acknowledged, not left to a lease of 30 s.
+    let held = j.queue().in_progress().unwrap();
+    assert!(
+        !held.iter().any(|(n, k)| *n == leaving && *k > 0),
+        "{leaving} left pages pending: {held:?}"
+    );
+    j.procs.retain(|(n, _)| *n != leaving);
+    j.assert_exits(0, &[]);
+    j.assert_done(0);
 }
