@@ -3,7 +3,10 @@
 //! one after another, so the rest of the suite's parallel load (on a
 //! 2-core machine, a dozen bulkget processes at once) is not what they
 //! measure: under it the rate-limiter test once settled at 264 req/s of
-//! 500, where alone it settles at 450-469. What they assert is unchanged.
+//! 500, where alone it settles at 450-469. Their files land on tmpfs
+//! ([`common::scratch`]): what they measure is the client's pacing, not
+//! this disk's state after the rest of the suite. What they assert is
+//! unchanged.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -43,7 +46,7 @@ fn a_rate_limiter_is_found_and_kept_to() {
             ..Faults::default()
         },
     );
-    let t = tempfile::tempdir().unwrap();
+    let t = scratch();
     let dest = t.path().join("out");
     let d = dest.to_str().unwrap().to_string();
     let url = s.url();
@@ -79,7 +82,7 @@ fn a_rate_limiter_is_found_and_kept_to() {
 fn second_half(n: u64, faults: Faults) -> (u64, u64, f64) {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let s = synthetic(n, 100, 1000, faults);
-    let t = tempfile::tempdir().unwrap();
+    let t = scratch();
     let dest = t.path().join("out");
     let d = dest.to_str().unwrap().to_string();
     let url = s.url();

@@ -14,7 +14,7 @@ use bulkget::queue::{Enqueued, Queue};
 use bulkget::server::Server;
 use bulkget::server::faults::Faults;
 
-use crate::common::{assert_synthetic_tree, command, get, signal, synthetic, wait_for};
+use crate::common::{assert_synthetic_tree, command, get, scratch, signal, synthetic, wait_for};
 use crate::queue::Redis;
 
 const N: u64 = 50_000;
@@ -36,16 +36,6 @@ fn server() -> Server {
             ..Faults::default()
         },
     )
-}
-
-/// Where the 50 000 files land: tmpfs when the machine has it (creating
-/// files on a disk where many were just deleted can be 5–15× slower, and
-/// each test here writes 50 000), else the temp dir.
-fn scratch() -> tempfile::TempDir {
-    match std::path::Path::new("/dev/shm") {
-        shm if shm.is_dir() => tempfile::tempdir_in(shm).unwrap(),
-        _ => tempfile::tempdir().unwrap(),
-    }
 }
 
 struct Job {
