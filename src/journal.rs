@@ -277,6 +277,8 @@ struct TrackState {
 /// Follows page completion to keep the resume cursor current.
 pub struct Tracker {
     url: String,
+    /// A shared job's: pages are followed one by one, with their failures.
+    per_page: bool,
     inner: Mutex<TrackState>,
 }
 
@@ -284,6 +286,7 @@ impl Tracker {
     pub fn new(url: &str, start_marker: Option<String>, pages_done: u64) -> Tracker {
         Tracker {
             url: url.to_string(),
+            per_page: false,
             inner: Mutex::new(TrackState {
                 pages: VecDeque::new(),
                 front_seq: 0,
@@ -298,26 +301,21 @@ impl Tracker {
     /// A tracker of a shared job's pages: each page complete is kept with
     /// its failures until [`Tracker::take_finished`].
     pub fn per_page_tracker() -> Tracker {
-        let t = Tracker::new("", None, 0);
-        t.inner.lock().expect("tracker lock").finished = Some(Vec::new());
+        let mut t = Tracker::new("", None, 0);
+        t.per_page = true;
+        t.inner.get_mut().expect("tracker lock").finished = Some(Vec::new());
         t
     }
 
     /// Whether pages are followed one by one (a shared job's).
     pub fn per_page(&self) -> bool {
-        self.inner.lock().expect("tracker lock").finished.is_some()
+        self.per_page
     }
 
     /// The pages complete since the last call, with their failures.
     pub fn take_finished(&self) -> Vec<(u64, Vec<Failure>)> {
         let mut s = self.inner.lock().expect("tracker lock");
         s.finished.as_mut().map(std::mem::take).unwrap_or_default()
-    }
-
-    /// Pages listed and not yet complete.
-    pub fn open_pages(&self) -> usize {
-        let s = self.inner.lock().expect("tracker lock");
-        s.pages.iter().filter(|p| p.parts_left > 0).count()
     }
 
     /// The lister fetched page `seq` with `marker` and split it into `parts`

@@ -172,11 +172,9 @@ fn render(r: &Report) -> String {
 }
 
 fn look(q: &mut Queue, a: &Address) -> Result<Report> {
-    let err =
-        |e: crate::queue::QueueError| CliError::Run(crate::error::RunError::Queue(e.to_string()));
-    let st = q.status().map_err(err)?;
-    let workers = q.workers().map_err(err)?;
-    let pending = q.in_progress().map_err(err)?;
+    let st = q.status().map_err(crate::error::RunError::from)?;
+    let workers = q.workers().map_err(crate::error::RunError::from)?;
+    let pending = q.in_progress().map_err(crate::error::RunError::from)?;
     Ok(report(a, st, workers, pending))
 }
 
@@ -189,12 +187,11 @@ pub(crate) fn status(a: StatusArgs) -> Result<u8> {
     if a.connect_timeout.is_nan() || a.connect_timeout <= 0.0 || a.connect_timeout > 1e6 {
         bail!("--connect-timeout must be a positive number of seconds");
     }
-    let err =
-        |e: crate::queue::QueueError| CliError::Run(crate::error::RunError::Queue(e.to_string()));
-    let mut q = Queue::connect(&addr, Duration::from_secs_f64(a.connect_timeout)).map_err(err)?;
-    let known = q.exists().map_err(err)?;
+    let mut q = Queue::connect(&addr, Duration::from_secs_f64(a.connect_timeout))
+        .map_err(crate::error::RunError::from)?;
+    let known = q.exists().map_err(crate::error::RunError::from)?;
     if a.forget {
-        let n = q.forget().map_err(err)?;
+        let n = q.forget().map_err(crate::error::RunError::from)?;
         if !super::embedded() {
             eprintln!("bulkget: forgot the job {} ({n} keys removed)", addr.shown);
         }
@@ -208,7 +205,9 @@ pub(crate) fn status(a: StatusArgs) -> Result<u8> {
         let mut after = "-".to_string();
         let mut o = out.lock();
         loop {
-            let (lines, last) = q.failures(&after, 1000).map_err(err)?;
+            let (lines, last) = q
+                .failures(&after, 1000)
+                .map_err(crate::error::RunError::from)?;
             for l in &lines {
                 writeln!(o, "{l}").map_err(|e| CliError::Io("writing the failures".into(), e))?;
             }
